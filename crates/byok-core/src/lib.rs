@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod error;
+mod provider;
+mod secret;
+mod user;
+
+pub use error::{CoreError, Result};
+pub use provider::ProviderKind;
+pub use secret::{ApiKey, MAX_KEY_LEN, MaskedKey};
+pub use user::{MAX_USER_ID_LEN, UserId};
