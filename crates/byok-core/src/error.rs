@@ -24,6 +24,9 @@ pub enum CoreError {
     /// character.
     #[error("api key must be printable ASCII without spaces")]
     KeyInvalidChars,
+    /// A key status name is not one of [`crate::KeyStatus::ALL`].
+    #[error("unknown key status")]
+    UnknownKeyStatus,
     /// A stored masked key did not have the shape [`crate::MaskedKey`] produces.
     #[error("value is not a masked key")]
     NotMasked,
@@ -39,6 +42,7 @@ impl CoreError {
             Self::KeyEmpty => "key_empty",
             Self::KeyTooLong => "key_too_long",
             Self::KeyInvalidChars => "key_invalid_chars",
+            Self::UnknownKeyStatus => "unknown_key_status",
             Self::NotMasked => "not_masked",
         }
     }

@@ -4,9 +4,11 @@
 mod error;
 mod provider;
 mod secret;
+mod status;
 mod user;
 
 pub use error::{CoreError, Result};
 pub use provider::ProviderKind;
 pub use secret::{ApiKey, MAX_KEY_LEN, MaskedKey};
+pub use status::KeyStatus;
 pub use user::{MAX_USER_ID_LEN, UserId};

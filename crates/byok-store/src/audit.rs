@@ -1,0 +1,330 @@
+//! The audit trail: who did what to which user's keys and tokens.
+//!
+//! Events are appended in the same transaction as the change they record,
+//! and never hold a key or a token: free text is limited to `&'static str`
+//! codes, so nothing a client sent can end up in the trail.
+
+use std::fmt;
+use std::str::FromStr;
+
+use byok_core::{ProviderKind, UserId};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::schema::audit_events;
+use crate::time::{from_db, to_db};
+use crate::{DbConnection, StoreError};
+
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Actor {
+    /// A user acting with their own token.
+    User(UserId),
+    /// An administrator, identified by the public id of the token used.
+    Admin {
+        /// The admin token's public id (never its secret).
+        token_id: String,
+    },
+    /// The service itself (a rewrap job, a start-up task).
+    System,
+    /// A caller who could not be authenticated.
+    Anonymous,
+}
+
+impl Actor {
+    fn to_db(&self) -> String {
+        match self {
+            Self::User(user) => format!("user:{user}"),
+            Self::Admin { token_id } => format!("admin:{token_id}"),
+            Self::System => "system".to_owned(),
+            Self::Anonymous => "anonymous".to_owned(),
+        }
+    }
+
+    fn from_db(value: &str) -> Result<Self, StoreError> {
+        match value.split_once(':') {
+            Some(("user", id)) => UserId::parse(id)
+                .map(Self::User)
+                .map_err(|_| StoreError::Corrupt("audit actor")),
+            Some(("admin", token_id)) => Ok(Self::Admin {
+                token_id: token_id.to_owned(),
+            }),
+            None if value == "system" => Ok(Self::System),
+            None if value == "anonymous" => Ok(Self::Anonymous),
+            _ => Err(StoreError::Corrupt("audit actor")),
+        }
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// The stored name.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text,)+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = StoreError;
+
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or(StoreError::Corrupt(stringify!($name)))
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// What happened.
+    AuditAction {
+        /// A user was created.
+        UserCreate => "user.create",
+        /// A user and everything they owned, but the trail, was deleted.
+        UserDelete => "user.delete",
+        /// An API token was issued.
+        TokenIssue => "token.issue",
+        /// An API token was revoked.
+        TokenRevoke => "token.revoke",
+        /// A request could not be authenticated or was not allowed.
+        AuthFailure => "auth.failure",
+        /// A provider key was stored where there was none.
+        KeyCreate => "key.create",
+        /// A provider key replaced an earlier one.
+        KeyReplace => "key.replace",
+        /// A key save was refused (bad format, unknown user, ...).
+        KeyCreateRejected => "key.create_rejected",
+        /// A provider key was deleted.
+        KeyDelete => "key.delete",
+        /// A provider key was tested against its provider.
+        KeyTest => "key.test",
+        /// A provider key was used for a request.
+        KeyUse => "key.use",
+        /// A stored key could not be opened (tampered row, missing master key).
+        KeyDecryptFailed => "key.decrypt_failed",
+        /// A provider key was moved onto the active master key.
+        KeyRewrap => "key.rewrap",
+    }
+}
+
+string_enum! {
+    /// How it ended.
+    AuditOutcome {
+        /// It was done.
+        Success => "success",
+        /// It failed.
+        Failure => "failure",
+        /// It was refused for lack of permission.
+        Denied => "denied",
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    /// Who acted.
+    pub actor: Actor,
+    /// What happened.
+    pub action: AuditAction,
+    /// Whose keys or tokens it concerned.
+    pub user_id: Option<UserId>,
+    /// Which provider's key, if any.
+    pub provider: Option<ProviderKind>,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The request that caused it, for correlation with logs.
+    pub request_id: Option<String>,
+    /// A short code (an error code, a setting's name). Static so that no
+    /// client input, and so no key, can ever be written here.
+    pub detail: Option<&'static str>,
+}
+
+impl NewAuditEvent {
+    /// An event with no user, provider, request id or detail.
+    #[must_use]
+    pub fn new(actor: Actor, action: AuditAction, outcome: AuditOutcome) -> Self {
+        Self {
+            actor,
+            action,
+            user_id: None,
+            provider: None,
+            outcome,
+            request_id: None,
+            detail: None,
+        }
+    }
+
+    /// Sets the user the event concerns.
+    #[must_use]
+    pub fn user(mut self, user: &UserId) -> Self {
+        self.user_id = Some(user.clone());
+        self
+    }
+
+    /// Sets the provider the event concerns.
+    #[must_use]
+    pub fn provider(mut self, provider: ProviderKind) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Sets the request id.
+    #[must_use]
+    pub fn request_id(mut self, request_id: impl Into<String>) -> Self {
+        self.request_id = Some(request_id.into());
+        self
+    }
+
+    /// Sets the detail code.
+    #[must_use]
+    pub fn detail(mut self, detail: &'static str) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// An event read back from the trail.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEvent {
+    /// Position in the trail; larger is newer.
+    pub id: i64,
+    /// When it happened (UTC).
+    pub occurred_at: DateTime<Utc>,
+    /// Who acted, as stored (`user:alice`, `admin:tok_..`, `system`, `anonymous`).
+    pub actor: String,
+    /// What happened.
+    pub action: AuditAction,
+    /// Whose keys or tokens it concerned.
+    pub user_id: Option<UserId>,
+    /// Which provider's key.
+    pub provider: Option<ProviderKind>,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// A short code.
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// The actor, parsed.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the stored actor has an unknown shape.
+    pub fn actor(&self) -> Result<Actor, StoreError> {
+        Actor::from_db(&self.actor)
+    }
+}
+
+#[derive(Queryable)]
+struct AuditRow {
+    id: i64,
+    occurred_at: chrono::NaiveDateTime,
+    actor: String,
+    action: String,
+    user_id: Option<String>,
+    provider: Option<String>,
+    outcome: String,
+    request_id: Option<String>,
+    detail: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: row.id,
+            occurred_at: from_db(row.occurred_at),
+            actor: row.actor,
+            action: row.action.parse()?,
+            user_id: row
+                .user_id
+                .map(UserId::parse)
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("audit user id"))?,
+            provider: row
+                .provider
+                .map(|p| p.parse())
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("audit provider"))?,
+            outcome: row.outcome.parse()?,
+            request_id: row.request_id,
+            detail: row.detail,
+        })
+    }
+}
+
+/// Appends `event`, stamped with `at`. Call it inside the transaction of the
+/// change it records.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn append(
+    conn: &mut DbConnection,
+    event: &NewAuditEvent,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    diesel::insert_into(audit_events::table)
+        .values((
+            audit_events::occurred_at.eq(to_db(at)),
+            audit_events::actor.eq(event.actor.to_db()),
+            audit_events::action.eq(event.action.as_str()),
+            audit_events::user_id.eq(event.user_id.as_ref().map(UserId::as_str)),
+            audit_events::provider.eq(event.provider.map(ProviderKind::as_str)),
+            audit_events::outcome.eq(event.outcome.as_str()),
+            audit_events::request_id.eq(event.request_id.as_deref()),
+            audit_events::detail.eq(event.detail),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Up to `limit` events about `user`, newest first, older than the event
+/// `before` when given (pass the last id of one page to get the next).
+///
+/// # Errors
+/// A [`StoreError`] from the database, or [`StoreError::Corrupt`] for an
+/// unreadable row.
+pub fn list_for_user(
+    conn: &mut DbConnection,
+    user: &UserId,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut query = audit_events::table
+        .filter(audit_events::user_id.eq(user.as_str()))
+        .order(audit_events::id.desc())
+        .limit(i64::from(limit))
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(audit_events::id.lt(before));
+    }
+    query
+        .load::<AuditRow>(conn)?
+        .into_iter()
+        .map(AuditEvent::try_from)
+        .collect()
+}

@@ -1,0 +1,82 @@
+//! Diesel table definitions, written once for both backends with portable
+//! SQL types only (`Text`, `Binary`, `BigInt`, `Integer`, `Timestamp`).
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Text,
+        user_id -> Nullable<Text>,
+        role -> Text,
+        secret_hash -> Binary,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    provider_keys (id) {
+        id -> Text,
+        user_id -> Text,
+        provider -> Text,
+        sealed_key -> Binary,
+        master_key_id -> BigInt,
+        masked_key -> Text,
+        settings -> Text,
+        last_test_status -> Nullable<Text>,
+        last_tested_at -> Nullable<Timestamp>,
+        last_test_latency_ms -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        occurred_at -> Timestamp,
+        actor -> Text,
+        action -> Text,
+        user_id -> Nullable<Text>,
+        provider -> Nullable<Text>,
+        outcome -> Text,
+        request_id -> Nullable<Text>,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    usage_records (id) {
+        id -> BigInt,
+        user_id -> Text,
+        provider -> Text,
+        model -> Text,
+        task -> Text,
+        input_tokens -> BigInt,
+        cached_input_tokens -> BigInt,
+        output_tokens -> BigInt,
+        reasoning_tokens -> BigInt,
+        cost_micro_usd -> Nullable<BigInt>,
+        attempts -> Integer,
+        latency_ms -> BigInt,
+        outcome -> Text,
+        request_id -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(api_tokens -> users (user_id));
+diesel::joinable!(provider_keys -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    api_tokens,
+    provider_keys,
+    audit_events,
+    usage_records
+);

@@ -1,0 +1,136 @@
+//! Usage records: one per answered gateway request. The gateway (a later
+//! part of byok) writes them in batches from a background writer.
+
+use byok_core::{ProviderKind, UserId};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+
+use crate::connection::write_transaction;
+use crate::schema::usage_records;
+use crate::time::{from_db, to_db};
+use crate::{DbConnection, StoreError};
+
+/// One request's usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// Whose request it was.
+    pub user_id: UserId,
+    /// The provider that answered.
+    pub provider: ProviderKind,
+    /// The model that answered.
+    pub model: String,
+    /// The task the request was routed for (`general`, `code`, ...).
+    pub task: String,
+    /// Input tokens, including cached ones.
+    pub input_tokens: i64,
+    /// Input tokens served from the provider's cache.
+    pub cached_input_tokens: i64,
+    /// Output tokens, including reasoning ones.
+    pub output_tokens: i64,
+    /// Output tokens spent on reasoning.
+    pub reasoning_tokens: i64,
+    /// The cost in micro-dollars, or `None` when the model is unpriced.
+    pub cost_micro_usd: Option<i64>,
+    /// How many providers were tried.
+    pub attempts: i32,
+    /// End-to-end latency.
+    pub latency_ms: i64,
+    /// `success`, `partial`, ...
+    pub outcome: String,
+    /// The request's id.
+    pub request_id: Option<String>,
+    /// When the request finished (UTC).
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = usage_records)]
+struct UsageRow {
+    user_id: String,
+    provider: String,
+    model: String,
+    task: String,
+    input_tokens: i64,
+    cached_input_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    cost_micro_usd: Option<i64>,
+    attempts: i32,
+    latency_ms: i64,
+    outcome: String,
+    request_id: Option<String>,
+    created_at: NaiveDateTime,
+}
+
+/// Appends `records` in one transaction: all or none.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<(), StoreError> {
+    write_transaction(conn, |conn| {
+        for record in records {
+            diesel::insert_into(usage_records::table)
+                .values(UsageRow {
+                    user_id: record.user_id.as_str().to_owned(),
+                    provider: record.provider.as_str().to_owned(),
+                    model: record.model.clone(),
+                    task: record.task.clone(),
+                    input_tokens: record.input_tokens,
+                    cached_input_tokens: record.cached_input_tokens,
+                    output_tokens: record.output_tokens,
+                    reasoning_tokens: record.reasoning_tokens,
+                    cost_micro_usd: record.cost_micro_usd,
+                    attempts: record.attempts,
+                    latency_ms: record.latency_ms,
+                    outcome: record.outcome.clone(),
+                    request_id: record.request_id.clone(),
+                    created_at: to_db(record.created_at),
+                })
+                .execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+/// `user`'s records with `from <= created_at < to`, oldest first.
+///
+/// # Errors
+/// A [`StoreError`] from the database, or [`StoreError::Corrupt`].
+pub fn list_for_user(
+    conn: &mut DbConnection,
+    user: &UserId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<UsageRecord>, StoreError> {
+    usage_records::table
+        .filter(usage_records::user_id.eq(user.as_str()))
+        .filter(usage_records::created_at.ge(to_db(from)))
+        .filter(usage_records::created_at.lt(to_db(to)))
+        .order((usage_records::created_at.asc(), usage_records::id.asc()))
+        .select(UsageRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(|row| {
+            Ok(UsageRecord {
+                user_id: UserId::parse(row.user_id)
+                    .map_err(|_| StoreError::Corrupt("usage user id"))?,
+                provider: row
+                    .provider
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("usage provider"))?,
+                model: row.model,
+                task: row.task,
+                input_tokens: row.input_tokens,
+                cached_input_tokens: row.cached_input_tokens,
+                output_tokens: row.output_tokens,
+                reasoning_tokens: row.reasoning_tokens,
+                cost_micro_usd: row.cost_micro_usd,
+                attempts: row.attempts,
+                latency_ms: row.latency_ms,
+                outcome: row.outcome,
+                request_id: row.request_id,
+                created_at: from_db(row.created_at),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,16 @@
+//! byok-store integration tests. Every test runs on SQLite and on PostgreSQL
+//! (see `byok_test_support::both_backends!`).
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on a bad fixture"
+)]
+
+mod atomicity;
+mod audit_trail;
+mod fixtures;
+mod keys;
+mod plaintext;
+mod sqlite;
+mod tokens_users;
+mod usage;

@@ -1,0 +1,60 @@
+//! Usage records: batches are all-or-nothing and read back by time range.
+
+use byok_core::ProviderKind;
+use byok_store::usage::{self, UsageRecord};
+use byok_test_support::{TestDb, both_backends};
+use chrono::Duration;
+
+use crate::fixtures::user;
+
+both_backends!(usage_batches_round_trip_by_time_range);
+
+fn record(who: &str, minutes_ago: i64, cost: Option<i64>) -> UsageRecord {
+    UsageRecord {
+        user_id: user(who),
+        provider: ProviderKind::DeepSeek,
+        model: "deepseek-chat".to_owned(),
+        task: "general".to_owned(),
+        input_tokens: 1200,
+        cached_input_tokens: 200,
+        output_tokens: 300,
+        reasoning_tokens: 0,
+        cost_micro_usd: cost,
+        attempts: 2,
+        latency_ms: 840,
+        outcome: "success".to_owned(),
+        request_id: Some(format!("req-{minutes_ago}")),
+        created_at: byok_store::now() - Duration::minutes(minutes_ago),
+    }
+}
+
+async fn usage_batches_round_trip_by_time_range(db: TestDb) {
+    let store = db.store().await;
+    let batch = vec![
+        record("alice", 30, Some(1234)),
+        record("alice", 10, None),
+        record("bob", 10, Some(5)),
+    ];
+    let expected = batch.clone();
+    store
+        .run(move |c| usage::insert_batch(c, &batch))
+        .await
+        .unwrap();
+
+    let from = byok_store::now() - Duration::hours(1);
+    let to = byok_store::now() + Duration::seconds(1);
+    let alice = user("alice");
+    let rows = store
+        .run(move |c| usage::list_for_user(c, &alice, from, to))
+        .await
+        .unwrap();
+    assert_eq!(rows, expected[..2]);
+
+    let alice = user("alice");
+    let narrow_from = byok_store::now() - Duration::minutes(20);
+    let rows = store
+        .run(move |c| usage::list_for_user(c, &alice, narrow_from, to))
+        .await
+        .unwrap();
+    assert_eq!(rows, expected[1..2]);
+}
