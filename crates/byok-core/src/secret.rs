@@ -86,7 +86,18 @@ pub struct MaskedKey(String);
 
 impl MaskedKey {
     fn of(raw: &str) -> Self {
-        // Keys are validated ASCII, but masking must not panic on anything.
+        // Validated keys are ASCII, so counting bytes counts characters; the
+        // char-based branch only keeps masking total for any input.
+        if raw.is_ascii() {
+            if raw.len() <= FULLY_MASKED_UP_TO {
+                return Self(FULL_MASK.to_owned());
+            }
+            let mut out = String::with_capacity(MASK_LEN);
+            out.push_str(&raw[..SHOWN]);
+            out.push_str(MIDDLE);
+            out.push_str(&raw[raw.len() - SHOWN..]);
+            return Self(out);
+        }
         let chars: Vec<char> = raw.chars().collect();
         if chars.len() <= FULLY_MASKED_UP_TO {
             return Self(FULL_MASK.to_owned());
@@ -186,6 +197,12 @@ mod tests {
         assert_eq!(key(13).unwrap().masked().as_str(), "abcd********jklm");
         assert_eq!(key(40).unwrap().masked().as_str(), "abcd********klmn");
         assert_eq!(key(200).unwrap().masked().as_str(), "abcd********opqr");
+    }
+
+    #[test]
+    fn masking_is_total_on_non_ascii_input() {
+        assert_eq!(MaskedKey::of("ключ-ключ-ключ").as_str(), "ключ********ключ");
+        assert_eq!(MaskedKey::of("ключ").as_str(), FULL_MASK);
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub fn write_transaction<T, E>(
 where
     E: From<StoreError>,
 {
+    type Tm = <DbConnection as Connection>::TransactionManager;
     let begun = match conn {
         #[cfg(feature = "sqlite")]
         DbConnection::Sqlite(c) => {
@@ -192,7 +193,6 @@ where
         DbConnection::Postgres(c) => AnsiTransactionManager::begin_transaction(c),
     };
     begun.map_err(|e| E::from(StoreError::from(e)))?;
-    type Tm = <DbConnection as Connection>::TransactionManager;
     match f(conn) {
         Ok(value) => {
             Tm::commit_transaction(conn).map_err(|e| E::from(StoreError::from(e)))?;

@@ -70,6 +70,9 @@ pub struct TestDb {
 
 impl TestDb {
     /// A new SQLite file in a fresh temporary directory.
+    ///
+    /// # Panics
+    /// When no temporary directory can be created.
     #[must_use]
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory");

@@ -35,10 +35,10 @@ fn vault_benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("vault_164_char_key");
     group.bench_function("seal", |b| {
-        b.iter(|| vault.seal(black_box(&key), &binding).unwrap())
+        b.iter(|| vault.seal(black_box(&key), &binding).unwrap());
     });
     group.bench_function("open", |b| {
-        b.iter(|| vault.open(black_box(&sealed), &binding).unwrap())
+        b.iter(|| vault.open(black_box(&sealed), &binding).unwrap());
     });
     group.bench_function("open_and_mask", |b| {
         b.iter(|| vault.open(black_box(&sealed), &binding).unwrap().masked());

@@ -3,7 +3,12 @@
 
 #![expect(
     clippy::unwrap_used,
+    clippy::panic,
     reason = "test helpers fail the test on a bad fixture"
+)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests spawn their own concurrent writers"
 )]
 
 mod atomicity;

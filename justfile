@@ -1,0 +1,48 @@
+# byok developer recipes. CI (.ci/run) runs the same commands with plain cargo.
+
+default:
+    @just --list
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Format check and clippy with warnings as errors.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Every test, SQLite and PostgreSQL (postgres://postgres@127.0.0.1:5432/test, or TEST_DATABASE_URL).
+test:
+    cargo test --workspace
+
+# Only the store's tests.
+test-store:
+    cargo test -p byok-store
+
+# API docs with warnings as errors.
+doc:
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+# Build and run the examples.
+examples:
+    cargo run -p byok-examples --example vault_in_memory
+    cargo run -p byok-examples --example store_embedded
+
+# Criterion benchmarks (figures go in docs/performance.md).
+bench:
+    cargo bench -p byok-vault --bench vault
+
+# The same migration name in both backend trees.
+new-migration name:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    ts=$(date -u +%Y-%m-%d-%H%M%S)
+    for db in sqlite postgres; do
+        dir="migrations/$db/${ts}_{{name}}"
+        mkdir -p "$dir" && touch "$dir/up.sql" "$dir/down.sql"
+    done
+
+# What CI runs.
+ci:
+    bash .ci/run
