@@ -172,7 +172,8 @@ pub(crate) fn migrations_pending(conn: &mut DbConnection) -> Result<bool, StoreE
 /// Runs `f` in a write transaction: `BEGIN IMMEDIATE` on SQLite, so the write
 /// lock (and the busy timeout) is taken up front instead of failing when a
 /// read later upgrades; an ordinary transaction on PostgreSQL. Commits when
-/// `f` returns `Ok`, rolls back otherwise.
+/// `f` returns `Ok`, rolls back otherwise. Called inside another write
+/// transaction it nests as a savepoint, so repository functions compose.
 ///
 /// # Errors
 /// `f`'s error, or a [`StoreError`] from beginning or committing.
@@ -184,13 +185,22 @@ where
     E: From<StoreError>,
 {
     type Tm = <DbConnection as Connection>::TransactionManager;
-    let begun = match conn {
-        #[cfg(feature = "sqlite")]
-        DbConnection::Sqlite(c) => {
-            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+    let nested = !matches!(
+        Tm::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(None)
+    );
+    let begun = if nested {
+        // Inside another write transaction the lock is already held: a savepoint.
+        Tm::begin_transaction(conn)
+    } else {
+        match conn {
+            #[cfg(feature = "sqlite")]
+            DbConnection::Sqlite(c) => {
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+            }
+            #[cfg(feature = "postgres")]
+            DbConnection::Postgres(c) => AnsiTransactionManager::begin_transaction(c),
         }
-        #[cfg(feature = "postgres")]
-        DbConnection::Postgres(c) => AnsiTransactionManager::begin_transaction(c),
     };
     begun.map_err(|e| E::from(StoreError::from(e)))?;
     match f(conn) {

@@ -345,3 +345,38 @@ pub fn swap_sealed(
         Ok(swapped)
     })
 }
+
+/// The distinct ids of the master keys that sealed the stored keys, in
+/// ascending order: what the key ring must be able to open.
+///
+/// # Errors
+/// A [`StoreError`] from the database, or [`StoreError::Corrupt`].
+pub fn master_key_ids(conn: &mut DbConnection) -> Result<Vec<u32>, StoreError> {
+    provider_keys::table
+        .select(provider_keys::master_key_id)
+        .distinct()
+        .order(provider_keys::master_key_id.asc())
+        .load::<i64>(conn)?
+        .into_iter()
+        .map(|id| u32::try_from(id).map_err(|_| StoreError::Corrupt("master key id")))
+        .collect()
+}
+
+/// One stored key sealed with master key `master_key_id`, if any: a sample
+/// to check at start-up that the configured master key really opens it.
+///
+/// # Errors
+/// A [`StoreError`] from the database, or [`StoreError::Corrupt`].
+pub fn sample_sealed_with(
+    conn: &mut DbConnection,
+    master_key_id: u32,
+) -> Result<Option<StoredKey>, StoreError> {
+    provider_keys::table
+        .filter(provider_keys::master_key_id.eq(i64::from(master_key_id)))
+        .order(provider_keys::id.asc())
+        .select(KeyRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(StoredKey::try_from)
+        .transpose()
+}

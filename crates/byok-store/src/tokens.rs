@@ -148,3 +148,16 @@ pub fn revoke(
         Ok(revoked)
     })
 }
+
+/// Whether any admin token is stored and not revoked.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn active_admin_exists(conn: &mut DbConnection) -> Result<bool, StoreError> {
+    let count: i64 = api_tokens::table
+        .filter(api_tokens::role.eq("admin"))
+        .filter(api_tokens::revoked_at.is_null())
+        .count()
+        .get_result(conn)?;
+    Ok(count > 0)
+}

@@ -1,0 +1,143 @@
+//! The byok server: reads configuration, wires the crates, serves.
+
+mod settings;
+mod setup;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use crate::settings::Settings;
+
+/// Bring your own AI provider keys: store them encrypted, test them, route requests.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML file with settings (environment variables override it).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create a user and print their first token (shown once).
+    CreateUser {
+        /// 1 to 64 characters of A-Z a-z 0-9 . _ @ -
+        user_id: String,
+    },
+    /// Issue another token for a user, or an admin token; printed once.
+    CreateToken {
+        /// The user the token acts for.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        user: Option<String>,
+        /// Issue an admin token instead.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Revoke a token by its public id (the part after `byok_`, before the second `_`).
+    RevokeToken {
+        /// The token's public id.
+        token_id: String,
+    },
+    /// Reseal every stored key with the active master key (idempotent, resumable).
+    Rewrap {
+        /// Keys per batch.
+        #[arg(long, default_value_t = 100)]
+        batch: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the binary is where configuration is read"
+    )]
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let (settings, warnings) = match Settings::load(cli.config.as_deref(), &env) {
+        Ok(loaded) => loaded,
+        Err(error) => return fail(&error),
+    };
+    setup::init_tracing(&settings);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio_runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error),
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+fn tokio_runtime() -> std::io::Result<actix_web::rt::Runtime> {
+    actix_web::rt::Runtime::new()
+}
+
+/// One line on stderr naming what failed, and a non-zero exit.
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "byok-server: error: {error:#}");
+    ExitCode::from(2)
+}
+
+fn say(text: &str) {
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    let service = setup::service(&settings).await?;
+    match command {
+        Command::Serve => setup::serve(service, &settings).await,
+        Command::CreateUser { user_id } => {
+            let user = byok_core::UserId::parse(user_id)?;
+            let issued = service.operator().create_user(&user).await?;
+            say(&format!("created user {user}; token id {}", issued.id));
+            say(&format!(
+                "token (shown once, store it now): {}",
+                issued.token.expose_secret()
+            ));
+            Ok(())
+        }
+        Command::CreateToken { user, admin } => {
+            let user = user
+                .filter(|_| !admin)
+                .map(byok_core::UserId::parse)
+                .transpose()?;
+            let issued = service.operator().issue_token(user.as_ref()).await?;
+            say(&format!("token id {}", issued.id));
+            say(&format!(
+                "token (shown once, store it now): {}",
+                issued.token.expose_secret()
+            ));
+            Ok(())
+        }
+        Command::RevokeToken { token_id } => {
+            service.operator().revoke_token(&token_id).await?;
+            say(&format!("revoked token {token_id}"));
+            Ok(())
+        }
+        Command::Rewrap { batch } => {
+            let report = service.operator().rewrap(batch.max(1)).await?;
+            say(&format!(
+                "rewrapped {}, already current {}, failed {}",
+                report.rewrapped, report.skipped, report.failed
+            ));
+            anyhow::ensure!(
+                report.failed == 0,
+                "{} keys do not open with the configured master keys",
+                report.failed
+            );
+            Ok(())
+        }
+    }
+}

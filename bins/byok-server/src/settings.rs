@@ -1,0 +1,524 @@
+//! Configuration: defaults, then an optional TOML file, then `BYOK_*`
+//! environment variables. Secrets also accept a `_FILE` variant naming a file
+//! that holds the value. A bad setting is one line naming it and the fix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+/// One setting: its TOML key (the environment variable is `BYOK_` + upper case).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Setting {
+    /// The TOML key.
+    pub key: &'static str,
+    /// Whether a `_FILE` variant exists (secrets).
+    pub secret: bool,
+}
+
+/// Every setting. `docs/configuration.md` documents each one (a test checks).
+pub(crate) const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "bind",
+        secret: false,
+    },
+    Setting {
+        key: "data_dir",
+        secret: false,
+    },
+    Setting {
+        key: "database_url",
+        secret: true,
+    },
+    Setting {
+        key: "database_max_connections",
+        secret: false,
+    },
+    Setting {
+        key: "master_key",
+        secret: true,
+    },
+    Setting {
+        key: "master_key_id",
+        secret: false,
+    },
+    Setting {
+        key: "retired_master_keys",
+        secret: true,
+    },
+    Setting {
+        key: "admin_token",
+        secret: true,
+    },
+    Setting {
+        key: "log",
+        secret: false,
+    },
+    Setting {
+        key: "log_format",
+        secret: false,
+    },
+    Setting {
+        key: "shutdown_timeout_secs",
+        secret: false,
+    },
+];
+
+/// A setting that cannot be used, with the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}; {fix}")]
+pub(crate) struct SettingsError {
+    /// The environment variable (or file key) at fault.
+    pub setting: String,
+    /// What is wrong. Never the value of a secret.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: &'static str,
+}
+
+fn env_name(key: &str) -> String {
+    format!("BYOK_{}", key.to_ascii_uppercase())
+}
+
+fn bad(key: &str, problem: impl Into<String>, fix: &'static str) -> SettingsError {
+    SettingsError {
+        setting: env_name(key),
+        problem: problem.into(),
+        fix,
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the master key comes from.
+#[derive(Debug)]
+pub(crate) enum MasterKeySource {
+    /// Given inline (`BYOK_MASTER_KEY`) or read from `BYOK_MASTER_KEY_FILE`.
+    Given(SecretString),
+    /// Neither was set: this file is used, and generated if it is missing.
+    DefaultFile(PathBuf),
+}
+
+/// The server's settings, validated.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// The database URL (a SQLite path, `sqlite://...` or `postgres://...`).
+    pub database_url: SecretString,
+    /// Most database connections.
+    pub database_max_connections: u32,
+    /// The active master key.
+    pub master_key: MasterKeySource,
+    /// The active master key's id.
+    pub master_key_id: u32,
+    /// Decrypt-only keys during a rotation: `ID:BASE64` entries.
+    pub retired_master_keys: Option<SecretString>,
+    /// An operator-chosen admin token.
+    pub admin_token: Option<SecretString>,
+    /// Log filter (`info`, `byok=debug`, ...).
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Settings {
+    /// Loads settings from `file` (if given) and the `BYOK_*` entries of `env`.
+    /// Returns the settings and warnings about unknown `BYOK_*` variables.
+    ///
+    /// # Errors
+    /// The first setting that is malformed, conflicting or unreadable.
+    pub(crate) fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(Self, Vec<String>), SettingsError> {
+        let mut raw = Layered::default();
+        if let Some(path) = file {
+            raw.read_file(path)?;
+        }
+        let warnings = raw.read_env(env);
+        raw.resolve_files()?;
+        Ok((raw.into_settings()?, warnings))
+    }
+}
+
+/// Values by key, each with the layer it came from (0 file, 1 env).
+#[derive(Default)]
+struct Layered {
+    values: BTreeMap<String, (u8, SecretString)>,
+}
+
+impl Layered {
+    fn known(key: &str) -> bool {
+        SETTINGS
+            .iter()
+            .any(|s| s.key == key || (s.secret && key.strip_suffix("_file") == Some(s.key)))
+    }
+
+    fn set(&mut self, key: &str, layer: u8, value: String) {
+        self.values
+            .insert(key.to_owned(), (layer, SecretString::from(value)));
+    }
+
+    fn read_file(&mut self, path: &Path) -> Result<(), SettingsError> {
+        let fail = |problem: String| SettingsError {
+            setting: format!("--config {}", path.display()),
+            problem,
+            fix: "give a readable TOML file with the keys listed in docs/configuration.md",
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it ({e})")))?;
+        // The parser's message could quote a line holding a secret: keep only its position.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            fail(format!(
+                "not valid TOML{}",
+                e.span()
+                    .map(|s| format!(" at byte {}", s.start))
+                    .unwrap_or_default()
+            ))
+        })?;
+        for (key, value) in table {
+            if !Self::known(&key) {
+                return Err(fail(format!("unknown setting `{key}`")));
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                _ => return Err(fail(format!("`{key}` must be a string or a number"))),
+            };
+            self.set(&key, 0, value);
+        }
+        Ok(())
+    }
+
+    fn read_env(&mut self, env: &BTreeMap<String, String>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("BYOK_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if Self::known(&key) {
+                self.set(&key, 1, value.clone());
+            } else if !name.starts_with("BYOK_TEST") {
+                warnings.push(format!("ignoring unknown setting {name}"));
+            }
+        }
+        warnings
+    }
+
+    /// Replaces each `X_FILE` with the contents of the file it names, keeping
+    /// the highest layer's choice and refusing both forms in one layer.
+    fn resolve_files(&mut self) -> Result<(), SettingsError> {
+        for setting in SETTINGS.iter().filter(|s| s.secret) {
+            let file_key = format!("{}_file", setting.key);
+            let Some((file_layer, path)) = self.values.remove(&file_key) else {
+                continue;
+            };
+            match self.values.get(setting.key) {
+                Some((layer, _)) if *layer == file_layer => {
+                    return Err(bad(
+                        setting.key,
+                        format!("both {0} and {0}_FILE are set", env_name(setting.key)),
+                        "set only one of them",
+                    ));
+                }
+                Some((layer, _)) if *layer > file_layer => continue,
+                _ => {}
+            }
+            let path = PathBuf::from(secrecy::ExposeSecret::expose_secret(&path));
+            let text = std::fs::read_to_string(&path).map_err(|e| SettingsError {
+                setting: format!("{}_FILE", env_name(setting.key)),
+                problem: format!("cannot read {} ({e})", path.display()),
+                fix: "point it at a readable file that holds the value",
+            })?;
+            self.set(
+                setting.key,
+                file_layer,
+                text.trim_end_matches(['\n', '\r']).to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, key: &str) -> Option<SecretString> {
+        self.values.remove(key).map(|(_, v)| v)
+    }
+
+    fn plain(&mut self, key: &str) -> Option<String> {
+        self.take(key)
+            .map(|v| secrecy::ExposeSecret::expose_secret(&v).trim().to_owned())
+    }
+
+    fn number<T: std::str::FromStr>(
+        &mut self,
+        key: &str,
+        default: T,
+        fix: &'static str,
+    ) -> Result<T, SettingsError> {
+        match self.plain(key) {
+            None => Ok(default),
+            Some(text) => text
+                .parse()
+                .map_err(|_| bad(key, format!("`{text}` is not a valid number here"), fix)),
+        }
+    }
+
+    fn into_settings(mut self) -> Result<Settings, SettingsError> {
+        let bind = match self.plain("bind") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(text) => text.parse().map_err(|_| {
+                bad(
+                    "bind",
+                    format!("`{text}` is not an address"),
+                    "use HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
+                )
+            })?,
+        };
+        let data_dir = PathBuf::from(
+            self.plain("data_dir")
+                .unwrap_or_else(|| "./byok-data".to_owned()),
+        );
+        let database_url = self.take("database_url").unwrap_or_else(|| {
+            SecretString::from(format!("sqlite://{}", data_dir.join("byok.db").display()))
+        });
+        byok_store::Backend::from_url(secrecy::ExposeSecret::expose_secret(&database_url))
+            .map_err(|e| {
+                bad(
+                    "database_url",
+                    e.to_string(),
+                    "use a SQLite path, sqlite://PATH or postgres://USER@HOST/DB",
+                )
+            })?;
+        let database_max_connections = self.number(
+            "database_max_connections",
+            8u32,
+            "use a whole number such as 8",
+        )?;
+        if database_max_connections == 0 {
+            return Err(bad(
+                "database_max_connections",
+                "0 connections",
+                "use at least 1",
+            ));
+        }
+        let master_key = match self.take("master_key") {
+            Some(key) => MasterKeySource::Given(key),
+            None => MasterKeySource::DefaultFile(data_dir.join("master.key")),
+        };
+        let master_key_id = self.number(
+            "master_key_id",
+            1u32,
+            "use a whole number; the first key is 1",
+        )?;
+        let retired_master_keys = self.take("retired_master_keys");
+        let admin_token = self.take("admin_token");
+        if let Some(token) = &admin_token
+            && secrecy::ExposeSecret::expose_secret(token).len() < 24
+        {
+            return Err(bad(
+                "admin_token",
+                "shorter than 24 characters",
+                "use a long random value, e.g. `openssl rand -base64 32`",
+            ));
+        }
+        let log = self.plain("log").unwrap_or_else(|| "info".to_owned());
+        let log_format = match self.plain("log_format").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(bad(
+                    "log_format",
+                    format!("`{other}` is not a format"),
+                    "use text or json",
+                ));
+            }
+        };
+        let shutdown_timeout_secs = self.number(
+            "shutdown_timeout_secs",
+            30u64,
+            "use a whole number of seconds",
+        )?;
+        Ok(Settings {
+            bind,
+            database_url,
+            database_max_connections,
+            master_key,
+            master_key_id,
+            retired_master_keys,
+            admin_token,
+            log,
+            log_format,
+            shutdown_timeout_secs,
+        })
+    }
+}
+
+/// Parses `BYOK_RETIRED_MASTER_KEYS`: `ID:BASE64` entries separated by commas
+/// or whitespace.
+///
+/// # Errors
+/// Names the entry's position (never its key).
+pub(crate) fn parse_retired(
+    text: &str,
+) -> Result<Vec<(u32, byok_vault::MasterKey)>, SettingsError> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+        .map(|(i, entry)| {
+            let fix = "write each retired key as ID:BASE64, e.g. 1:AAAA...=, separated by commas";
+            let (id, key) = entry.split_once(':').ok_or_else(|| {
+                bad(
+                    "retired_master_keys",
+                    format!("entry {} has no ID: prefix", i + 1),
+                    fix,
+                )
+            })?;
+            let id = id.parse().map_err(|_| {
+                bad(
+                    "retired_master_keys",
+                    format!("entry {} has a bad id", i + 1),
+                    fix,
+                )
+            })?;
+            let key = byok_vault::MasterKey::from_base64(key)
+                .map_err(|e| bad("retired_master_keys", format!("entry {}: {e}", i + 1), fix))?;
+            Ok((id, key))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let (settings, warnings) = Settings::load(None, &env(&[])).unwrap();
+        assert_eq!(settings.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&settings.database_url),
+            "sqlite://./byok-data/byok.db"
+        );
+        assert!(
+            matches!(settings.master_key, MasterKeySource::DefaultFile(ref p) if p.ends_with("master.key"))
+        );
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_file_and_file_variants_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("byok.toml");
+        std::fs::write(
+            &config,
+            "bind = \"0.0.0.0:9000\"\nmaster_key_id = 3\nlog = \"debug\"\n",
+        )
+        .unwrap();
+        let token_file = dir.path().join("admin");
+        std::fs::write(&token_file, "a-very-long-admin-token-from-a-file\n").unwrap();
+        let (settings, warnings) = Settings::load(
+            Some(&config),
+            &env(&[
+                ("BYOK_BIND", "127.0.0.1:7000"),
+                ("BYOK_ADMIN_TOKEN_FILE", token_file.to_str().unwrap()),
+                ("BYOK_NONSENSE", "1"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.bind.to_string(), "127.0.0.1:7000");
+        assert_eq!(settings.master_key_id, 3);
+        assert_eq!(settings.log, "debug");
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(settings.admin_token.as_ref().unwrap()),
+            "a-very-long-admin-token-from-a-file"
+        );
+        assert_eq!(warnings, ["ignoring unknown setting BYOK_NONSENSE"]);
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_never_the_secret() {
+        let cases = [
+            (env(&[("BYOK_BIND", "nowhere")]), "BYOK_BIND"),
+            (
+                env(&[("BYOK_DATABASE_URL", "mysql://secret-db-password@x/y")]),
+                "BYOK_DATABASE_URL",
+            ),
+            (
+                env(&[("BYOK_ADMIN_TOKEN", "short-secret")]),
+                "BYOK_ADMIN_TOKEN",
+            ),
+            (env(&[("BYOK_LOG_FORMAT", "xml")]), "BYOK_LOG_FORMAT"),
+            (
+                env(&[("BYOK_MASTER_KEY", "x"), ("BYOK_MASTER_KEY_FILE", "/nope")]),
+                "BYOK_MASTER_KEY",
+            ),
+            (
+                env(&[("BYOK_ADMIN_TOKEN_FILE", "/nonexistent/file")]),
+                "BYOK_ADMIN_TOKEN_FILE",
+            ),
+            (
+                env(&[("BYOK_SHUTDOWN_TIMEOUT_SECS", "soon")]),
+                "BYOK_SHUTDOWN_TIMEOUT_SECS",
+            ),
+        ];
+        for (vars, setting) in cases {
+            let err = Settings::load(None, &vars).unwrap_err();
+            let line = err.to_string();
+            assert!(line.starts_with(setting), "{line}");
+            assert!(!line.contains('\n'));
+            assert!(
+                !line.contains("secret-db-password") && !line.contains("short-secret"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_toml_are_refused_without_quoting() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("byok.toml");
+        std::fs::write(&config, "bnd = \"x\"\n").unwrap();
+        assert!(
+            Settings::load(Some(&config), &env(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown setting `bnd`")
+        );
+        std::fs::write(&config, "master_key = \"oops-secret\n").unwrap();
+        let line = Settings::load(Some(&config), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            line.contains("not valid TOML") && !line.contains("oops-secret"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn retired_keys_parse_and_errors_do_not_quote_them() {
+        let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let parsed = parse_retired(&format!("1:{key}, 2:{key}")).unwrap();
+        assert_eq!(parsed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
+        let err = parse_retired(&format!("{key}")).unwrap_err().to_string();
+        assert!(err.contains("entry 1") && !err.contains(key), "{err}");
+    }
+}

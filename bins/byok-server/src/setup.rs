@@ -1,0 +1,135 @@
+//! Turning settings into running parts: logging, the vault, the store, the
+//! service and the HTTP server.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use byok_api::{AppState, KeyService};
+use byok_store::{Store, StoreConfig};
+use byok_vault::{KeyVault, MasterKey, MasterKeyId};
+use secrecy::ExposeSecret;
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::{LogFormat, MasterKeySource, Settings, parse_retired};
+
+/// Logs go to stderr; stdout carries only what a command prints for the operator.
+pub(crate) fn init_tracing(settings: &Settings) {
+    // HTTP client internals stay at warn: their debug output can include headers.
+    let filter = EnvFilter::try_new(format!("{},hyper=warn,reqwest=warn,h2=warn", settings.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
+    let text = match &settings.master_key {
+        MasterKeySource::Given(text) => {
+            return MasterKey::from_base64(text.expose_secret())
+                .context("BYOK_MASTER_KEY: not a usable key; give 32 random bytes in base64 (`openssl rand -base64 32`)");
+        }
+        MasterKeySource::DefaultFile(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let key = MasterKey::generate();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("BYOK_DATA_DIR: cannot create {}", dir.display())
+                    })?;
+                }
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .with_context(|| format!("BYOK_DATA_DIR: cannot write {}", path.display()))?;
+                writeln!(file, "{}", key.to_base64().expose_secret())?;
+                file.sync_all()?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "no BYOK_MASTER_KEY or BYOK_MASTER_KEY_FILE given: generated a new master key into this file; \
+                     back it up, since the stored keys cannot be opened without it"
+                );
+                return Ok(key);
+            }
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!("cannot read the master key file {}", path.display())
+                });
+            }
+        },
+    };
+    MasterKey::from_base64(&text)
+        .context("master key file: not a usable key; it must hold 32 bytes in base64")
+}
+
+/// Builds the vault, opens (and migrates) the store, and checks that the
+/// master keys open the stored keys.
+pub(crate) async fn service(settings: &Settings) -> anyhow::Result<KeyService> {
+    let mut vault = KeyVault::new(
+        MasterKeyId::new(settings.master_key_id),
+        master_key(settings)?,
+    );
+    if let Some(retired) = &settings.retired_master_keys {
+        for (id, key) in parse_retired(retired.expose_secret())? {
+            vault = vault.with_retired(MasterKeyId::new(id), key).context(
+                "BYOK_RETIRED_MASTER_KEYS: each id may appear once, and not as BYOK_MASTER_KEY_ID",
+            )?;
+        }
+    }
+    let url = settings.database_url.expose_secret();
+    if byok_store::Backend::from_url(url)? == byok_store::Backend::Sqlite {
+        let path = std::path::Path::new(url.strip_prefix("sqlite://").unwrap_or(url));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("BYOK_DATABASE_URL: cannot create {}", dir.display()))?;
+        }
+    }
+    let mut config = StoreConfig::new(url);
+    config.max_connections = settings.database_max_connections;
+    let store = Store::connect(config)
+        .await
+        .context("BYOK_DATABASE_URL: cannot open the database")?;
+    let mut service = KeyService::new(store, Arc::new(vault));
+    if let Some(token) = &settings.admin_token {
+        service = service.with_admin_token(token);
+    }
+    service.check_master_keys().await?;
+    Ok(service)
+}
+
+/// Serves until SIGTERM (graceful: in-flight requests finish) or SIGINT.
+pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::Result<()> {
+    if let Some(issued) = service.operator().ensure_admin_token().await? {
+        let _ = writeln!(
+            std::io::stdout(),
+            "\n================ byok first start ================\n\
+             An admin token was created. It is shown only now:\n\n    {}\n\n\
+             Use it as `Authorization: Bearer <token>` on /api/admin/... routes,\n\
+             e.g. to create users. Set BYOK_ADMIN_TOKEN to manage your own instead.\n\
+             ===================================================\n",
+            issued.token.expose_secret()
+        );
+    }
+    let listener = std::net::TcpListener::bind(settings.bind)
+        .with_context(|| format!("BYOK_BIND: cannot listen on {}", settings.bind))?;
+    tracing::info!(address = %listener.local_addr()?, backend = service.store().backend().as_str(), "byok listening");
+    let state = AppState { service };
+    byok_api::server(
+        listener,
+        state,
+        Duration::from_secs(settings.shutdown_timeout_secs),
+    )?
+    .await?;
+    tracing::info!("byok stopped");
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The service's error type. HTTP statuses are assigned in `http.rs` only.
+
+use byok_store::StoreError;
+
+/// Why a service call failed. Every variant has a stable [`ServiceError::code`]
+/// and a message that never quotes client input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// No credentials, or credentials that are not a valid, active token.
+    #[error("missing or invalid token")]
+    Unauthenticated,
+    /// The caller may not use this operation at all (a user token on an
+    /// admin route).
+    #[error("this operation needs an admin token")]
+    Forbidden,
+    /// The user does not exist, or is not the caller: the two are
+    /// deliberately indistinguishable.
+    #[error("user not found")]
+    UserNotFound,
+    /// A user with this id already exists.
+    #[error("user already exists")]
+    UserExists,
+    /// The user has no key for this provider.
+    #[error("no key stored for this provider")]
+    KeyNotFound,
+    /// No such token.
+    #[error("token not found")]
+    TokenNotFound,
+    /// The request was understood but a value is not acceptable.
+    #[error("{message}")]
+    Invalid {
+        /// A stable code such as `key_invalid_chars`.
+        code: &'static str,
+        /// What is wrong, in words; never the value itself.
+        message: &'static str,
+    },
+    /// A stored key could not be opened with the configured master keys.
+    #[error("stored key cannot be opened; re-enter it")]
+    KeyUnusable,
+    /// The database stayed busy; nothing was written.
+    #[error("the database is busy; retry shortly")]
+    Busy,
+    /// Anything else: details go to the log, never to the client.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ServiceError {
+    /// A stable, machine-readable code.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::UserNotFound => "user_not_found",
+            Self::UserExists => "user_exists",
+            Self::KeyNotFound => "key_not_found",
+            Self::TokenNotFound => "token_not_found",
+            Self::Invalid { code, .. } => code,
+            Self::KeyUnusable => "key_unusable",
+            Self::Busy => "store_busy",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub(crate) fn invalid(code: &'static str, message: &'static str) -> Self {
+        Self::Invalid { code, message }
+    }
+
+    pub(crate) fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Busy => Self::Busy,
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<byok_core::CoreError> for ServiceError {
+    fn from(error: byok_core::CoreError) -> Self {
+        use byok_core::CoreError;
+        let message = match error {
+            CoreError::InvalidUserId => "user id must be 1 to 64 characters of A-Z a-z 0-9 . _ @ -",
+            CoreError::UnknownProvider => "unknown provider",
+            CoreError::KeyEmpty => "api_key is empty",
+            CoreError::KeyTooLong => "api_key is longer than 512 bytes",
+            CoreError::KeyInvalidChars => "api_key must be printable ASCII without spaces",
+            _ => "invalid value",
+        };
+        Self::invalid(error.code(), message)
+    }
+}
+
+/// `Result` with [`ServiceError`] as the default error.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

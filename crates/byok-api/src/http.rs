@@ -1,0 +1,313 @@
+//! HTTP translation: status codes, JSON error bodies, the bearer-token
+//! extractor, request ids and the per-request log line.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::service::{Principal, RequestContext};
+use crate::{AppState, ServiceError};
+
+/// The body of every error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A stable code and a human message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code such as `user_not_found`.
+    pub code: &'static str,
+    /// What went wrong, in words. Never quotes the request.
+    pub message: String,
+}
+
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
+        response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+    }
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    response.json(ErrorBody {
+        error: ErrorDetail {
+            code,
+            message: message.into(),
+        },
+    })
+}
+
+/// An error leaving the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A service failure.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// A request that could not be parsed.
+    #[error("{message}")]
+    BadRequest {
+        /// Status to answer with.
+        status: StatusCode,
+        /// Stable code.
+        code: &'static str,
+        /// Message; never quotes the request.
+        message: &'static str,
+    },
+}
+
+impl ApiError {
+    pub(crate) const fn bad(status: StatusCode, code: &'static str, message: &'static str) -> Self {
+        Self::BadRequest {
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { status, .. } => *status,
+            Self::Service(error) => match error {
+                ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
+                ServiceError::Forbidden => StatusCode::FORBIDDEN,
+                ServiceError::UserNotFound
+                | ServiceError::KeyNotFound
+                | ServiceError::TokenNotFound => StatusCode::NOT_FOUND,
+                ServiceError::UserExists | ServiceError::KeyUnusable => StatusCode::CONFLICT,
+                ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                ServiceError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let (code, message) = match self {
+            Self::BadRequest { code, message, .. } => (*code, (*message).to_owned()),
+            Self::Service(error) => (error.code(), error.to_string()),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %ErrorChain(self), code, "request failed");
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                let mut response = error_response(status, code, message);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
+            return error_response(status, code, "internal error");
+        }
+        error_response(status, code, message)
+    }
+}
+
+/// Formats an error with its whole `source()` chain, for the log.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// The request's id, from the middleware.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+pub(crate) fn context(req: &HttpRequest) -> RequestContext {
+    RequestContext {
+        request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+    }
+}
+
+/// Assigns a request id (a client's `X-Request-Id` if it is short and plain,
+/// otherwise a new UUID), echoes it in the response, and logs one line per
+/// request: id, method, route pattern (never the raw path or query, which
+/// could carry a token), status and latency.
+pub(crate) async fn request_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let mut response = next.call(req).await?;
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "(unmatched)".to_owned());
+    let status = response.status().as_u16();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(target: "byok::http", request_id = %id, %method, route, status, latency_ms, "request");
+    Ok(response)
+}
+
+/// Turns any error response that is not already JSON (actix's own 404, 405,
+/// 413, ...) into the JSON error shape, and marks API responses uncacheable.
+pub(crate) async fn json_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static, BoxBody>>, actix_web::Error> {
+    let response = match next.call(req).await {
+        Ok(response) => response,
+        Err(error) => return Err(error),
+    };
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (code, message) = generic_error(status);
+        let (req, _) = response.into_parts();
+        let replaced = error_response(status, code, message);
+        return Ok(ServiceResponse::new(req, replaced).map_into_right_body());
+    }
+    let mut response = response;
+    if !response.headers().contains_key(header::CACHE_CONTROL) {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(response.map_into_left_body())
+}
+
+fn generic_error(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "method not allowed on this route")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send application/json"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("headers_too_large", "request headers are too large")
+        }
+        StatusCode::BAD_REQUEST => ("bad_request", "the request could not be understood"),
+        s if s.is_server_error() => ("internal", "internal error"),
+        _ => ("error", "the request failed"),
+    }
+}
+
+/// The JSON body handler: a small limit, and errors that never quote the
+/// body (serde's messages do, and the body may hold a key).
+pub(crate) fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|error, _req| {
+            use actix_web::error::JsonPayloadError;
+            let api = match &error {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::bad(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is larger than 16 KiB",
+                ),
+                JsonPayloadError::ContentType => ApiError::bad(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as application/json",
+                ),
+                _ => ApiError::bad(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    "body must be a JSON object with exactly the documented fields",
+                ),
+            };
+            api.into()
+        })
+}
+
+/// Query strings that do not parse: a generic 400.
+pub(crate) fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|_error, _req| {
+        ApiError::bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "query parameters are not valid",
+        )
+        .into()
+    })
+}
+
+/// Path segments that do not parse: a generic 404.
+pub(crate) fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_error, _req| {
+        ApiError::bad(StatusCode::NOT_FOUND, "not_found", "no such route").into()
+    })
+}
+
+/// The authenticated caller: `Authorization: Bearer <token>`, exactly one
+/// header, exactly that scheme spelling. Tokens in query strings are ignored.
+#[derive(Debug)]
+pub(crate) struct Caller(pub(crate) Principal);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let mut values = req.headers().get_all(header::AUTHORIZATION);
+        let bearer = match (values.next(), values.next()) {
+            (Some(value), None) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .filter(|t| !t.is_empty() && t.len() <= 512)
+                .map(str::to_owned),
+            _ => None,
+        };
+        let present = req.headers().contains_key(header::AUTHORIZATION);
+        let ctx = context(req);
+        Box::pin(async move {
+            let Some(state) = state else {
+                return Err(
+                    ServiceError::internal(std::io::Error::other("byok AppState missing")).into(),
+                );
+            };
+            // A malformed header counts as a presented (invalid) token.
+            let presented = bearer.or_else(|| present.then(String::new));
+            let principal = state
+                .service
+                .authenticate(presented.as_deref(), &ctx)
+                .await?;
+            Ok(Caller(principal))
+        })
+    }
+}

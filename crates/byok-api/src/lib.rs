@@ -1,0 +1,130 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod error;
+mod http;
+pub mod openapi;
+pub mod providers;
+mod routes;
+pub mod service;
+mod token;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, HttpServer, web};
+
+pub use error::{Result, ServiceError};
+pub use http::{ApiError, ErrorBody, ErrorDetail};
+pub use service::{KeyService, Principal, RequestContext};
+pub use token::{AdminTokenHash, IssuedToken, TOKEN_PREFIX};
+
+/// Largest JSON body the key routes accept.
+pub const KEY_ROUTE_BODY_LIMIT: usize = 16 * 1024;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The key-management service.
+    pub service: KeyService,
+}
+
+/// Registers byok's routes, with their own JSON error handling, request ids
+/// and request log, into any actix-web `App`:
+///
+/// ```no_run
+/// # fn demo(state: byok_api::AppState) {
+/// let app = actix_web::App::new()
+///     .configure(byok_api::configure(state))
+///     .route("/", actix_web::web::get().to(|| async { "my app" }));
+/// # }
+/// ```
+///
+/// Only `/api/...`, `/healthz` and `/readyz` are claimed; other paths stay the
+/// host application's.
+pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(http::json_config(KEY_ROUTE_BODY_LIMIT))
+            .app_data(http::query_config())
+            .app_data(http::path_config())
+            .service(
+                web::resource("/healthz")
+                    .route(web::get().to(routes::meta::healthz))
+                    .wrap(from_fn(http::json_errors))
+                    .wrap(from_fn(http::request_log)),
+            )
+            .service(
+                web::resource("/readyz")
+                    .route(web::get().to(routes::meta::readyz))
+                    .wrap(from_fn(http::json_errors))
+                    .wrap(from_fn(http::request_log)),
+            )
+            .service(
+                web::scope("/api")
+                    .route("/openapi.json", web::get().to(routes::meta::openapi))
+                    .service(
+                        web::scope("/user/api-keys")
+                            .route("/providers", web::get().to(routes::keys::list_providers))
+                            .route("/{user_id}/keys", web::get().to(routes::keys::list_keys))
+                            .service(
+                                web::resource("/{user_id}/keys/{provider}")
+                                    .route(web::post().to(routes::keys::save_key))
+                                    .route(web::delete().to(routes::keys::delete_key)),
+                            )
+                            .route("/{user_id}/audit", web::get().to(routes::keys::audit)),
+                    )
+                    .service(
+                        web::scope("/admin")
+                            .route("/users", web::post().to(routes::admin::create_user))
+                            .route(
+                                "/users/{user_id}",
+                                web::delete().to(routes::admin::delete_user),
+                            )
+                            .route(
+                                "/users/{user_id}/tokens",
+                                web::post().to(routes::admin::issue_token),
+                            )
+                            .route(
+                                "/tokens/{token_id}",
+                                web::delete().to(routes::admin::revoke_token),
+                            ),
+                    )
+                    .default_service(web::to(not_found))
+                    .wrap(from_fn(http::json_errors))
+                    .wrap(from_fn(http::request_log)),
+            );
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    http::error_response(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route",
+    )
+}
+
+/// Serves byok alone on `listener`: the routes of [`configure`], JSON 404s
+/// for every other path, and a graceful stop on SIGTERM (in-flight requests
+/// finish within `shutdown_timeout`).
+///
+/// # Errors
+/// When the listener cannot be used.
+pub fn server(
+    listener: TcpListener,
+    state: AppState,
+    shutdown_timeout: Duration,
+) -> std::io::Result<actix_web::dev::Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(configure(state.clone()))
+            .default_service(web::to(not_found).wrap(from_fn(http::request_log)))
+    })
+    .client_request_timeout(Duration::from_secs(10))
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,382 @@
+//! What the settings page and API clients need to know about each provider,
+//! and validation of the non-secret settings a key carries.
+
+use byok_core::ProviderKind;
+use byok_store::keys::KeySettings;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::ServiceError;
+
+/// One input a provider's key needs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderField {
+    /// The JSON field name in the save request.
+    pub name: &'static str,
+    /// Whether the field must be given.
+    pub required: bool,
+    /// Whether the value is secret (shown as a password field).
+    pub secret: bool,
+    /// What to enter.
+    pub description: &'static str,
+}
+
+/// A provider as the settings page shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderInfo {
+    /// The wire id: `openai`, `deepseek`, `anthropic`, `gemini` or `azure_openai`.
+    #[schema(value_type = String, example = "openai")]
+    pub id: ProviderKind,
+    /// A human-readable name.
+    pub display_name: &'static str,
+    /// What it is best for.
+    pub best_for: &'static str,
+    /// The fields its key needs.
+    pub fields: Vec<ProviderField>,
+    /// What a key looks like.
+    pub key_format_hint: &'static str,
+    /// Where to create a key.
+    pub console_url: &'static str,
+}
+
+const API_KEY: ProviderField = ProviderField {
+    name: "api_key",
+    required: true,
+    secret: true,
+    description: "the provider API key",
+};
+
+/// Every provider, in a stable order.
+#[must_use]
+pub fn catalog() -> Vec<ProviderInfo> {
+    ProviderKind::ALL.into_iter().map(info).collect()
+}
+
+/// What the settings page shows for `provider`.
+#[must_use]
+pub fn info(provider: ProviderKind) -> ProviderInfo {
+    let (best_for, hint, console_url) = match provider {
+        ProviderKind::OpenAi => (
+            "general chat, code, embeddings and reasoning (o-series)",
+            "starts with sk-proj- or sk-svcacct- (older keys: sk-)",
+            "https://platform.openai.com/api-keys",
+        ),
+        ProviderKind::DeepSeek => (
+            "low-cost chat and reasoning (deepseek-chat, deepseek-reasoner)",
+            "starts with sk- followed by 32 hex characters",
+            "https://platform.deepseek.com/api_keys",
+        ),
+        ProviderKind::Anthropic => (
+            "careful writing, long context and code (Claude)",
+            "starts with sk-ant-api03-",
+            "https://console.anthropic.com/settings/keys",
+        ),
+        ProviderKind::Gemini => (
+            "long context, multimodal input and embeddings; a free tier",
+            "starts with AIza (39 characters) or AQ.",
+            "https://aistudio.google.com/apikey",
+        ),
+        ProviderKind::AzureOpenAi => (
+            "OpenAI models in your own Azure resource and region",
+            "32 hex characters or an 84-character key from the resource's Keys and Endpoint page",
+            "https://portal.azure.com/",
+        ),
+        _ => ("", "", ""),
+    };
+    let mut fields = vec![API_KEY];
+    if provider == ProviderKind::AzureOpenAi {
+        fields.extend([
+            ProviderField {
+                name: "endpoint",
+                required: true,
+                secret: false,
+                description: "https://<resource>.openai.azure.com",
+            },
+            ProviderField {
+                name: "deployment",
+                required: true,
+                secret: false,
+                description: "the chat model deployment name",
+            },
+            ProviderField {
+                name: "api_version",
+                required: false,
+                secret: false,
+                description: "API version such as 2024-10-21 (default)",
+            },
+            ProviderField {
+                name: "embedding_deployment",
+                required: false,
+                secret: false,
+                description: "the embedding model deployment name",
+            },
+        ]);
+    }
+    ProviderInfo {
+        id: provider,
+        display_name: provider.display_name(),
+        best_for,
+        fields,
+        key_format_hint: hint,
+        console_url,
+    }
+}
+
+/// The non-secret inputs that come with a key (Azure's, today).
+#[derive(Debug, Clone, Default)]
+pub struct KeyOptions {
+    /// Azure: `https://<resource>.openai.azure.com`.
+    pub endpoint: Option<String>,
+    /// Azure: the chat deployment.
+    pub deployment: Option<String>,
+    /// Azure: the API version.
+    pub api_version: Option<String>,
+    /// Azure: the embedding deployment.
+    pub embedding_deployment: Option<String>,
+}
+
+impl KeyOptions {
+    fn is_empty(&self) -> bool {
+        self.endpoint.is_none()
+            && self.deployment.is_none()
+            && self.api_version.is_none()
+            && self.embedding_deployment.is_none()
+    }
+}
+
+/// Checks `options` for `provider` and turns them into stored settings.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming the field that is missing or malformed.
+pub fn validate_options(
+    provider: ProviderKind,
+    options: KeyOptions,
+) -> Result<KeySettings, ServiceError> {
+    if provider != ProviderKind::AzureOpenAi {
+        return if options.is_empty() {
+            Ok(KeySettings::new())
+        } else {
+            Err(ServiceError::invalid(
+                "unexpected_field",
+                "endpoint, deployment, api_version and embedding_deployment apply to azure_openai only",
+            ))
+        };
+    }
+    let endpoint = options.endpoint.ok_or(ServiceError::invalid(
+        "endpoint_required",
+        "azure_openai needs an endpoint",
+    ))?;
+    let deployment = options.deployment.ok_or(ServiceError::invalid(
+        "deployment_required",
+        "azure_openai needs a deployment",
+    ))?;
+    let mut settings = KeySettings::new();
+    settings.insert("endpoint".to_owned(), normalise_endpoint(&endpoint)?);
+    settings.insert("deployment".to_owned(), check_deployment(&deployment)?);
+    if let Some(version) = options.api_version {
+        settings.insert("api_version".to_owned(), check_api_version(&version)?);
+    }
+    if let Some(embedding) = options.embedding_deployment {
+        settings.insert(
+            "embedding_deployment".to_owned(),
+            check_deployment(&embedding)?,
+        );
+    }
+    Ok(settings)
+}
+
+/// An Azure endpoint: `https://host` with a DNS host, nothing else. Returned
+/// re-serialised from its parts, lower-cased and without a trailing dot.
+/// (The provider adapters add the host allow-list and address checks.)
+fn normalise_endpoint(raw: &str) -> Result<String, ServiceError> {
+    const BAD: ServiceError = ServiceError::Invalid {
+        code: "invalid_endpoint",
+        message: "endpoint must be https://<resource>.openai.azure.com with no path, port, query or credentials",
+    };
+    let raw = raw.trim();
+    if raw.len() > 253 + 8 || !raw.is_ascii() {
+        return Err(BAD);
+    }
+    let url = url::Url::parse(raw).map_err(|_| BAD)?;
+    let host = match url.host() {
+        Some(url::Host::Domain(host)) => host.trim_end_matches('.').to_ascii_lowercase(),
+        _ => return Err(BAD),
+    };
+    let clean = url.scheme() == "https"
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.port().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && (url.path() == "/" || url.path().is_empty())
+        && host.contains('.')
+        && !host.starts_with("xn--")
+        && !host.contains(".xn--");
+    if clean {
+        Ok(format!("https://{host}"))
+    } else {
+        Err(BAD)
+    }
+}
+
+fn check_deployment(raw: &str) -> Result<String, ServiceError> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && raw != "."
+        && raw != "..";
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(ServiceError::invalid(
+            "invalid_deployment",
+            "deployment must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
+        ))
+    }
+}
+
+fn check_api_version(raw: &str) -> Result<String, ServiceError> {
+    let date = raw.strip_suffix("-preview").unwrap_or(raw).as_bytes();
+    let ok = date.len() == 10
+        && date.iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(ServiceError::invalid(
+            "invalid_api_version",
+            "api_version must look like 2024-10-21 or 2024-10-01-preview",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn azure(endpoint: &str) -> KeyOptions {
+        KeyOptions {
+            endpoint: Some(endpoint.to_owned()),
+            deployment: Some("gpt-4o".to_owned()),
+            ..KeyOptions::default()
+        }
+    }
+
+    #[test]
+    fn catalog_lists_the_five_providers_and_azure_fields() {
+        let all = catalog();
+        assert_eq!(all.len(), 5);
+        let azure = all
+            .iter()
+            .find(|p| p.id == ProviderKind::AzureOpenAi)
+            .unwrap();
+        let names: Vec<_> = azure.fields.iter().map(|f| f.name).collect();
+        assert_eq!(
+            names,
+            [
+                "api_key",
+                "endpoint",
+                "deployment",
+                "api_version",
+                "embedding_deployment"
+            ]
+        );
+        assert!(all.iter().all(|p| !p.key_format_hint.is_empty()));
+    }
+
+    #[test]
+    fn azure_endpoints_are_normalised() {
+        let settings = validate_options(
+            ProviderKind::AzureOpenAi,
+            azure("https://My-Res.OpenAI.Azure.com./"),
+        )
+        .unwrap();
+        assert_eq!(settings["endpoint"], "https://my-res.openai.azure.com");
+        assert_eq!(settings["deployment"], "gpt-4o");
+    }
+
+    #[test]
+    fn hostile_azure_endpoints_are_refused() {
+        for bad in [
+            "http://res.openai.azure.com",
+            "https://127.0.0.1",
+            "https://[::1]",
+            "https://169.254.169.254/",
+            "https://2130706433",
+            "https://0x7f.1",
+            "https://res.openai.azure.com:8443",
+            "https://u:p@res.openai.azure.com",
+            "https://res.openai.azure.com@evil.example",
+            "https://res.openai.azure.com/?x=1",
+            "https://res.openai.azure.com/#frag",
+            "https://res.openai.azure.com/openai",
+            "https://rés.openai.azure.com",
+            "https://xn--rs-9ia.openai.azure.com",
+            "https://localhost",
+            "not a url",
+        ] {
+            let err = validate_options(ProviderKind::AzureOpenAi, azure(bad)).unwrap_err();
+            assert_eq!(err.code(), "invalid_endpoint", "{bad}");
+        }
+    }
+
+    #[test]
+    fn deployment_and_version_injection_is_refused() {
+        for bad in [
+            "../../x",
+            "a?b",
+            "a#b",
+            "a/b",
+            "%2e%2e",
+            "..",
+            &"d".repeat(65),
+        ] {
+            let mut options = azure("https://res.openai.azure.com");
+            options.deployment = Some(bad.to_owned());
+            assert_eq!(
+                validate_options(ProviderKind::AzureOpenAi, options)
+                    .unwrap_err()
+                    .code(),
+                "invalid_deployment",
+                "{bad}"
+            );
+        }
+        for bad in [
+            "2024-02-01&evil=1",
+            "latest",
+            "2024-2-01",
+            "2024-02-01-beta",
+        ] {
+            let mut options = azure("https://res.openai.azure.com");
+            options.api_version = Some(bad.to_owned());
+            assert_eq!(
+                validate_options(ProviderKind::AzureOpenAi, options)
+                    .unwrap_err()
+                    .code(),
+                "invalid_api_version",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn azure_fields_on_other_providers_are_refused() {
+        let err = validate_options(ProviderKind::OpenAi, azure("https://res.openai.azure.com"))
+            .unwrap_err();
+        assert_eq!(err.code(), "unexpected_field");
+        assert!(
+            validate_options(ProviderKind::OpenAi, KeyOptions::default())
+                .unwrap()
+                .is_empty()
+        );
+        let missing =
+            validate_options(ProviderKind::AzureOpenAi, KeyOptions::default()).unwrap_err();
+        assert_eq!(missing.code(), "endpoint_required");
+    }
+}

@@ -1,0 +1,31 @@
+//! The HTTP routes. Each handler parses, calls the service, and shapes the
+//! answer; nothing else.
+
+pub(crate) mod admin;
+pub(crate) mod keys;
+pub(crate) mod meta;
+
+use actix_web::http::StatusCode;
+use byok_core::{ProviderKind, UserId};
+
+use crate::http::ApiError;
+
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|_| {
+        ApiError::bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_user_id",
+            "user id must be 1 to 64 characters of A-Z a-z 0-9 . _ @ -",
+        )
+    })
+}
+
+fn provider(raw: &str) -> Result<ProviderKind, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad(
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            "unknown provider; expected openai, deepseek, anthropic, gemini or azure_openai",
+        )
+    })
+}

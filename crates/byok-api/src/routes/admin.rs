@@ -1,0 +1,146 @@
+//! `/api/admin/...`: users and tokens. Admin tokens only.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::http::{ApiError, Caller, ErrorBody, context};
+
+use super::user_id;
+
+/// Create a user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateUserRequest {
+    /// 1 to 64 characters of `A-Z a-z 0-9 . _ @ -`.
+    user_id: String,
+}
+
+/// A created user and their first token, shown this once.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreatedUser {
+    /// The user.
+    user_id: String,
+    /// The public id of the token, for revocation.
+    token_id: String,
+    /// The token. Store it now: only its hash is kept.
+    token: String,
+}
+
+/// A new token, shown this once.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreatedToken {
+    /// The public id of the token, for revocation.
+    token_id: String,
+    /// The token. Store it now: only its hash is kept.
+    token: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/admin/users", tag = "admin",
+    request_body = CreateUserRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = CreatedUser),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not an admin token"),
+        (status = 409, body = ErrorBody, description = "the user id is taken"),
+    )
+)]
+pub(crate) async fn create_user(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<CreateUserRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&body.user_id)?;
+    let issued = state
+        .service
+        .create_user(&caller.0, &user, &context(&req))
+        .await?;
+    Ok(HttpResponse::Created().json(CreatedUser {
+        user_id: user.to_string(),
+        token_id: issued.id,
+        token: issued.token.expose_secret().to_owned(),
+    }))
+}
+
+#[utoipa::path(
+    delete, path = "/api/admin/users/{user_id}", tag = "admin",
+    params(("user_id" = String, Path, description = "the user")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "the user, their keys and tokens are gone; the audit trail stays"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_user(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&path)?;
+    state
+        .service
+        .delete_user(&caller.0, &user, &context(&req))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post, path = "/api/admin/users/{user_id}/tokens", tag = "admin",
+    params(("user_id" = String, Path, description = "the user")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = CreatedToken),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub(crate) async fn issue_token(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&path)?;
+    let issued = state
+        .service
+        .issue_token(&caller.0, Some(&user), &context(&req))
+        .await?;
+    Ok(HttpResponse::Created().json(CreatedToken {
+        token_id: issued.id,
+        token: issued.token.expose_secret().to_owned(),
+    }))
+}
+
+#[utoipa::path(
+    delete, path = "/api/admin/tokens/{token_id}", tag = "admin",
+    params(("token_id" = String, Path, description = "the token's public id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "revoked (idempotent)"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub(crate) async fn revoke_token(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .service
+        .revoke_token(&caller.0, &path, &context(&req))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
