@@ -518,7 +518,7 @@ mod tests {
         let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
         let parsed = parse_retired(&format!("1:{key}, 2:{key}")).unwrap();
         assert_eq!(parsed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2]);
-        let err = parse_retired(&format!("{key}")).unwrap_err().to_string();
+        let err = parse_retired(key).unwrap_err().to_string();
         assert!(err.contains("entry 1") && !err.contains(key), "{err}");
     }
 }

@@ -224,33 +224,62 @@ fn generic_error(status: StatusCode) -> (&'static str, &'static str) {
     }
 }
 
-/// The JSON body handler: a small limit, and errors that never quote the
-/// body (serde's messages do, and the body may hold a key).
-pub(crate) fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(|error, _req| {
-            use actix_web::error::JsonPayloadError;
-            let api = match &error {
-                JsonPayloadError::Overflow { .. }
-                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::bad(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body is larger than 16 KiB",
-                ),
-                JsonPayloadError::ContentType => ApiError::bad(
+/// A JSON request body, read and parsed by byok rather than by actix-web's
+/// `Json`: its errors never quote the body (serde's messages do), and nothing
+/// is logged (actix-web's debug log names the request path, which a client
+/// may have put a key into).
+#[derive(Debug)]
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::bad(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
                     "send the body as application/json",
-                ),
-                _ => ApiError::bad(
+                ));
+            }
+            let bytes = bytes.await.map_err(|error| {
+                if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::bad(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "request body is larger than 16 KiB",
+                    )
+                } else {
+                    ApiError::bad(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        "the request body could not be read",
+                    )
+                }
+            })?;
+            serde_json::from_slice(&bytes).map(JsonBody).map_err(|_| {
+                ApiError::bad(
                     StatusCode::BAD_REQUEST,
                     "invalid_json",
                     "body must be a JSON object with exactly the documented fields",
-                ),
-            };
-            api.into()
+                )
+            })
         })
+    }
+}
+
+/// The body size limit for [`JsonBody`].
+pub(crate) fn payload_config(limit: usize) -> web::PayloadConfig {
+    web::PayloadConfig::new(limit)
 }
 
 /// Query strings that do not parse: a generic 400.

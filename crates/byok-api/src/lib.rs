@@ -46,7 +46,7 @@ pub struct AppState {
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(state))
-            .app_data(http::json_config(KEY_ROUTE_BODY_LIMIT))
+            .app_data(http::payload_config(KEY_ROUTE_BODY_LIMIT))
             .app_data(http::query_config())
             .app_data(http::path_config())
             .service(

@@ -185,9 +185,17 @@ pub fn validate_options(
     Ok(settings)
 }
 
-/// An Azure endpoint: `https://host` with a DNS host, nothing else. Returned
-/// re-serialised from its parts, lower-cased and without a trailing dot.
-/// (The provider adapters add the host allow-list and address checks.)
+/// The host suffixes of Azure OpenAI resources.
+pub const AZURE_HOST_SUFFIXES: [&str; 3] = [
+    ".openai.azure.com",
+    ".cognitiveservices.azure.com",
+    ".services.ai.azure.com",
+];
+
+/// An Azure endpoint: `https://<resource>.<Azure OpenAI suffix>` and nothing
+/// else, where the resource is one DNS label. Returned re-serialised from its
+/// parts, lower-cased and without a trailing dot. (The provider adapters add
+/// the resolved-address checks.)
 fn normalise_endpoint(raw: &str) -> Result<String, ServiceError> {
     const BAD: ServiceError = ServiceError::Invalid {
         code: "invalid_endpoint",
@@ -209,9 +217,16 @@ fn normalise_endpoint(raw: &str) -> Result<String, ServiceError> {
         && url.query().is_none()
         && url.fragment().is_none()
         && (url.path() == "/" || url.path().is_empty())
-        && host.contains('.')
-        && !host.starts_with("xn--")
-        && !host.contains(".xn--");
+        && AZURE_HOST_SUFFIXES.iter().any(|suffix| {
+            host.strip_suffix(suffix).is_some_and(|label| {
+                (2..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.starts_with("xn--")
+            })
+        });
     if clean {
         Ok(format!("https://{host}"))
     } else {
@@ -298,6 +313,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings["endpoint"], "https://my-res.openai.azure.com");
+        for ok in [
+            "https://res.cognitiveservices.azure.com",
+            "https://res-2.services.ai.azure.com/",
+        ] {
+            assert!(
+                validate_options(ProviderKind::AzureOpenAi, azure(ok)).is_ok(),
+                "{ok}"
+            );
+        }
         assert_eq!(settings["deployment"], "gpt-4o");
     }
 
@@ -319,6 +343,12 @@ mod tests {
             "https://rés.openai.azure.com",
             "https://xn--rs-9ia.openai.azure.com",
             "https://localhost",
+            "https://res.openai.azure.com.evil.example",
+            "https://evil.example/.openai.azure.com",
+            "https://openai.azure.com",
+            "https://a.b.openai.azure.com",
+            "https://evil.com#.openai.azure.com",
+            "https://-res.openai.azure.com",
             "not a url",
         ] {
             let err = validate_options(ProviderKind::AzureOpenAi, azure(bad)).unwrap_err();

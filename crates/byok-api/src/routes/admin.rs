@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::http::{ApiError, Caller, ErrorBody, context};
+use crate::http::{ApiError, Caller, ErrorBody, JsonBody, context};
 
 use super::user_id;
 
@@ -54,9 +54,9 @@ pub(crate) async fn create_user(
     req: HttpRequest,
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<CreateUserRequest>,
+    body: JsonBody<CreateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = user_id(&body.user_id)?;
+    let user = user_id(&body.0.user_id)?;
     let issued = state
         .service
         .create_user(&caller.0, &user, &context(&req))

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::http::{ApiError, Caller, ErrorBody, context};
+use crate::http::{ApiError, Caller, ErrorBody, JsonBody, context};
 use crate::providers::{self, KeyOptions, ProviderInfo};
 use crate::service::{KeyInput, KeyView};
 
@@ -133,10 +133,10 @@ pub(crate) async fn save_key(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<SaveKeyRequest>,
+    body: JsonBody<SaveKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, provider) = (user_id(&path.0)?, provider(&path.1)?);
-    let body = body.into_inner();
+    let body = body.0;
     let input = KeyInput {
         api_key: body.api_key,
         options: KeyOptions {

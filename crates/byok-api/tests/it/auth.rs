@@ -1,0 +1,148 @@
+//! Authentication: bearer tokens only, uniform refusals, revocation.
+
+use byok_test_support::{ADMIN_TOKEN, TestApp, TestDb, both_backends};
+
+use crate::{body, key_body, openai_key};
+
+both_backends!(
+    refusals_are_uniform_and_never_echo_the_token,
+    revoked_tokens_stop_working
+);
+
+async fn refusals_are_uniform_and_never_echo_the_token(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let token = app.create_user("alice").await;
+    let url = app.url("/api/user/api-keys/alice/keys");
+    let unknown = format!("byok_{}_{}", "0123456789abcdef", "A".repeat(43));
+    let wrong_secret = format!("{}{}", &token[..22], "B".repeat(43));
+    let requests = vec![
+        app.client.get(&url),
+        app.client
+            .get(&url)
+            .header("authorization", format!("bearer {token}")),
+        app.client
+            .get(&url)
+            .header("authorization", format!("Bearer  {token}")),
+        app.client
+            .get(&url)
+            .header("authorization", format!("Basic {token}")),
+        app.client
+            .get(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("authorization", format!("Bearer {token}")),
+        app.client.get(&url).bearer_auth("x".repeat(8 * 1024)),
+        app.client.get(&url).bearer_auth(&unknown),
+        app.client.get(&url).bearer_auth(&wrong_secret),
+        app.client.get(&url).bearer_auth("' OR '1'='1"),
+        app.client.get(&url).bearer_auth("%27--"),
+        app.client.get(format!("{url}?access_token={token}")),
+    ];
+    let mut bodies = Vec::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap()),
+            Some("Bearer"),
+            "case {i}"
+        );
+        let (status, body) = body(response).await;
+        assert_eq!(status, 401, "case {i}: {body}");
+        assert!(!body.to_string().contains(&token[22..]), "case {i}");
+        bodies.push(body);
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "every refusal looks the same"
+    );
+    // The right token works, and the admin token works on any user.
+    assert_eq!(
+        app.client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.client
+            .get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        !byok_test_support::captured_logs().contains(&token[22..]),
+        "a token reached the logs"
+    );
+}
+
+async fn revoked_tokens_stop_working(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    app.create_user("alice").await;
+    let issued = app
+        .client
+        .post(app.url("/api/admin/users/alice/tokens"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, issued) = body(issued).await;
+    assert_eq!(status, 201);
+    let token = issued["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.save_key(&token, "alice", "openai", key_body(&openai_key("a")))
+            .await
+            .status(),
+        201
+    );
+
+    let revoke = app.client.delete(app.url(&format!(
+        "/api/admin/tokens/{}",
+        issued["token_id"].as_str().unwrap()
+    )));
+    assert_eq!(
+        revoke
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.save_key(&token, "alice", "openai", key_body(&openai_key("b")))
+            .await
+            .status(),
+        401
+    );
+    let again = app.client.delete(app.url(&format!(
+        "/api/admin/tokens/{}",
+        issued["token_id"].as_str().unwrap()
+    )));
+    assert_eq!(
+        again
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204,
+        "revocation is idempotent"
+    );
+    let missing = app
+        .client
+        .delete(app.url("/api/admin/tokens/0000000000000000"))
+        .bearer_auth(ADMIN_TOKEN);
+    assert_eq!(
+        body(missing.send().await.unwrap()).await.1["error"]["code"],
+        "token_not_found"
+    );
+}

@@ -1,0 +1,140 @@
+//! The leak sweep: a run that saves, lists, replaces and deletes keys
+//! (malformed ones included) and presents bad tokens, with every log line
+//! captured at TRACE. No key or submitted token may appear in any log line
+//! or response.
+
+use byok_test_support::{TestApp, TestDb, both_backends, captured_logs};
+use serde_json::json;
+
+use crate::key_body;
+
+both_backends!(no_key_or_token_reaches_logs_or_responses);
+
+fn variants(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let mut out = vec![
+        secret.to_owned(),
+        hex::encode(secret),
+        base64::engine::general_purpose::STANDARD.encode(secret),
+        secret.replace('-', "%2D"),
+    ];
+    // Any 12-character run: masks show 4 + 4 characters, never 12 in a row.
+    out.extend(
+        secret
+            .as_bytes()
+            .windows(12)
+            .map(|w| String::from_utf8_lossy(w).into_owned()),
+    );
+    out
+}
+
+async fn dump(response: reqwest::Response) -> String {
+    let headers = format!("{:?}", response.headers());
+    headers + &response.text().await.unwrap()
+}
+
+async fn no_key_or_token_reaches_logs_or_responses(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let token = app.create_user("alice").await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let keys = [
+        format!("sk-proj-CANARYONE{tag}"),
+        format!("sk-ant-api03-CANARYTWO{tag}"),
+        format!("AIzaCANARYTHREE{tag}"),
+    ];
+    let bad_token = format!("byok_0123456789abcdef_CANARYTOKEN{tag}xxxxxxxx");
+    let mut responses = String::new();
+    let mut record = |text: String| responses.push_str(&text);
+
+    for (provider, key) in ["openai", "anthropic", "gemini"].iter().zip(&keys) {
+        let r = app.save_key(&token, "alice", provider, key_body(key)).await;
+        record(dump(r).await);
+    }
+    let r = app
+        .save_key(&token, "alice", "openai", key_body(&keys[2]))
+        .await; // replace
+    record(dump(r).await);
+    let r = app
+        .client
+        .get(app.url("/api/user/api-keys/alice/keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    record(dump(r).await);
+    let malformed = [
+        json!({ "api_key": format!("{} spaced", keys[0]) }),
+        json!({ "api_key": keys[0], "extra": keys[1] }),
+        json!({ "api_key": 1, "endpoint": keys[0] }),
+        json!({ "api_key": keys[1], "endpoint": format!("https://{}.example", keys[0]), "deployment": "d" }),
+    ];
+    for body in malformed {
+        for provider in ["openai", "azure_openai", &keys[0]] {
+            let r = app.save_key(&token, "alice", provider, body.clone()).await;
+            record(dump(r).await);
+        }
+    }
+    let r = app
+        .client
+        .post(app.url("/api/user/api-keys/alice/keys/openai"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"api_key\":\"{}\"", keys[0]))
+        .send()
+        .await
+        .unwrap();
+    record(dump(r).await);
+    for path in ["/api/user/api-keys/alice/keys", "/api/admin/users"] {
+        let r = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&bad_token)
+            .send()
+            .await
+            .unwrap();
+        record(dump(r).await);
+        let r = app
+            .client
+            .get(app.url(&format!("{path}?access_token={bad_token}")))
+            .send()
+            .await
+            .unwrap();
+        record(dump(r).await);
+    }
+    for provider in ["openai", "anthropic", "gemini"] {
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/user/api-keys/alice/keys/{provider}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        record(dump(r).await);
+    }
+
+    let logs = captured_logs();
+    assert!(
+        logs.contains("/api/user/api-keys/{user_id}/keys/{provider}"),
+        "the capture must see the request log"
+    );
+    let submitted: Vec<&String> = keys.iter().chain([&bad_token]).collect();
+    assert_absent(&logs, "logs", &submitted);
+    assert_absent(&logs, "logs", &[&token]);
+    assert_absent(&responses, "a response", &submitted);
+    // The user's own token appears only in the one response that issued it.
+    assert!(!responses.contains(&token[22..]));
+}
+
+fn assert_absent(haystack: &str, place: &str, secrets: &[&String]) {
+    for secret in secrets {
+        for variant in variants(secret) {
+            let found = haystack.find(&variant);
+            let context =
+                found.map(|at| &haystack[at.saturating_sub(300)..(at + 100).min(haystack.len())]);
+            assert!(
+                found.is_none(),
+                "a secret reached {place}: {variant} in {context:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Health, restarts and master-key rotation.
+
+use byok_api::service::MasterKeyCheckError;
+use byok_core::ProviderKind;
+use byok_test_support::{TestApp, TestDb, both_backends, test_vault};
+use byok_vault::{KeyVault, MasterKey, MasterKeyId};
+
+use crate::{body, key_body, openai_key};
+
+both_backends!(
+    health_and_readiness,
+    keys_survive_a_restart,
+    rotation_then_rewrap_then_retire
+);
+
+async fn health_and_readiness(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (status, health) = body(app.client.get(app.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert!(ready.headers().get("x-request-id").is_some());
+    let (status, ready) = body(ready).await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+}
+
+async fn keys_survive_a_restart(db: TestDb) {
+    let key = openai_key("persist");
+    {
+        let app = TestApp::spawn(&db).await;
+        let token = app.create_user("alice").await;
+        assert_eq!(
+            app.save_key(&token, "alice", "openai", key_body(&key))
+                .await
+                .status(),
+            201
+        );
+        app.stop().await;
+    }
+    let app = TestApp::spawn(&db).await;
+    assert_eq!(app.open_key("alice", ProviderKind::OpenAi).await, key);
+}
+
+fn vault_v2_with_v1_retired() -> KeyVault {
+    KeyVault::new(MasterKeyId::new(2), MasterKey::from_bytes([7; 32]))
+        .with_retired(MasterKeyId::new(1), MasterKey::from_bytes([42; 32]))
+        .unwrap()
+}
+
+async fn rotation_then_rewrap_then_retire(db: TestDb) {
+    let keys = [openai_key("one"), openai_key("two")];
+    {
+        let app = TestApp::spawn_with(&db, test_vault()).await;
+        for (user, key) in ["alice", "bob"].iter().zip(&keys) {
+            let token = app.create_user(user).await;
+            assert_eq!(
+                app.save_key(&token, user, "openai", key_body(key))
+                    .await
+                    .status(),
+                201
+            );
+        }
+        app.stop().await;
+    }
+    // Step 1: v2 active, v1 retired: old keys open, new saves use v2.
+    let app = TestApp::spawn_with(&db, vault_v2_with_v1_retired()).await;
+    assert_eq!(app.open_key("alice", ProviderKind::OpenAi).await, keys[0]);
+    // Step 2: rewrap; running it twice is harmless.
+    let report = app.service.operator().rewrap(1).await.unwrap();
+    assert_eq!((report.rewrapped, report.failed), (2, 0));
+    let again = app.service.operator().rewrap(1).await.unwrap();
+    assert_eq!((again.rewrapped, again.skipped, again.failed), (0, 0, 0));
+    app.stop().await;
+    // Step 3: v1 removed: everything still opens with v2 alone.
+    let app = TestApp::spawn_with(
+        &db,
+        KeyVault::new(MasterKeyId::new(2), MasterKey::from_bytes([7; 32])),
+    )
+    .await;
+    assert_eq!(app.open_key("alice", ProviderKind::OpenAi).await, keys[0]);
+    assert_eq!(app.open_key("bob", ProviderKind::OpenAi).await, keys[1]);
+    app.stop().await;
+
+    // A wrong key under a known id, or a missing id, stops start-up.
+    let store = db.store().await;
+    let wrong = byok_api::KeyService::new(
+        store.clone(),
+        std::sync::Arc::new(KeyVault::new(
+            MasterKeyId::new(2),
+            MasterKey::from_bytes([8; 32]),
+        )),
+    );
+    assert!(matches!(
+        wrong.check_master_keys().await,
+        Err(MasterKeyCheckError::Wrong(2))
+    ));
+    let missing = byok_api::KeyService::new(store, std::sync::Arc::new(test_vault()));
+    let err = missing.check_master_keys().await.unwrap_err();
+    assert!(matches!(err, MasterKeyCheckError::Missing(2)));
+    assert!(err.to_string().contains("BYOK_RETIRED_MASTER_KEYS"));
+}

@@ -1,0 +1,42 @@
+//! byok-api integration tests: the real server on 127.0.0.1:0, against
+//! SQLite and PostgreSQL.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on a bad fixture"
+)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the OpenAPI snapshot is refreshed by an environment switch"
+)]
+
+mod admin;
+mod auth;
+mod errors;
+mod isolation;
+mod keys;
+mod leak;
+mod lifecycle;
+mod openapi;
+
+use serde_json::{Value, json};
+
+/// A well-formed OpenAI-style key that is unique per call.
+pub(crate) fn openai_key(tag: &str) -> String {
+    format!("sk-proj-{tag}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub(crate) fn key_body(key: &str) -> Value {
+    json!({ "api_key": key })
+}
+
+pub(crate) async fn body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
+}

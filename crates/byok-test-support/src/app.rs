@@ -1,0 +1,196 @@
+//! A running byok server for integration tests, and a capture of every log
+//! line the test binary emits (for leak checks).
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use byok_api::{AppState, KeyService};
+use byok_core::UserId;
+use byok_vault::{KeyVault, MasterKey, MasterKeyId};
+use secrecy::SecretString;
+
+use crate::TestDb;
+
+/// The admin token every [`TestApp`] accepts (as if set by `BYOK_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// The vault tests use by default: master key id 1, fixed bytes.
+#[must_use]
+pub fn test_vault() -> KeyVault {
+    KeyVault::new(MasterKeyId::new(1), MasterKey::from_bytes([42; 32]))
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut bytes) = self.0.lock() {
+            bytes.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        // TRACE for everything, HTTP internals included: a leak at any level counts.
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        capture
+    })
+}
+
+/// Everything logged so far by this test binary, at every level.
+#[must_use]
+pub fn captured_logs() -> String {
+    capture()
+        .0
+        .lock()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// A byok server on `127.0.0.1:0` over a test database.
+#[derive(Debug)]
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// A client without redirects.
+    pub client: reqwest::Client,
+    /// The service behind the server, for direct checks.
+    pub service: KeyService,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestApp {
+    /// Serves `db` with [`test_vault`].
+    pub async fn spawn(db: &TestDb) -> Self {
+        Self::spawn_with(db, test_vault()).await
+    }
+
+    /// Serves `db` with `vault`.
+    ///
+    /// # Panics
+    /// When the store cannot be opened or the server cannot start.
+    pub async fn spawn_with(db: &TestDb, vault: KeyVault) -> Self {
+        capture();
+        let store = db.store().await;
+        let service = KeyService::new(store, Arc::new(vault))
+            .with_admin_token(&SecretString::from(ADMIN_TOKEN.to_owned()));
+        service
+            .check_master_keys()
+            .await
+            .expect("master keys open the stored keys");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
+        let port = listener.local_addr().expect("local address").port();
+        let server = byok_api::server(
+            listener,
+            AppState {
+                service: service.clone(),
+            },
+            Duration::from_secs(5),
+        )
+        .expect("start the server");
+        let handle = server.handle();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the harness runs the server beside the test"
+        )]
+        tokio::spawn(server);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("build a client");
+        Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            client,
+            service,
+            handle,
+        }
+    }
+
+    /// Stops the server, letting in-flight requests finish.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+
+    /// `base_url` + `path`.
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Creates `user` with the admin token and returns their token.
+    ///
+    /// # Panics
+    /// When the server refuses.
+    pub async fn create_user(&self, user: &str) -> String {
+        let response = self
+            .client
+            .post(self.url("/api/admin/users"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "user_id": user }))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 201, "create user {user}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Saves `key` as `user`'s key for `provider` with `token`; returns the response.
+    ///
+    /// # Panics
+    /// When the request cannot be sent.
+    pub async fn save_key(
+        &self,
+        token: &str,
+        user: &str,
+        provider: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/user/api-keys/{user}/keys/{provider}")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    /// Opens `user`'s stored key for `provider` through the service, as the
+    /// provider adapters will.
+    ///
+    /// # Panics
+    /// When the key is missing or does not open.
+    pub async fn open_key(&self, user: &str, provider: byok_core::ProviderKind) -> String {
+        let admin = byok_api::Principal::Admin {
+            token_id: "test".to_owned(),
+        };
+        let user = UserId::parse(user).expect("user id");
+        self.service
+            .open_key(
+                &admin,
+                &user,
+                provider,
+                &byok_api::RequestContext::default(),
+            )
+            .await
+            .expect("open the stored key")
+            .expose_secret()
+            .to_owned()
+    }
+}
