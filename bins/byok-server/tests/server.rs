@@ -1,0 +1,289 @@
+//! The server binary as an operator runs it: first start, configuration
+//! errors, subcommands, rotation and SIGTERM.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail the test"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_byok-server");
+const KEY_ONE: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const KEY_TWO: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+fn command(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("BYOK_BIND", "127.0.0.1:0");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+struct Running {
+    child: Child,
+    base_url: String,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Starts `serve` and waits for the "listening" log line.
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut child = command(dir, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines(child.stderr.take().unwrap());
+        let stdout = lines(child.stdout.take().unwrap());
+        let address = loop {
+            let line = stderr
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the server logs its address");
+            if let Some(rest) = line.split("address=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || while stderr.recv().is_ok() {});
+        Self {
+            child,
+            base_url: format!("http://{address}"),
+            stdout,
+        }
+    }
+
+    /// The admin token of the first-start banner, if one was printed.
+    fn admin_token(&self) -> Option<String> {
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(300)) {
+            if let Some(token) = line.trim().strip_prefix("byok_") {
+                return Some(format!("byok_{token}"));
+            }
+        }
+        None
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+}
+
+async fn create_user(base_url: &str, admin: &str, user: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{base_url}/api/admin/users"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "user_id": user }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn status(base_url: &str, path: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base_url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_generates_a_master_key_and_one_admin_token_then_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &[]);
+    let key_file = dir.path().join("byok-data/master.key");
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(dir.path().join("byok-data/byok.db").exists());
+    let admin = server
+        .admin_token()
+        .expect("the first start prints an admin token");
+    assert_eq!(status(&server.base_url, "/readyz", "").await, 200);
+    let alice = create_user(&server.base_url, &admin, "alice").await;
+    assert!(server.terminate().success(), "SIGTERM is a clean exit");
+
+    // A second start: the same master key, no new admin token, data kept.
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let server = Running::start(dir.path(), &[]);
+    assert_eq!(server.admin_token(), None);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    assert_eq!(
+        status(&server.base_url, "/api/user/api-keys/alice/keys", &alice).await,
+        200
+    );
+    assert_eq!(
+        status(&server.base_url, "/api/user/api-keys/alice/keys", &admin).await,
+        200
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn a_bad_setting_stops_the_server_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("BYOK_BIND", "nowhere")], "BYOK_BIND"),
+        (
+            &[("BYOK_MASTER_KEY", "not-a-real-key-SECRETVALUE")],
+            "BYOK_MASTER_KEY",
+        ),
+        (
+            &[("BYOK_MASTER_KEY_FILE", "/nonexistent/master.key")],
+            "BYOK_MASTER_KEY_FILE",
+        ),
+        (
+            &[("BYOK_DATABASE_URL", "mysql://user:SECRETVALUE@host/db")],
+            "BYOK_DATABASE_URL",
+        ),
+        (&[("BYOK_ADMIN_TOKEN", "SECRETVALUE")], "BYOK_ADMIN_TOKEN"),
+        (
+            &[("BYOK_RETIRED_MASTER_KEYS", "SECRETVALUE")],
+            "BYOK_RETIRED_MASTER_KEYS",
+        ),
+    ];
+    for (env, setting) in cases {
+        let output = command(dir.path(), env).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert_eq!(output.status.code(), Some(2), "{setting}: {stderr}");
+        assert!(
+            last.starts_with(&format!("byok-server: error: {setting}")),
+            "{setting}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("SECRETVALUE"),
+            "{setting} leaked its value: {stderr}"
+        );
+    }
+    let output = command(dir.path(), &[])
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--config"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_and_a_master_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1: &[(&str, &str)] = &[
+        ("BYOK_MASTER_KEY", KEY_ONE),
+        ("BYOK_ADMIN_TOKEN", "an-admin-token-of-enough-length"),
+    ];
+    let output = command(dir.path(), v1)
+        .args(["create-user", "alice"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let token = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("byok_"))
+        .unwrap()
+        .to_owned();
+
+    let server = Running::start(dir.path(), v1);
+    let saved = reqwest::Client::new()
+        .post(format!(
+            "{}/api/user/api-keys/alice/keys/openai",
+            server.base_url
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "api_key": "sk-proj-rotate-me-0123456789abcdef" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 201);
+    assert!(server.terminate().success());
+
+    // Key two active, key one retired: rewrap moves the stored key.
+    let rotating: &[(&str, &str)] = &[
+        ("BYOK_MASTER_KEY", KEY_TWO),
+        ("BYOK_MASTER_KEY_ID", "2"),
+        ("BYOK_RETIRED_MASTER_KEYS", &format!("1:{KEY_ONE}")),
+    ];
+    let output = command(dir.path(), rotating)
+        .arg("rewrap")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("rewrapped 1, already current 0, failed 0")
+    );
+
+    // Key one can now go. Starting with only key one fails, naming the fix.
+    let v2: &[(&str, &str)] = &[("BYOK_MASTER_KEY", KEY_TWO), ("BYOK_MASTER_KEY_ID", "2")];
+    let server = Running::start(dir.path(), v2);
+    assert_eq!(
+        status(&server.base_url, "/api/user/api-keys/alice/keys", &token).await,
+        200
+    );
+    assert!(server.terminate().success());
+    let output = command(dir.path(), v1).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("master key id 2, which is not configured")
+    );
+
+    // Revoking the token by its id locks it out.
+    let token_id = token.split('_').nth(1).unwrap();
+    let output = command(dir.path(), v2)
+        .args(["revoke-token", token_id])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let server = Running::start(dir.path(), v2);
+    assert_eq!(
+        status(&server.base_url, "/api/user/api-keys/alice/keys", &token).await,
+        401
+    );
+    assert!(server.terminate().success());
+}
