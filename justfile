@@ -28,6 +28,11 @@ doc:
 examples:
     cargo run -p byok-examples --example vault_in_memory
     cargo run -p byok-examples --example store_embedded
+    cargo run -p byok-examples --example embed_api -- --check
+
+# Run the server on its defaults.
+run:
+    cargo run --release -p byok-server
 
 # Criterion benchmarks (figures go in docs/performance.md).
 bench:

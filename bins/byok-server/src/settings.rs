@@ -514,6 +514,30 @@ mod tests {
     }
 
     #[test]
+    fn docs_configuration_lists_every_setting_and_nothing_else() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for setting in SETTINGS {
+            let name = env_name(setting.key);
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{name} is not in docs/configuration.md"
+            );
+            if setting.secret {
+                assert!(
+                    doc.contains(&format!("`{name}` (`_FILE`)")),
+                    "{name}'s _FILE variant is not documented"
+                );
+            }
+        }
+        let documented = doc.lines().filter(|l| l.starts_with("| `BYOK_")).count();
+        assert_eq!(
+            documented,
+            SETTINGS.len(),
+            "the table documents a setting that does not exist"
+        );
+    }
+
+    #[test]
     fn retired_keys_parse_and_errors_do_not_quote_them() {
         let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
         let parsed = parse_retired(&format!("1:{key}, 2:{key}")).unwrap();

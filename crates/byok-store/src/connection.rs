@@ -134,6 +134,10 @@ impl ManageConnection for Manager {
     }
 }
 
+/// The PostgreSQL advisory lock id that serialises migrations ("byok" in ASCII).
+#[cfg(feature = "postgres")]
+const MIGRATION_LOCK: i64 = 0x6279_6f6b;
+
 /// Runs the embedded migrations of `conn`'s backend, and switches a SQLite
 /// database to write-ahead logging (a persistent setting of the file).
 pub(crate) fn migrate(conn: &mut DbConnection) -> Result<(), StoreError> {
@@ -147,10 +151,17 @@ pub(crate) fn migrate(conn: &mut DbConnection) -> Result<(), StoreError> {
                 .map_err(StoreError::Migration)?
         }
         #[cfg(feature = "postgres")]
-        DbConnection::Postgres(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len())
-            .map_err(StoreError::Migration)?,
+        DbConnection::Postgres(c) => {
+            // Replicas starting together: one applies, the others wait and find nothing to do.
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .map_err(StoreError::from)?;
+            let result = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len());
+            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                .map_err(StoreError::from)?;
+            result.map_err(StoreError::Migration)?
+        }
     };
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
