@@ -24,9 +24,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     .await?;
     // In a real program the master key comes from your secret store.
     let vault = Arc::new(KeyVault::new(MasterKeyId::new(1), MasterKey::generate()));
-    let state = AppState {
-        service: KeyService::new(store, vault),
-    };
+    let state = AppState::new(KeyService::new(store, vault));
 
     let check = std::env::args().any(|a| a == "--check");
     let http = HttpServer::new(move || {

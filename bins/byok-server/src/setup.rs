@@ -123,7 +123,7 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
     let listener = std::net::TcpListener::bind(settings.bind)
         .with_context(|| format!("BYOK_BIND: cannot listen on {}", settings.bind))?;
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend().as_str(), "byok listening");
-    let state = AppState { service };
+    let state = AppState::new(service);
     byok_api::server(
         listener,
         state,

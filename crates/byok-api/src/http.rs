@@ -55,6 +55,12 @@ pub enum ApiError {
     /// A service failure.
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// Too many refused authentications from this client address.
+    #[error("too many failed authentications; retry later")]
+    TooManyFailures {
+        /// Seconds until the client may try again.
+        retry_after_secs: u64,
+    },
     /// A request that could not be parsed.
     #[error("{message}")]
     BadRequest {
@@ -81,6 +87,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest { status, .. } => *status,
+            Self::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Service(error) => match error {
                 ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
                 ServiceError::Forbidden => StatusCode::FORBIDDEN,
@@ -99,6 +106,13 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let (code, message) = match self {
             Self::BadRequest { code, message, .. } => (*code, (*message).to_owned()),
+            Self::TooManyFailures { retry_after_secs } => {
+                let mut response = error_response(status, "too_many_failures", self.to_string());
+                if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return response;
+            }
             Self::Service(error) => (error.code(), error.to_string()),
         };
         if status.is_server_error() {
@@ -324,19 +338,30 @@ impl FromRequest for Caller {
         };
         let present = req.headers().contains_key(header::AUTHORIZATION);
         let ctx = context(req);
+        let peer = req.peer_addr().map(|a| a.ip());
         Box::pin(async move {
             let Some(state) = state else {
                 return Err(
                     ServiceError::internal(std::io::Error::other("byok AppState missing")).into(),
                 );
             };
+            let now = std::time::Instant::now();
+            if let Some(wait) = peer.and_then(|ip| state.auth_throttle.blocked(ip, now)) {
+                return Err(ApiError::TooManyFailures {
+                    retry_after_secs: wait.as_secs().max(1),
+                });
+            }
             // A malformed header counts as a presented (invalid) token.
             let presented = bearer.or_else(|| present.then(String::new));
-            let principal = state
-                .service
-                .authenticate(presented.as_deref(), &ctx)
-                .await?;
-            Ok(Caller(principal))
+            match state.service.authenticate(presented.as_deref(), &ctx).await {
+                Ok(principal) => Ok(Caller(principal)),
+                Err(error) => {
+                    if let (ServiceError::Unauthenticated, Some(ip)) = (&error, peer) {
+                        state.auth_throttle.record_failure(ip, now);
+                    }
+                    Err(error.into())
+                }
+            }
         })
     }
 }

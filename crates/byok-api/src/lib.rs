@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod providers;
 mod routes;
 pub mod service;
+mod throttle;
 mod token;
 
 use std::net::TcpListener;
@@ -18,6 +19,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 pub use error::{Result, ServiceError};
 pub use http::{ApiError, ErrorBody, ErrorDetail};
 pub use service::{KeyService, Principal, RequestContext};
+pub use throttle::AuthThrottle;
 pub use token::{AdminTokenHash, IssuedToken, TOKEN_PREFIX};
 
 /// Largest JSON body the key routes accept.
@@ -28,6 +30,19 @@ pub const KEY_ROUTE_BODY_LIMIT: usize = 16 * 1024;
 pub struct AppState {
     /// The key-management service.
     pub service: KeyService,
+    /// Limits on refused authentications per client address.
+    pub auth_throttle: std::sync::Arc<AuthThrottle>,
+}
+
+impl AppState {
+    /// State over `service` with the default limits.
+    #[must_use]
+    pub fn new(service: KeyService) -> Self {
+        Self {
+            service,
+            auth_throttle: std::sync::Arc::new(AuthThrottle::default()),
+        }
+    }
 }
 
 /// Registers byok's routes, with their own JSON error handling, request ids

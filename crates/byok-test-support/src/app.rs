@@ -98,9 +98,7 @@ impl TestApp {
         let port = listener.local_addr().expect("local address").port();
         let server = byok_api::server(
             listener,
-            AppState {
-                service: service.clone(),
-            },
+            AppState::new(service.clone()),
             Duration::from_secs(5),
         )
         .expect("start the server");

@@ -146,3 +146,56 @@ async fn revoked_tokens_stop_working(db: TestDb) {
         "token_not_found"
     );
 }
+
+both_backends!(repeated_failures_from_one_address_are_throttled);
+
+async fn repeated_failures_from_one_address_are_throttled(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let token = app.create_user("alice").await;
+    let url = app.url("/api/user/api-keys/alice/keys");
+    for i in 0..30 {
+        let response = app
+            .client
+            .get(&url)
+            .bearer_auth(format!("byok-guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "failure {i}");
+    }
+    let throttled = app
+        .client
+        .get(&url)
+        .bearer_auth("byok-guess-31")
+        .send()
+        .await
+        .unwrap();
+    assert!(throttled.headers().get("retry-after").is_some());
+    let (status, throttled) = body(throttled).await;
+    assert_eq!(
+        (status, throttled["error"]["code"].as_str()),
+        (429, Some("too_many_failures"))
+    );
+    // Another address with a valid token is unaffected.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    assert_eq!(
+        other
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let other_bad = other
+        .get(&url)
+        .bearer_auth("byok-guess-x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_bad.status(), 401);
+}
