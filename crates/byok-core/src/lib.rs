@@ -1,12 +1,17 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod chat;
 mod error;
 mod provider;
 mod secret;
 mod status;
 mod user;
 
+pub use chat::{
+    ChatChunk, ChatMessage, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
+    FinishReason, Role, Usage,
+};
 pub use error::{CoreError, Result};
 pub use provider::ProviderKind;
 pub use secret::{ApiKey, MAX_KEY_LEN, MaskedKey};

@@ -1,0 +1,200 @@
+//! The one error type of `byok-providers`.
+
+use std::time::Duration;
+
+use byok_core::{KeyStatus, ProviderKind};
+
+/// Why a request the provider was asked to do is not acceptable to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BadRequestKind {
+    /// The model does not exist or the key may not use it.
+    UnknownModel,
+    /// The Azure deployment does not exist.
+    UnknownDeployment,
+    /// The prompt is longer than the model's context window.
+    ContextTooLong,
+    /// The provider's content filter refused the prompt.
+    ContentFilter,
+    /// Anything else the provider refused (a bad parameter).
+    Other,
+}
+
+/// A failure talking to a provider.
+///
+/// Messages name the provider and the class of failure; they never carry the
+/// key, a URL or the provider's own message text (which can echo part of the
+/// key). [`ProviderError::is_retryable`] tells the router whether another
+/// provider may be tried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The provider rejected the key (wrong, revoked, another provider's).
+    #[error("{provider} rejected the API key")]
+    InvalidKey {
+        /// The provider.
+        provider: ProviderKind,
+    },
+    /// The key works but its account has no credit or quota left.
+    #[error("{provider} account is out of credit or quota")]
+    NoCredit {
+        /// The provider.
+        provider: ProviderKind,
+    },
+    /// The provider is rate limiting this key.
+    #[error("{provider} is rate limiting this key")]
+    RateLimited {
+        /// The provider.
+        provider: ProviderKind,
+        /// How long the provider asked to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// The provider answered with a server error or said it is overloaded.
+    #[error("{provider} is unavailable (HTTP {status})")]
+    Unavailable {
+        /// The provider.
+        provider: ProviderKind,
+        /// The HTTP status (5xx, or Anthropic's 529).
+        status: u16,
+    },
+    /// The provider refused the request itself; another provider would too.
+    #[error("{provider} refused the request (HTTP {status})")]
+    BadRequest {
+        /// The provider.
+        provider: ProviderKind,
+        /// The HTTP status.
+        status: u16,
+        /// What kind of refusal.
+        kind: BadRequestKind,
+    },
+    /// The provider has no such capability (embeddings on Anthropic or DeepSeek).
+    #[error("{provider} does not offer {capability}")]
+    Unsupported {
+        /// The provider.
+        provider: ProviderKind,
+        /// What is missing, such as `embeddings`.
+        capability: &'static str,
+    },
+    /// No answer within the time limit.
+    #[error("{provider} did not answer in time")]
+    Timeout {
+        /// The provider.
+        provider: ProviderKind,
+    },
+    /// The provider could not be reached (DNS, connection, TLS).
+    #[error("could not reach {provider}")]
+    Unreachable {
+        /// The provider.
+        provider: ProviderKind,
+        /// The transport error, with its URL removed.
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+    /// The provider answered with a redirect, which is never followed.
+    #[error("{provider} answered with a redirect, which byok does not follow")]
+    Redirected {
+        /// The provider.
+        provider: ProviderKind,
+    },
+    /// The provider's answer could not be understood (malformed, truncated,
+    /// too large, or an unexpected status).
+    #[error("{provider} sent a response byok could not use")]
+    BadResponse {
+        /// The provider.
+        provider: ProviderKind,
+    },
+    /// A stream ended without its terminator: the answer may be cut short
+    /// and its usage is unknown.
+    #[error("{provider} stream ended before it was complete")]
+    IncompleteStream {
+        /// The provider.
+        provider: ProviderKind,
+    },
+    /// The stream reported an error after it had started.
+    #[error("{provider} reported an error in the middle of the stream")]
+    StreamError {
+        /// The provider.
+        provider: ProviderKind,
+    },
+    /// A user-supplied endpoint is not allowed (server-side request forgery guard).
+    #[error("endpoint not allowed: {reason}")]
+    EndpointNotAllowed {
+        /// Why, such as `https is required`.
+        reason: &'static str,
+    },
+    /// The key's settings lack something the provider needs (Azure's endpoint).
+    #[error("the key's settings lack {0}")]
+    MissingSetting(&'static str),
+}
+
+impl ProviderError {
+    /// Whether the router may try the next candidate: rate limits, overload,
+    /// server errors, timeouts, transport failures and unusable answers. Never
+    /// for a bad key or a bad request.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. }
+                | Self::Unavailable { .. }
+                | Self::Timeout { .. }
+                | Self::Unreachable { .. }
+                | Self::BadResponse { .. }
+                | Self::Redirected { .. }
+                | Self::NoCredit { .. }
+        )
+    }
+
+    /// Whether the key itself is bad (and should be skipped until replaced).
+    #[must_use]
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Self::InvalidKey { .. })
+    }
+
+    /// The delay the provider asked for, if any.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// What a key test reports for this failure.
+    #[must_use]
+    pub fn key_status(&self) -> KeyStatus {
+        match self {
+            Self::InvalidKey { .. } => KeyStatus::Invalid,
+            Self::NoCredit { .. } => KeyStatus::NoCredit,
+            Self::RateLimited { .. } => KeyStatus::RateLimited,
+            Self::Timeout { .. } | Self::Unreachable { .. } | Self::EndpointNotAllowed { .. } => {
+                KeyStatus::Unreachable
+            }
+            _ => KeyStatus::Unavailable,
+        }
+    }
+
+    /// A stable, machine-readable code.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidKey { .. } => "provider_key_rejected",
+            Self::NoCredit { .. } => "provider_no_credit",
+            Self::RateLimited { .. } => "provider_rate_limited",
+            Self::Unavailable { .. } => "provider_unavailable",
+            Self::BadRequest { .. } => "provider_bad_request",
+            Self::Unsupported { .. } => "provider_unsupported",
+            Self::Timeout { .. } => "provider_timeout",
+            Self::Unreachable { .. } => "provider_unreachable",
+            Self::Redirected { .. } => "provider_redirect",
+            Self::BadResponse { .. } => "provider_bad_response",
+            Self::IncompleteStream { .. } => "provider_stream_incomplete",
+            Self::StreamError { .. } => "provider_stream_error",
+            Self::EndpointNotAllowed { .. } => "endpoint_not_allowed",
+            Self::MissingSetting(_) => "missing_setting",
+        }
+    }
+}
+
+/// `Result` with [`ProviderError`] as the default error.
+pub type Result<T, E = ProviderError> = std::result::Result<T, E>;

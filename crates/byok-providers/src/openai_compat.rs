@@ -1,0 +1,635 @@
+//! OpenAI's Chat Completions wire format, shared by OpenAI, DeepSeek and
+//! Azure OpenAI: only the base URL, the auth header, the path and a few
+//! accounting fields differ.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use byok_core::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FinishReason,
+    ProviderKind, Role, Usage,
+};
+use futures_util::StreamExt as _;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{RequestBuilder, StatusCode};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::endpoint::check_azure_endpoint;
+use crate::http::{self, HttpClients, by_status, retry_after};
+use crate::{BadRequestKind, ChatProvider, ChatStream, Credentials, ProviderError};
+
+/// The default Azure `api-version` (the latest dated GA version).
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    OpenAi,
+    DeepSeek,
+    Azure,
+}
+
+/// The adapter for OpenAI, DeepSeek and Azure OpenAI.
+#[derive(Debug, Clone)]
+pub struct OpenAiCompatible {
+    flavor: Flavor,
+    clients: HttpClients,
+}
+
+impl OpenAiCompatible {
+    /// OpenAI at `ProviderSettings::openai_base_url`.
+    #[must_use]
+    pub fn openai(clients: HttpClients) -> Self {
+        Self {
+            flavor: Flavor::OpenAi,
+            clients,
+        }
+    }
+
+    /// DeepSeek at `ProviderSettings::deepseek_base_url`.
+    #[must_use]
+    pub fn deepseek(clients: HttpClients) -> Self {
+        Self {
+            flavor: Flavor::DeepSeek,
+            clients,
+        }
+    }
+
+    /// Azure OpenAI at each key's own endpoint (checked on every call).
+    #[must_use]
+    pub fn azure(clients: HttpClients) -> Self {
+        Self {
+            flavor: Flavor::Azure,
+            clients,
+        }
+    }
+
+    fn provider(&self) -> ProviderKind {
+        match self.flavor {
+            Flavor::OpenAi => ProviderKind::OpenAi,
+            Flavor::DeepSeek => ProviderKind::DeepSeek,
+            Flavor::Azure => ProviderKind::AzureOpenAi,
+        }
+    }
+
+    /// A request to `route` (`models`, `chat/completions`, `embeddings`),
+    /// authenticated for this flavour. For Azure, `deployment` selects which
+    /// deployment setting names the route's deployment.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        credentials: &Credentials<'_>,
+        deployment_setting: &'static str,
+    ) -> Result<RequestBuilder, ProviderError> {
+        let settings = self.clients.settings();
+        let mut auth = HeaderMap::new();
+        let key = credentials.key.expose_secret();
+        let (client, url) = match self.flavor {
+            Flavor::OpenAi | Flavor::DeepSeek => {
+                let base = if self.flavor == Flavor::OpenAi {
+                    &settings.openai_base_url
+                } else {
+                    &settings.deepseek_base_url
+                };
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                    ProviderError::InvalidKey {
+                        provider: self.provider(),
+                    }
+                })?;
+                value.set_sensitive(true);
+                auth.insert(reqwest::header::AUTHORIZATION, value);
+                (&self.clients.fixed, join(base, route))
+            }
+            Flavor::Azure => {
+                let endpoint = credentials
+                    .settings
+                    .get("endpoint")
+                    .ok_or(ProviderError::MissingSetting("endpoint"))?;
+                let endpoint = check_azure_endpoint(endpoint, settings.allow_private_endpoints)?;
+                let version = credentials
+                    .settings
+                    .get("api_version")
+                    .map_or(AZURE_DEFAULT_API_VERSION, String::as_str);
+                let path = if route == "models" {
+                    "openai/models".to_owned()
+                } else {
+                    let deployment = credentials
+                        .settings
+                        .get(deployment_setting)
+                        .ok_or(ProviderError::MissingSetting(deployment_setting))?;
+                    format!("openai/deployments/{deployment}/{route}")
+                };
+                let mut url = join(&endpoint, &path);
+                url.query_pairs_mut().append_pair("api-version", version);
+                let mut value =
+                    HeaderValue::from_str(key).map_err(|_| ProviderError::InvalidKey {
+                        provider: self.provider(),
+                    })?;
+                value.set_sensitive(true);
+                auth.insert("api-key", value);
+                (&self.clients.azure, url)
+            }
+        };
+        Ok(client.request(method, url).headers(auth))
+    }
+
+    fn classify(
+        provider: ProviderKind,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ProviderError {
+        let error = serde_json::from_slice::<WireErrorBody>(body)
+            .map(|b| b.error)
+            .unwrap_or_default();
+        let code = error.code.as_ref().and_then(code_text).unwrap_or_default();
+        let kind = error.kind.unwrap_or_default();
+        match status.as_u16() {
+            402 => ProviderError::NoCredit { provider },
+            429 if code == "insufficient_quota" || kind == "insufficient_quota" => {
+                ProviderError::NoCredit { provider }
+            }
+            429 => ProviderError::RateLimited {
+                provider,
+                retry_after: retry_after(headers),
+            },
+            404 if code == "DeploymentNotFound" => ProviderError::BadRequest {
+                provider,
+                status: 404,
+                kind: BadRequestKind::UnknownDeployment,
+            },
+            404 if code == "model_not_found" => ProviderError::BadRequest {
+                provider,
+                status: 404,
+                kind: BadRequestKind::UnknownModel,
+            },
+            400 if code == "context_length_exceeded" => ProviderError::BadRequest {
+                provider,
+                status: 400,
+                kind: BadRequestKind::ContextTooLong,
+            },
+            400 if code == "content_filter" => ProviderError::BadRequest {
+                provider,
+                status: 400,
+                kind: BadRequestKind::ContentFilter,
+            },
+            _ => by_status(provider, status),
+        }
+    }
+
+    fn body<'a>(&self, request: &'a ChatRequest, stream: bool) -> WireRequest<'a> {
+        let mut messages = Vec::with_capacity(request.messages.len() + 1);
+        if let Some(system) = &request.system {
+            messages.push(WireMessage {
+                role: "system",
+                content: system,
+            });
+        }
+        messages.extend(request.messages.iter().map(|m| WireMessage {
+            role: match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            },
+            content: &m.content,
+        }));
+        let deepseek = self.flavor == Flavor::DeepSeek;
+        WireRequest {
+            model: (self.flavor != Flavor::Azure).then_some(request.model.as_str()),
+            messages,
+            temperature: request.temperature,
+            max_completion_tokens: if deepseek {
+                None
+            } else {
+                request.max_output_tokens
+            },
+            max_tokens: if deepseek {
+                request.max_output_tokens
+            } else {
+                None
+            },
+            stop: (!request.stop.is_empty()).then_some(&request.stop),
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+        }
+    }
+}
+
+fn join(base: &Url, route: &str) -> Url {
+    let mut url = base.clone();
+    let path = format!("{}/{route}", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url
+}
+
+fn code_text(code: &serde_json::Value) -> Option<String> {
+    match code {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ChatProvider for OpenAiCompatible {
+    fn kind(&self) -> ProviderKind {
+        self.provider()
+    }
+
+    async fn verify_key(&self, credentials: Credentials<'_>) -> Result<(), ProviderError> {
+        let provider = self.provider();
+        let route = if self.flavor == Flavor::DeepSeek {
+            "user/balance"
+        } else {
+            "models"
+        };
+        let request = self.request(reqwest::Method::GET, route, &credentials, "deployment")?;
+        let timeout = self.clients.settings().request_timeout;
+        let response = http::send(provider, request.timeout(timeout)).await?;
+        let status = response.status();
+        // A restricted OpenAI key may not list models, yet it is a working key.
+        if self.flavor == Flavor::OpenAi && status == StatusCode::FORBIDDEN {
+            let body = http::read_body(provider, response, 64 * 1024).await?;
+            let error = serde_json::from_slice::<WireErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_default();
+            let code = error.code.as_ref().and_then(code_text).unwrap_or_default();
+            return if code == "unsupported_country_region_territory" {
+                Err(ProviderError::Unavailable {
+                    provider,
+                    status: 403,
+                })
+            } else {
+                Ok(())
+            };
+        }
+        if self.flavor == Flavor::DeepSeek {
+            let balance: Balance =
+                http::json_or_error(provider, response, 64 * 1024, Self::classify).await?;
+            return if balance.is_available {
+                Ok(())
+            } else {
+                Err(ProviderError::NoCredit { provider })
+            };
+        }
+        let _: serde_json::Value = http::json_or_error(
+            provider,
+            response,
+            self.clients.settings().max_response_bytes,
+            Self::classify,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn chat(
+        &self,
+        credentials: Credentials<'_>,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        let provider = self.provider();
+        let http_request = self
+            .request(
+                reqwest::Method::POST,
+                "chat/completions",
+                &credentials,
+                "deployment",
+            )?
+            .json(&self.body(request, false))
+            .timeout(self.clients.settings().request_timeout);
+        let response = http::send(provider, http_request).await?;
+        let wire: WireResponse = http::json_or_error(
+            provider,
+            response,
+            self.clients.settings().max_response_bytes,
+            Self::classify,
+        )
+        .await?;
+        let choice = wire
+            .choices
+            .into_iter()
+            .next()
+            .ok_or(ProviderError::BadResponse { provider })?;
+        Ok(ChatResponse {
+            model: wire.model.unwrap_or_else(|| request.model.clone()),
+            text: choice.message.and_then(|m| m.content).unwrap_or_default(),
+            finish_reason: finish_reason(choice.finish_reason.as_deref()),
+            usage: wire.usage.map(WireUsage::normalise).unwrap_or_default(),
+        })
+    }
+
+    async fn chat_stream(
+        &self,
+        credentials: Credentials<'_>,
+        request: &ChatRequest,
+    ) -> Result<ChatStream, ProviderError> {
+        let provider = self.provider();
+        let http_request = self
+            .request(
+                reqwest::Method::POST,
+                "chat/completions",
+                &credentials,
+                "deployment",
+            )?
+            .json(&self.body(request, true));
+        let response = http::send(provider, http_request).await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = http::read_body(provider, response, 64 * 1024).await?;
+            return Err(Self::classify(provider, status, &headers, &body));
+        }
+        let events = crate::sse::events(provider, response);
+        let stream = async_stream(provider, events);
+        Ok(Box::pin(stream))
+    }
+
+    async fn embed(
+        &self,
+        credentials: Credentials<'_>,
+        request: &EmbeddingRequest,
+    ) -> Result<EmbeddingResponse, ProviderError> {
+        let provider = self.provider();
+        if self.flavor == Flavor::DeepSeek {
+            return Err(ProviderError::Unsupported {
+                provider,
+                capability: "embeddings",
+            });
+        }
+        let body = WireEmbeddingRequest {
+            model: (self.flavor != Flavor::Azure).then_some(request.model.as_str()),
+            input: &request.inputs,
+        };
+        let http_request = self
+            .request(
+                reqwest::Method::POST,
+                "embeddings",
+                &credentials,
+                "embedding_deployment",
+            )?
+            .json(&body)
+            .timeout(self.clients.settings().request_timeout);
+        let response = http::send(provider, http_request).await?;
+        let mut wire: WireEmbeddingResponse = http::json_or_error(
+            provider,
+            response,
+            self.clients.settings().max_response_bytes,
+            Self::classify,
+        )
+        .await?;
+        wire.data.sort_by_key(|d| d.index);
+        Ok(EmbeddingResponse {
+            model: wire.model.unwrap_or_else(|| request.model.clone()),
+            vectors: wire.data.into_iter().map(|d| d.embedding).collect(),
+            input_tokens: wire.usage.map(|u| u.prompt_tokens),
+        })
+    }
+}
+
+/// Turns `data:` events into chunks, ending at `[DONE]`; a stream that ends
+/// before `[DONE]` yields [`ProviderError::IncompleteStream`].
+fn async_stream(
+    provider: ProviderKind,
+    events: impl futures_util::Stream<Item = Result<crate::sse::Event, ProviderError>> + Send + 'static,
+) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send + 'static {
+    let state = (
+        Box::pin(events),
+        std::collections::VecDeque::<ChatChunk>::new(),
+        false,
+    );
+    futures_util::stream::unfold(
+        state,
+        move |(mut events, mut pending, mut done)| async move {
+            loop {
+                if let Some(chunk) = pending.pop_front() {
+                    return Some((Ok(chunk), (events, pending, done)));
+                }
+                if done {
+                    return None;
+                }
+                match events.next().await {
+                    None => {
+                        done = true;
+                        return Some((
+                            Err(ProviderError::IncompleteStream { provider }),
+                            (events, pending, done),
+                        ));
+                    }
+                    Some(Err(error)) => {
+                        done = true;
+                        return Some((Err(error), (events, pending, done)));
+                    }
+                    Some(Ok(event)) => {
+                        let data = event.data.trim();
+                        if data == "[DONE]" {
+                            done = true;
+                            continue;
+                        }
+                        if data.is_empty() {
+                            continue;
+                        }
+                        match serde_json::from_str::<WireChunk>(data) {
+                            Ok(chunk) if chunk.error.is_some() => {
+                                done = true;
+                                return Some((
+                                    Err(ProviderError::StreamError { provider }),
+                                    (events, pending, done),
+                                ));
+                            }
+                            Ok(chunk) => pending.extend(chunk.into_chunks()),
+                            Err(_) => {
+                                done = true;
+                                return Some((
+                                    Err(ProviderError::BadResponse { provider }),
+                                    (events, pending, done),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn finish_reason(reason: Option<&str>) -> FinishReason {
+    match reason {
+        Some("stop") => FinishReason::Stop,
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
+        _ => FinishReason::Other,
+    }
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Vec<String>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct WireErrorBody {
+    #[serde(default)]
+    error: WireError,
+}
+
+#[derive(Deserialize, Default)]
+struct WireError {
+    code: Option<serde_json::Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Balance {
+    is_available: bool,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: Option<WireAnswer>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireAnswer {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    prompt_tokens_details: Option<BTreeMap<String, serde_json::Value>>,
+    completion_tokens_details: Option<BTreeMap<String, serde_json::Value>>,
+    /// DeepSeek's own name for cached input.
+    prompt_cache_hit_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// OpenAI, Azure and DeepSeek: `prompt_tokens` includes cached tokens and
+    /// `completion_tokens` includes reasoning tokens, as `Usage` defines them.
+    fn normalise(self) -> Usage {
+        let detail = |map: &Option<BTreeMap<String, serde_json::Value>>, name: &str| {
+            map.as_ref()
+                .and_then(|m| m.get(name))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let cached = detail(&self.prompt_tokens_details, "cached_tokens")
+            .max(self.prompt_cache_hit_tokens.unwrap_or(0));
+        Usage {
+            input_tokens: self.prompt_tokens,
+            cached_input_tokens: cached,
+            cache_write_tokens: 0,
+            output_tokens: self.completion_tokens,
+            reasoning_tokens: detail(&self.completion_tokens_details, "reasoning_tokens"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    choices: Vec<WireChunkChoice>,
+    usage: Option<WireUsage>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    delta: Option<WireDelta>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+}
+
+impl WireChunk {
+    fn into_chunks(self) -> Vec<ChatChunk> {
+        let mut out = Vec::new();
+        // Azure's first chunk and filter-only chunks have no delta: nothing to emit.
+        for choice in self.choices.into_iter().take(1) {
+            if let Some(delta) = choice.delta {
+                if let Some(reasoning) = delta.reasoning_content.filter(|t| !t.is_empty()) {
+                    out.push(ChatChunk::Reasoning(reasoning));
+                }
+                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                    out.push(ChatChunk::Text(text));
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                out.push(ChatChunk::Finish(finish_reason(Some(&reason))));
+            }
+        }
+        if let Some(usage) = self.usage {
+            out.push(ChatChunk::Usage(usage.normalise()));
+        }
+        out
+    }
+}
+
+#[derive(Serialize)]
+struct WireEmbeddingRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    input: &'a [String],
+}
+
+#[derive(Deserialize)]
+struct WireEmbeddingResponse {
+    model: Option<String>,
+    data: Vec<WireEmbedding>,
+    usage: Option<WireEmbeddingUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireEmbedding {
+    #[serde(default)]
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct WireEmbeddingUsage {
+    prompt_tokens: u64,
+}
