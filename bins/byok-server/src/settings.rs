@@ -63,6 +63,26 @@ pub(crate) const SETTINGS: &[Setting] = &[
         key: "shutdown_timeout_secs",
         secret: false,
     },
+    Setting {
+        key: "openai_base_url",
+        secret: false,
+    },
+    Setting {
+        key: "deepseek_base_url",
+        secret: false,
+    },
+    Setting {
+        key: "anthropic_base_url",
+        secret: false,
+    },
+    Setting {
+        key: "gemini_base_url",
+        secret: false,
+    },
+    Setting {
+        key: "allow_private_endpoints",
+        secret: false,
+    },
 ];
 
 /// A setting that cannot be used, with the fix.
@@ -130,6 +150,8 @@ pub(crate) struct Settings {
     pub log_format: LogFormat,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout_secs: u64,
+    /// Provider base URLs and the endpoint policy.
+    pub providers: byok_providers::ProviderSettings,
 }
 
 impl Settings {
@@ -274,6 +296,46 @@ impl Layered {
         }
     }
 
+    fn providers(&mut self) -> Result<byok_providers::ProviderSettings, SettingsError> {
+        let mut providers = byok_providers::ProviderSettings::default();
+        for (key, target) in [
+            ("openai_base_url", &mut providers.openai_base_url),
+            ("deepseek_base_url", &mut providers.deepseek_base_url),
+            ("anthropic_base_url", &mut providers.anthropic_base_url),
+            ("gemini_base_url", &mut providers.gemini_base_url),
+        ] {
+            if let Some(text) = self.plain(key) {
+                *target = url::Url::parse(&text)
+                    .ok()
+                    .filter(|u| {
+                        matches!(u.scheme(), "http" | "https")
+                            && u.host().is_some()
+                            && u.username().is_empty()
+                            && u.password().is_none()
+                    })
+                    .ok_or_else(|| {
+                        bad(
+                            key,
+                            format!("`{text}` is not an http(s) URL"),
+                            "give the provider's base URL, e.g. https://api.openai.com/v1",
+                        )
+                    })?;
+            }
+        }
+        providers.allow_private_endpoints = match self.plain("allow_private_endpoints").as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                return Err(bad(
+                    "allow_private_endpoints",
+                    format!("`{other}` is not true or false"),
+                    "use true or false",
+                ));
+            }
+        };
+        Ok(providers)
+    }
+
     fn into_settings(mut self) -> Result<Settings, SettingsError> {
         let bind = match self.plain("bind") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -349,6 +411,7 @@ impl Layered {
             30u64,
             "use a whole number of seconds",
         )?;
+        let providers = self.providers()?;
         Ok(Settings {
             bind,
             database_url,
@@ -360,6 +423,7 @@ impl Layered {
             log,
             log_format,
             shutdown_timeout_secs,
+            providers,
         })
     }
 }
@@ -479,6 +543,14 @@ mod tests {
                 env(&[("BYOK_SHUTDOWN_TIMEOUT_SECS", "soon")]),
                 "BYOK_SHUTDOWN_TIMEOUT_SECS",
             ),
+            (
+                env(&[("BYOK_OPENAI_BASE_URL", "ftp://x")]),
+                "BYOK_OPENAI_BASE_URL",
+            ),
+            (
+                env(&[("BYOK_ALLOW_PRIVATE_ENDPOINTS", "maybe")]),
+                "BYOK_ALLOW_PRIVATE_ENDPOINTS",
+            ),
         ];
         for (vars, setting) in cases {
             let err = Settings::load(None, &vars).unwrap_err();
@@ -511,6 +583,27 @@ mod tests {
             line.contains("not valid TOML") && !line.contains("oops-secret"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn provider_base_urls_and_the_endpoint_policy_are_settings() {
+        let (settings, _) = Settings::load(
+            None,
+            &env(&[
+                ("BYOK_GEMINI_BASE_URL", "http://127.0.0.1:9999"),
+                ("BYOK_ALLOW_PRIVATE_ENDPOINTS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.providers.gemini_base_url.as_str(),
+            "http://127.0.0.1:9999/"
+        );
+        assert_eq!(
+            settings.providers.openai_base_url.as_str(),
+            "https://api.openai.com/v1"
+        );
+        assert!(settings.providers.allow_private_endpoints);
     }
 
     #[test]

@@ -99,7 +99,14 @@ pub(crate) async fn service(settings: &Settings) -> anyhow::Result<KeyService> {
     let store = Store::connect(config)
         .await
         .context("BYOK_DATABASE_URL: cannot open the database")?;
-    let mut service = KeyService::new(store, Arc::new(vault));
+    let clients = byok_providers::HttpClients::new(settings.providers.clone())
+        .context("cannot initialise the HTTP client (TLS)")?;
+    if settings.providers.allow_private_endpoints {
+        tracing::warn!(
+            "BYOK_ALLOW_PRIVATE_ENDPOINTS is on: Azure endpoints may point at any host, including internal ones"
+        );
+    }
+    let mut service = KeyService::new(store, Arc::new(vault)).with_providers(&clients);
     if let Some(token) = &settings.admin_token {
         service = service.with_admin_token(token);
     }

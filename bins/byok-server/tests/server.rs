@@ -231,7 +231,7 @@ async fn operator_commands_and_a_master_key_rotation() {
             server.base_url
         ))
         .bearer_auth(&token)
-        .json(&serde_json::json!({ "api_key": "sk-proj-rotate-me-0123456789abcdef" }))
+        .json(&serde_json::json!({ "api_key": "sk-proj-rotate-me-0123456789abcdef0123456789" }))
         .send()
         .await
         .unwrap();

@@ -35,6 +35,15 @@ pub enum ServiceError {
         /// What is wrong, in words; never the value itself.
         message: &'static str,
     },
+    /// The key does not have its provider's shape.
+    #[error("{0}")]
+    InvalidKeyFormat(byok_providers::key_format::KeyFormatError),
+    /// Too many key tests for this user; each calls a provider.
+    #[error("too many key tests; retry later")]
+    TooManyTests {
+        /// Seconds until the next test is allowed.
+        retry_after_secs: u64,
+    },
     /// A stored key could not be opened with the configured master keys.
     #[error("stored key cannot be opened; re-enter it")]
     KeyUnusable,
@@ -58,6 +67,8 @@ impl ServiceError {
             Self::KeyNotFound => "key_not_found",
             Self::TokenNotFound => "token_not_found",
             Self::Invalid { code, .. } => code,
+            Self::InvalidKeyFormat(_) => "invalid_key_format",
+            Self::TooManyTests { .. } => "too_many_tests",
             Self::KeyUnusable => "key_unusable",
             Self::Busy => "store_busy",
             Self::Internal(_) => "internal",

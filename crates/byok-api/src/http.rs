@@ -95,7 +95,10 @@ impl ResponseError for ApiError {
                 | ServiceError::KeyNotFound
                 | ServiceError::TokenNotFound => StatusCode::NOT_FOUND,
                 ServiceError::UserExists | ServiceError::KeyUnusable => StatusCode::CONFLICT,
-                ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                ServiceError::Invalid { .. } | ServiceError::InvalidKeyFormat(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                ServiceError::TooManyTests { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ServiceError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -108,6 +111,13 @@ impl ResponseError for ApiError {
             Self::BadRequest { code, message, .. } => (*code, (*message).to_owned()),
             Self::TooManyFailures { retry_after_secs } => {
                 let mut response = error_response(status, "too_many_failures", self.to_string());
+                if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return response;
+            }
+            Self::Service(ServiceError::TooManyTests { retry_after_secs }) => {
+                let mut response = error_response(status, "too_many_tests", self.to_string());
                 if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, value);
                 }
@@ -291,6 +301,31 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
+/// An optional JSON body: an empty body is `None`; anything else must be
+/// JSON, parsed as [`JsonBody`] parses.
+#[derive(Debug)]
+pub(crate) struct MaybeJsonBody<T>(pub(crate) Option<T>);
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for MaybeJsonBody<T> {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0")
+            || (!req.headers().contains_key(header::CONTENT_LENGTH)
+                && !req.headers().contains_key(header::TRANSFER_ENCODING));
+        if empty {
+            return Box::pin(async { Ok(MaybeJsonBody(None)) });
+        }
+        let body = JsonBody::<T>::from_request(req, payload);
+        Box::pin(async move { body.await.map(|b| MaybeJsonBody(Some(b.0))) })
+    }
+}
+
 /// The body size limit for [`JsonBody`].
 pub(crate) fn payload_config(limit: usize) -> web::PayloadConfig {
     web::PayloadConfig::new(limit)
@@ -346,7 +381,7 @@ impl FromRequest for Caller {
                 );
             };
             let now = std::time::Instant::now();
-            if let Some(wait) = peer.and_then(|ip| state.auth_throttle.blocked(ip, now)) {
+            if let Some(wait) = peer.and_then(|ip| state.auth_throttle.blocked(&ip, now)) {
                 return Err(ApiError::TooManyFailures {
                     retry_after_secs: wait.as_secs().max(1),
                 });
@@ -357,7 +392,7 @@ impl FromRequest for Caller {
                 Ok(principal) => Ok(Caller(principal)),
                 Err(error) => {
                     if let (ServiceError::Unauthenticated, Some(ip)) = (&error, peer) {
-                        state.auth_throttle.record_failure(ip, now);
+                        state.auth_throttle.record(ip, now);
                     }
                     Err(error.into())
                 }

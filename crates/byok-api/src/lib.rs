@@ -19,7 +19,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 pub use error::{Result, ServiceError};
 pub use http::{ApiError, ErrorBody, ErrorDetail};
 pub use service::{KeyService, Principal, RequestContext};
-pub use throttle::AuthThrottle;
+pub use throttle::{AuthThrottle, FixedWindow};
 pub use token::{AdminTokenHash, IssuedToken, TOKEN_PREFIX};
 
 /// Largest JSON body the key routes accept.
@@ -87,6 +87,10 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                                 web::resource("/{user_id}/keys/{provider}")
                                     .route(web::post().to(routes::keys::save_key))
                                     .route(web::delete().to(routes::keys::delete_key)),
+                            )
+                            .route(
+                                "/{user_id}/keys/{provider}/test",
+                                web::post().to(routes::keys::test_key),
                             )
                             .route("/{user_id}/audit", web::get().to(routes::keys::audit)),
                     )

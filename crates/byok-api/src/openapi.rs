@@ -17,6 +17,7 @@ use crate::routes::{admin, keys, meta};
         keys::list_keys,
         keys::save_key,
         keys::delete_key,
+        keys::test_key,
         keys::audit,
         admin::create_user,
         admin::delete_user,

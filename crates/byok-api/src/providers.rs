@@ -55,34 +55,30 @@ pub fn catalog() -> Vec<ProviderInfo> {
 /// What the settings page shows for `provider`.
 #[must_use]
 pub fn info(provider: ProviderKind) -> ProviderInfo {
-    let (best_for, hint, console_url) = match provider {
+    let (best_for, console_url) = match provider {
         ProviderKind::OpenAi => (
             "general chat, code, embeddings and reasoning (o-series)",
-            "starts with sk-proj- or sk-svcacct- (older keys: sk-)",
             "https://platform.openai.com/api-keys",
         ),
         ProviderKind::DeepSeek => (
-            "low-cost chat and reasoning (deepseek-chat, deepseek-reasoner)",
-            "starts with sk- followed by 32 hex characters",
+            "low-cost chat and reasoning (deepseek-flash, deepseek-v4-pro)",
             "https://platform.deepseek.com/api_keys",
         ),
         ProviderKind::Anthropic => (
             "careful writing, long context and code (Claude)",
-            "starts with sk-ant-api03-",
             "https://console.anthropic.com/settings/keys",
         ),
         ProviderKind::Gemini => (
             "long context, multimodal input and embeddings; a free tier",
-            "starts with AIza (39 characters) or AQ.",
             "https://aistudio.google.com/apikey",
         ),
         ProviderKind::AzureOpenAi => (
             "OpenAI models in your own Azure resource and region",
-            "32 hex characters or an 84-character key from the resource's Keys and Endpoint page",
             "https://portal.azure.com/",
         ),
-        _ => ("", "", ""),
+        _ => ("", ""),
     };
+    let hint = byok_providers::key_format::hint(provider);
     let mut fields = vec![API_KEY];
     if provider == ProviderKind::AzureOpenAi {
         fields.extend([
@@ -151,6 +147,7 @@ impl KeyOptions {
 pub fn validate_options(
     provider: ProviderKind,
     options: KeyOptions,
+    allow_private: bool,
 ) -> Result<KeySettings, ServiceError> {
     if provider != ProviderKind::AzureOpenAi {
         return if options.is_empty() {
@@ -171,7 +168,12 @@ pub fn validate_options(
         "azure_openai needs a deployment",
     ))?;
     let mut settings = KeySettings::new();
-    settings.insert("endpoint".to_owned(), normalise_endpoint(&endpoint)?);
+    let endpoint = byok_providers::endpoint::check_azure_endpoint(&endpoint, allow_private)
+        .map_err(|_| ServiceError::invalid("invalid_endpoint", ENDPOINT_RULE))?;
+    settings.insert(
+        "endpoint".to_owned(),
+        endpoint.as_str().trim_end_matches('/').to_owned(),
+    );
     settings.insert("deployment".to_owned(), check_deployment(&deployment)?);
     if let Some(version) = options.api_version {
         settings.insert("api_version".to_owned(), check_api_version(&version)?);
@@ -185,54 +187,7 @@ pub fn validate_options(
     Ok(settings)
 }
 
-/// The host suffixes of Azure OpenAI resources.
-pub const AZURE_HOST_SUFFIXES: [&str; 3] = [
-    ".openai.azure.com",
-    ".cognitiveservices.azure.com",
-    ".services.ai.azure.com",
-];
-
-/// An Azure endpoint: `https://<resource>.<Azure OpenAI suffix>` and nothing
-/// else, where the resource is one DNS label. Returned re-serialised from its
-/// parts, lower-cased and without a trailing dot. (The provider adapters add
-/// the resolved-address checks.)
-fn normalise_endpoint(raw: &str) -> Result<String, ServiceError> {
-    const BAD: ServiceError = ServiceError::Invalid {
-        code: "invalid_endpoint",
-        message: "endpoint must be https://<resource>.openai.azure.com with no path, port, query or credentials",
-    };
-    let raw = raw.trim();
-    if raw.len() > 253 + 8 || !raw.is_ascii() {
-        return Err(BAD);
-    }
-    let url = url::Url::parse(raw).map_err(|_| BAD)?;
-    let host = match url.host() {
-        Some(url::Host::Domain(host)) => host.trim_end_matches('.').to_ascii_lowercase(),
-        _ => return Err(BAD),
-    };
-    let clean = url.scheme() == "https"
-        && url.username().is_empty()
-        && url.password().is_none()
-        && url.port().is_none()
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && (url.path() == "/" || url.path().is_empty())
-        && AZURE_HOST_SUFFIXES.iter().any(|suffix| {
-            host.strip_suffix(suffix).is_some_and(|label| {
-                (2..=63).contains(&label.len())
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !label.starts_with('-')
-                    && !label.starts_with("xn--")
-            })
-        });
-    if clean {
-        Ok(format!("https://{host}"))
-    } else {
-        Err(BAD)
-    }
-}
+const ENDPOINT_RULE: &str = "endpoint must be https://<resource>.openai.azure.com (or .cognitiveservices.azure.com, .services.ai.azure.com) with no path, port, query or credentials";
 
 fn check_deployment(raw: &str) -> Result<String, ServiceError> {
     let ok = (1..=64).contains(&raw.len())
@@ -275,6 +230,10 @@ fn check_api_version(raw: &str) -> Result<String, ServiceError> {
 mod tests {
     use super::*;
 
+    fn check(provider: ProviderKind, options: KeyOptions) -> Result<KeySettings, ServiceError> {
+        validate_options(provider, options, false)
+    }
+
     fn azure(endpoint: &str) -> KeyOptions {
         KeyOptions {
             endpoint: Some(endpoint.to_owned()),
@@ -307,7 +266,7 @@ mod tests {
 
     #[test]
     fn azure_endpoints_are_normalised() {
-        let settings = validate_options(
+        let settings = check(
             ProviderKind::AzureOpenAi,
             azure("https://My-Res.OpenAI.Azure.com./"),
         )
@@ -317,10 +276,7 @@ mod tests {
             "https://res.cognitiveservices.azure.com",
             "https://res-2.services.ai.azure.com/",
         ] {
-            assert!(
-                validate_options(ProviderKind::AzureOpenAi, azure(ok)).is_ok(),
-                "{ok}"
-            );
+            assert!(check(ProviderKind::AzureOpenAi, azure(ok)).is_ok(), "{ok}");
         }
         assert_eq!(settings["deployment"], "gpt-4o");
     }
@@ -351,7 +307,7 @@ mod tests {
             "https://-res.openai.azure.com",
             "not a url",
         ] {
-            let err = validate_options(ProviderKind::AzureOpenAi, azure(bad)).unwrap_err();
+            let err = check(ProviderKind::AzureOpenAi, azure(bad)).unwrap_err();
             assert_eq!(err.code(), "invalid_endpoint", "{bad}");
         }
     }
@@ -370,7 +326,7 @@ mod tests {
             let mut options = azure("https://res.openai.azure.com");
             options.deployment = Some(bad.to_owned());
             assert_eq!(
-                validate_options(ProviderKind::AzureOpenAi, options)
+                check(ProviderKind::AzureOpenAi, options)
                     .unwrap_err()
                     .code(),
                 "invalid_deployment",
@@ -386,7 +342,7 @@ mod tests {
             let mut options = azure("https://res.openai.azure.com");
             options.api_version = Some(bad.to_owned());
             assert_eq!(
-                validate_options(ProviderKind::AzureOpenAi, options)
+                check(ProviderKind::AzureOpenAi, options)
                     .unwrap_err()
                     .code(),
                 "invalid_api_version",
@@ -397,16 +353,14 @@ mod tests {
 
     #[test]
     fn azure_fields_on_other_providers_are_refused() {
-        let err = validate_options(ProviderKind::OpenAi, azure("https://res.openai.azure.com"))
-            .unwrap_err();
+        let err = check(ProviderKind::OpenAi, azure("https://res.openai.azure.com")).unwrap_err();
         assert_eq!(err.code(), "unexpected_field");
         assert!(
-            validate_options(ProviderKind::OpenAi, KeyOptions::default())
+            check(ProviderKind::OpenAi, KeyOptions::default())
                 .unwrap()
                 .is_empty()
         );
-        let missing =
-            validate_options(ProviderKind::AzureOpenAi, KeyOptions::default()).unwrap_err();
+        let missing = check(ProviderKind::AzureOpenAi, KeyOptions::default()).unwrap_err();
         assert_eq!(missing.code(), "endpoint_required");
     }
 }

@@ -4,6 +4,7 @@
 //! app, a CLI) can drive it directly.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use byok_core::{ApiKey, KeyStatus, MaskedKey, ProviderKind, UserId};
 use byok_store::audit::{self, Actor, AuditAction, AuditEvent, AuditOutcome, NewAuditEvent};
@@ -17,8 +18,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::providers::{KeyOptions, validate_options};
+use crate::throttle::FixedWindow;
 use crate::token::{self, AdminTokenHash, IssuedToken};
 use crate::{Result, ServiceError};
+use byok_providers::{Credentials, HttpClients, ProviderSet};
 
 /// Who is calling, established from their token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +126,25 @@ impl std::fmt::Debug for KeyInput {
     }
 }
 
+/// The result of a key test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct KeyTestReport {
+    /// The provider.
+    #[schema(value_type = String, example = "openai")]
+    pub provider: ProviderKind,
+    /// Whether the provider accepted the key.
+    pub valid: bool,
+    /// `valid`, `invalid`, `no_credit`, `rate_limited`, `unavailable` or `unreachable`.
+    #[schema(value_type = String, example = "valid")]
+    pub status: KeyStatus,
+    /// How long the provider took to answer.
+    pub latency_ms: u64,
+    /// When the test ran.
+    pub checked_at: DateTime<Utc>,
+    /// What happened, in words (never the provider's own text).
+    pub message: String,
+}
+
 /// What a rewrap did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RewrapReport {
@@ -159,14 +181,20 @@ pub struct KeyService {
     store: Store,
     vault: Arc<KeyVault>,
     admin_token: Option<AdminTokenHash>,
+    providers: Option<ProviderSet>,
+    allow_private_endpoints: bool,
+    test_limit: Arc<FixedWindow<UserId>>,
 }
 
 impl std::fmt::Debug for KeyService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyService")
             .field("store", &self.store)
+            .field("providers", &self.providers.is_some())
             .field("vault", &self.vault)
             .field("admin_token", &self.admin_token.is_some())
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
+            .field("test_limit", &self.test_limit)
             .finish()
     }
 }
@@ -179,7 +207,28 @@ impl KeyService {
             store,
             vault,
             admin_token: None,
+            providers: None,
+            allow_private_endpoints: false,
+            test_limit: Arc::new(FixedWindow::new(10, Duration::from_secs(60))),
         }
+    }
+
+    /// Lets the service call providers (key tests) through `clients`, and
+    /// applies their endpoint policy (`allow_private_endpoints`) when keys are
+    /// saved.
+    #[must_use]
+    pub fn with_providers(mut self, clients: &HttpClients) -> Self {
+        self.allow_private_endpoints = clients.settings().allow_private_endpoints;
+        self.providers = Some(ProviderSet::new(clients));
+        self
+    }
+
+    /// At most `max` key tests per user per `window` (default 10 a minute):
+    /// each test calls a provider.
+    #[must_use]
+    pub fn with_test_limit(mut self, max: u32, window: Duration) -> Self {
+        self.test_limit = Arc::new(FixedWindow::new(max, window));
+        self
     }
 
     /// Also accepts `token` (the operator's `BYOK_ADMIN_TOKEN`) as an admin token.
@@ -337,7 +386,7 @@ impl KeyService {
         ctx: &RequestContext,
     ) -> Result<(PutOutcome, KeyView)> {
         self.authorize(principal, user, ctx).await?;
-        let validated = Self::validate_key(provider, input);
+        let validated = self.validate_key(provider, input);
         let (key, settings) = match validated {
             Ok(valid) => valid,
             Err(error) => {
@@ -396,6 +445,7 @@ impl KeyService {
     }
 
     fn validate_key(
+        &self,
         provider: ProviderKind,
         input: KeyInput,
     ) -> Result<(ApiKey, keys::KeySettings)> {
@@ -407,7 +457,9 @@ impl KeyService {
             ));
         }
         let key = ApiKey::parse(raw)?;
-        let settings = validate_options(provider, input.options)?;
+        let settings = validate_options(provider, input.options, self.allow_private_endpoints)?;
+        byok_providers::key_format::check(provider, &key)
+            .map_err(ServiceError::InvalidKeyFormat)?;
         Ok((key, settings))
     }
 
@@ -504,6 +556,109 @@ impl KeyService {
             .provider(provider);
         self.append(event).await?;
         Err(ServiceError::KeyUnusable)
+    }
+
+    /// Tests `user`'s stored key for `provider` — or, with `candidate`, that
+    /// key without saving it — with the provider's cheapest authenticated
+    /// call. The result of testing the stored key is recorded on it; every
+    /// test is audited. Tests are limited per user, since each calls a
+    /// provider.
+    ///
+    /// # Errors
+    /// [`ServiceError::TooManyTests`], [`ServiceError::KeyNotFound`],
+    /// [`ServiceError::Invalid`] for a malformed candidate. A provider's
+    /// refusal is not an error: it is the report's status.
+    pub async fn test_key(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        provider: ProviderKind,
+        candidate: Option<KeyInput>,
+        ctx: &RequestContext,
+    ) -> Result<KeyTestReport> {
+        self.authorize(principal, user, ctx).await?;
+        if let Err(wait) = self.test_limit.try_acquire(user.clone(), Instant::now()) {
+            return Err(ServiceError::TooManyTests {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+        let adapter = self
+            .providers
+            .as_ref()
+            .and_then(|p| p.get(provider))
+            .cloned()
+            .ok_or_else(|| {
+                ServiceError::internal(std::io::Error::other("no provider adapters configured"))
+            })?;
+        let stored = candidate.is_none();
+        let (key, settings) = if let Some(input) = candidate {
+            self.validate_key(provider, input)?
+        } else {
+            let key = self.open_key(principal, user, provider, ctx).await?;
+            let u = user.clone();
+            let settings = self
+                .store
+                .run(move |c| keys::get(c, &u, provider))
+                .await?
+                .map(|k| k.settings)
+                .unwrap_or_default();
+            (key, settings)
+        };
+        let started = Instant::now();
+        let outcome = adapter
+            .verify_key(Credentials {
+                key: &key,
+                settings: &settings,
+            })
+            .await;
+        drop(key);
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let checked_at = now();
+        let (status, message) = match &outcome {
+            Ok(()) => (
+                KeyStatus::Valid,
+                format!("{} accepted the key", provider.display_name()),
+            ),
+            Err(error) => (error.key_status(), error.to_string()),
+        };
+        let answered = !matches!(status, KeyStatus::Unreachable);
+        let event = ctx
+            .event(
+                principal.actor(),
+                AuditAction::KeyTest,
+                if outcome.is_ok() {
+                    AuditOutcome::Success
+                } else {
+                    AuditOutcome::Failure
+                },
+            )
+            .user(user)
+            .provider(provider)
+            .detail(if stored { status.as_str() } else { "candidate" });
+        let u = user.clone();
+        let test = keys::KeyTest {
+            status,
+            at: checked_at,
+            latency_ms: answered.then_some(latency_ms),
+        };
+        self.store
+            .run(move |c| {
+                if stored {
+                    keys::record_test(c, &u, provider, &test, &event)?;
+                } else {
+                    audit::append(c, &event, test.at)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(KeyTestReport {
+            provider,
+            valid: outcome.is_ok(),
+            status,
+            latency_ms,
+            checked_at,
+            message,
+        })
     }
 
     /// Creates `user` and their first token, in one transaction.

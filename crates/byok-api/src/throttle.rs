@@ -1,12 +1,13 @@
-//! Refusing clients that keep presenting bad tokens.
+//! Fixed-window limits: refused authentications per client address, key
+//! tests per user.
 //!
-//! A fixed window per client address: after `max_failures` refused
-//! authentications within `window`, that address gets `429` with
-//! `Retry-After` until the window ends, before any database work. A small
+//! After `max` events within `window`, the key gets `429` with
+//! `Retry-After` until the window ends, before any database or provider work. A small
 //! counter map is all this needs; keyed GCRA limiters (governor) count every
 //! request and cannot be asked "is this key blocked?" without spending a cell.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,48 +15,61 @@ use std::time::{Duration, Instant};
 /// Addresses tracked before expired windows are swept.
 const SWEEP_AT: usize = 10_000;
 
-/// Failed-authentication limits per client address.
+/// At most `max` events per key per fixed `window`.
 #[derive(Debug)]
-pub struct AuthThrottle {
-    max_failures: u32,
+pub struct FixedWindow<K> {
+    max: u32,
     window: Duration,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    counts: Mutex<HashMap<K, (Instant, u32)>>,
 }
 
-impl AuthThrottle {
-    /// At most `max_failures` refused authentications per address per `window`.
+impl<K: Hash + Eq> FixedWindow<K> {
+    /// At most `max` events per key per `window`.
     #[must_use]
-    pub fn new(max_failures: u32, window: Duration) -> Self {
+    pub fn new(max: u32, window: Duration) -> Self {
         Self {
-            max_failures,
+            max,
             window,
-            failures: Mutex::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
         }
     }
 
-    /// How long `ip` must wait, if it is over the limit at `now`.
-    pub(crate) fn blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let failures = self.failures.lock().ok()?;
-        let (start, count) = failures.get(&ip)?;
+    /// How long `key` must wait, if it is over the limit at `now`.
+    pub(crate) fn blocked(&self, key: &K, now: Instant) -> Option<Duration> {
+        let counts = self.counts.lock().ok()?;
+        let (start, count) = counts.get(key)?;
         let ends = *start + self.window;
-        (*count >= self.max_failures && now < ends).then(|| ends - now)
+        (*count >= self.max && now < ends).then(|| ends - now)
     }
 
-    /// Counts a refused authentication from `ip` at `now`.
-    pub(crate) fn record_failure(&self, ip: IpAddr, now: Instant) {
-        let Ok(mut failures) = self.failures.lock() else {
+    /// Counts one event for `key` at `now`.
+    pub(crate) fn record(&self, key: K, now: Instant) {
+        let Ok(mut counts) = self.counts.lock() else {
             return;
         };
-        if failures.len() >= SWEEP_AT {
-            failures.retain(|_, (start, _)| now < *start + self.window);
+        if counts.len() >= SWEEP_AT {
+            counts.retain(|_, (start, _)| now < *start + self.window);
         }
-        let entry = failures.entry(ip).or_insert((now, 0));
+        let entry = counts.entry(key).or_insert((now, 0));
         if now >= entry.0 + self.window {
             *entry = (now, 0);
         }
         entry.1 = entry.1.saturating_add(1);
     }
+
+    /// Counts one event unless `key` is already over the limit; returns the
+    /// wait when it is.
+    pub(crate) fn try_acquire(&self, key: K, now: Instant) -> Result<(), Duration> {
+        if let Some(wait) = self.blocked(&key, now) {
+            return Err(wait);
+        }
+        self.record(key, now);
+        Ok(())
+    }
 }
+
+/// Refused authentications per client address.
+pub type AuthThrottle = FixedWindow<IpAddr>;
 
 impl Default for AuthThrottle {
     /// 30 refused authentications per address per minute.
@@ -75,26 +89,26 @@ mod tests {
         let other: IpAddr = [10, 0, 0, 2].into();
         let t0 = Instant::now();
         for i in 0..3 {
-            assert_eq!(throttle.blocked(ip, t0), None, "failure {i}");
-            throttle.record_failure(ip, t0);
+            assert_eq!(throttle.blocked(&ip, t0), None, "failure {i}");
+            throttle.record(ip, t0);
         }
         assert_eq!(
-            throttle.blocked(ip, t0 + Duration::from_secs(10)),
+            throttle.blocked(&ip, t0 + Duration::from_secs(10)),
             Some(Duration::from_secs(50))
         );
         assert_eq!(
-            throttle.blocked(other, t0),
+            throttle.blocked(&other, t0),
             None,
             "other addresses are unaffected"
         );
         assert_eq!(
-            throttle.blocked(ip, t0 + Duration::from_secs(60)),
+            throttle.blocked(&ip, t0 + Duration::from_secs(60)),
             None,
             "the window ended"
         );
-        throttle.record_failure(ip, t0 + Duration::from_secs(61));
+        throttle.record(ip, t0 + Duration::from_secs(61));
         assert_eq!(
-            throttle.blocked(ip, t0 + Duration::from_secs(61)),
+            throttle.blocked(&ip, t0 + Duration::from_secs(61)),
             None,
             "a new window starts at one"
         );

@@ -81,15 +81,37 @@ impl TestApp {
         Self::spawn_with(db, test_vault()).await
     }
 
-    /// Serves `db` with `vault`.
+    /// Serves `db` with `vault`, and providers at their default (real)
+    /// addresses, which tests never call.
+    pub async fn spawn_with(db: &TestDb, vault: KeyVault) -> Self {
+        Self::spawn_full(db, vault, byok_providers::ProviderSettings::default()).await
+    }
+
+    /// Serves `db` with [`test_vault`] and providers as `providers` says
+    /// (base URLs of mock servers).
+    pub async fn spawn_with_providers(
+        db: &TestDb,
+        providers: byok_providers::ProviderSettings,
+    ) -> Self {
+        Self::spawn_full(db, test_vault(), providers).await
+    }
+
+    /// Serves `db` with `vault` and `providers`.
     ///
     /// # Panics
     /// When the store cannot be opened or the server cannot start.
-    pub async fn spawn_with(db: &TestDb, vault: KeyVault) -> Self {
+    pub async fn spawn_full(
+        db: &TestDb,
+        vault: KeyVault,
+        providers: byok_providers::ProviderSettings,
+    ) -> Self {
         capture();
         let store = db.store().await;
         let service = KeyService::new(store, Arc::new(vault))
-            .with_admin_token(&SecretString::from(ADMIN_TOKEN.to_owned()));
+            .with_admin_token(&SecretString::from(ADMIN_TOKEN.to_owned()))
+            .with_providers(
+                &byok_providers::HttpClients::new(providers).expect("build HTTP clients"),
+            );
         service
             .check_master_keys()
             .await

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::http::{ApiError, Caller, ErrorBody, JsonBody, context};
+use crate::http::{ApiError, Caller, ErrorBody, JsonBody, MaybeJsonBody, context};
 use crate::providers::{self, KeyOptions, ProviderInfo};
-use crate::service::{KeyInput, KeyView};
+use crate::service::{KeyInput, KeyTestReport, KeyView};
 
 use super::{provider, user_id};
 
@@ -29,6 +29,20 @@ pub(crate) struct SaveKeyRequest {
     api_version: Option<String>,
     /// Azure OpenAI only: the embedding deployment name.
     embedding_deployment: Option<String>,
+}
+
+impl SaveKeyRequest {
+    fn into_input(self) -> KeyInput {
+        KeyInput {
+            api_key: self.api_key,
+            options: KeyOptions {
+                endpoint: self.endpoint,
+                deployment: self.deployment,
+                api_version: self.api_version,
+                embedding_deployment: self.embedding_deployment,
+            },
+        }
+    }
 }
 
 impl std::fmt::Debug for SaveKeyRequest {
@@ -136,16 +150,7 @@ pub(crate) async fn save_key(
     body: JsonBody<SaveKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, provider) = (user_id(&path.0)?, provider(&path.1)?);
-    let body = body.0;
-    let input = KeyInput {
-        api_key: body.api_key,
-        options: KeyOptions {
-            endpoint: body.endpoint,
-            deployment: body.deployment,
-            api_version: body.api_version,
-            embedding_deployment: body.embedding_deployment,
-        },
-    };
+    let input = body.0.into_input();
     let (outcome, view) = state
         .service
         .put_key(&caller.0, &user, provider, input, &context(&req))
@@ -154,6 +159,38 @@ pub(crate) async fn save_key(
         PutOutcome::Created => HttpResponse::Created().json(view),
         PutOutcome::Replaced => HttpResponse::Ok().json(view),
     })
+}
+
+#[utoipa::path(
+    post, path = "/api/user/api-keys/{user_id}/keys/{provider}/test", tag = "keys",
+    params(
+        ("user_id" = String, Path, description = "the user"),
+        ("provider" = String, Path, description = "the provider"),
+    ),
+    request_body(content = Option<SaveKeyRequest>, description = "optional: a candidate key to test without saving it"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = KeyTestReport, description = "the provider was asked; `status` says what it answered"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such user, provider, or stored key"),
+        (status = 422, body = ErrorBody, description = "the candidate key or a setting is not acceptable"),
+        (status = 429, body = ErrorBody, description = "too many tests; see Retry-After"),
+    )
+)]
+pub(crate) async fn test_key(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: MaybeJsonBody<SaveKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, provider) = (user_id(&path.0)?, provider(&path.1)?);
+    let candidate = body.0.map(SaveKeyRequest::into_input);
+    let report = state
+        .service
+        .test_key(&caller.0, &user, provider, candidate, &context(&req))
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 #[utoipa::path(

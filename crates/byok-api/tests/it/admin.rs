@@ -3,7 +3,7 @@
 use byok_test_support::{ADMIN_TOKEN, TestApp, TestDb, both_backends};
 use serde_json::json;
 
-use crate::{body, key_body, openai_key};
+use crate::{body, key_body};
 
 both_backends!(users_are_created_once_and_deleted_with_their_keys);
 
@@ -33,9 +33,14 @@ async fn users_are_created_once_and_deleted_with_their_keys(db: TestDb) {
     );
 
     assert_eq!(
-        app.save_key(&token, "alice", "gemini", key_body(&openai_key("g")))
-            .await
-            .status(),
+        app.save_key(
+            &token,
+            "alice",
+            "gemini",
+            key_body(&format!("AIza{}", "g".repeat(35)))
+        )
+        .await
+        .status(),
         201
     );
     let delete = app

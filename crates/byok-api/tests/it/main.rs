@@ -14,6 +14,7 @@ mod admin;
 mod auth;
 mod errors;
 mod isolation;
+mod key_test;
 mod keys;
 mod leak;
 mod lifecycle;
