@@ -92,11 +92,11 @@ impl OpenAiCompatible {
                 } else {
                     &settings.deepseek_base_url
                 };
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                    ProviderError::InvalidKey {
-                        provider: self.provider(),
-                    }
-                })?;
+                let mut value =
+                    HeaderValue::from_str(&zeroize::Zeroizing::new(format!("Bearer {key}")))
+                        .map_err(|_| ProviderError::InvalidKey {
+                            provider: self.provider(),
+                        })?;
                 value.set_sensitive(true);
                 auth.insert(reqwest::header::AUTHORIZATION, value);
                 (&self.clients.fixed, join(base, route))
