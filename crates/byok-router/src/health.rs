@@ -1,0 +1,479 @@
+//! Provider health per user: a circuit breaker for each (user, provider)
+//! pair, fed by every call and every key test. Time is passed in, so the
+//! state machine is deterministic and tests drive it with a fake clock.
+//!
+//! One user's broken key never affects another user: there is no shared,
+//! provider-wide state.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use byok_core::{ProviderKind, UserId};
+use serde::Serialize;
+
+/// What a call (or a key test) ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It worked, this fast.
+    Success {
+        /// Time to the answer (or first byte).
+        latency: Duration,
+    },
+    /// A failure another attempt may not repeat: rate limit, overload, 5xx,
+    /// timeout, transport. The provider's retry delay, when it gave one,
+    /// lengthens the cooldown.
+    Failure {
+        /// The provider's requested delay.
+        retry_after: Option<Duration>,
+    },
+    /// The provider rejected the key: skip it until it is replaced or a test
+    /// passes.
+    KeyRejected,
+}
+
+/// Breaker tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Consecutive failures that open the circuit.
+    pub consecutive_failures: u32,
+    /// How many recent outcomes the error rate is computed over.
+    pub window: usize,
+    /// Fewest outcomes in the window before the error rate counts.
+    pub min_calls: usize,
+    /// Error rate, in percent, that opens the circuit.
+    pub failure_rate_percent: u32,
+    /// First cooldown; doubles on each reopening, up to `max_cooldown`.
+    pub base_cooldown: Duration,
+    /// Longest cooldown.
+    pub max_cooldown: Duration,
+    /// How long a half-open probe may run before another is allowed (a hung
+    /// probe must not keep the circuit half-open for ever).
+    pub probe_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 3,
+            window: 20,
+            min_calls: 10,
+            failure_rate_percent: 50,
+            base_cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(300),
+            probe_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Circuit {
+    /// Calls flow.
+    Closed,
+    /// Calls are refused until the cooldown ends.
+    Open {
+        /// Milliseconds until a probe is allowed.
+        remaining_ms: u64,
+    },
+    /// The cooldown ended: one probe may go through.
+    HalfOpen,
+}
+
+/// Admission for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead.
+    Allowed,
+    /// Go ahead as the half-open probe; its outcome decides the circuit.
+    Probe,
+    /// Do not call: the circuit is open, a probe is in flight, or the key
+    /// was rejected.
+    Denied,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probe_started: Option<Instant> },
+}
+
+#[derive(Debug)]
+struct Breaker {
+    state: State,
+    openings: u32,
+    consecutive_failures: u32,
+    recent: VecDeque<bool>,
+    key_rejected: bool,
+    latency_ms: Option<u64>,
+}
+
+impl Breaker {
+    fn new() -> Self {
+        Self {
+            state: State::Closed,
+            openings: 0,
+            consecutive_failures: 0,
+            recent: VecDeque::new(),
+            key_rejected: false,
+            latency_ms: None,
+        }
+    }
+
+    /// Moves an expired open circuit to half-open.
+    fn tick(&mut self, now: Instant) {
+        if let State::Open { until } = self.state
+            && now >= until
+        {
+            self.state = State::HalfOpen {
+                probe_started: None,
+            };
+        }
+    }
+
+    fn error_rate_percent(&self) -> u32 {
+        let failures = self.recent.iter().filter(|ok| !**ok).count();
+        u32::try_from(failures * 100 / self.recent.len().max(1)).unwrap_or(100)
+    }
+
+    fn open(&mut self, config: &HealthConfig, now: Instant, retry_after: Option<Duration>) {
+        let factor = 1u32 << self.openings.min(16);
+        let cooldown = config
+            .base_cooldown
+            .saturating_mul(factor)
+            .min(config.max_cooldown);
+        let cooldown = cooldown.max(retry_after.unwrap_or_default());
+        self.openings = self.openings.saturating_add(1);
+        self.state = State::Open {
+            until: now + cooldown,
+        };
+    }
+}
+
+/// What the planner needs to know about one provider of one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProviderHealth {
+    /// The circuit.
+    pub circuit: Circuit,
+    /// Whether the provider rejected the key since it was saved or last passed a test.
+    pub key_rejected: bool,
+    /// Failures among recent calls, in percent.
+    pub error_rate_percent: u32,
+    /// Recent calls counted.
+    pub recent_calls: usize,
+    /// Smoothed latency of recent successes.
+    pub latency_ms: Option<u64>,
+}
+
+impl ProviderHealth {
+    /// Health of a provider never called: closed, unknown latency.
+    pub const UNKNOWN: Self = Self {
+        circuit: Circuit::Closed,
+        key_rejected: false,
+        error_rate_percent: 0,
+        recent_calls: 0,
+        latency_ms: None,
+    };
+
+    /// Whether the planner may put this provider in a plan.
+    #[must_use]
+    pub fn usable(&self) -> bool {
+        !self.key_rejected && !matches!(self.circuit, Circuit::Open { .. })
+    }
+}
+
+/// A user's providers' health at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HealthSnapshot {
+    /// By provider; a provider never called is [`ProviderHealth::UNKNOWN`].
+    pub providers: BTreeMap<ProviderKind, ProviderHealth>,
+}
+
+impl HealthSnapshot {
+    /// The health of `provider`.
+    #[must_use]
+    pub fn get(&self, provider: ProviderKind) -> ProviderHealth {
+        self.providers
+            .get(&provider)
+            .copied()
+            .unwrap_or(ProviderHealth::UNKNOWN)
+    }
+}
+
+/// Circuit breakers for every (user, provider) pair.
+#[derive(Debug)]
+pub struct HealthTracker {
+    config: HealthConfig,
+    breakers: Mutex<HashMap<(UserId, ProviderKind), Breaker>>,
+}
+
+impl Default for HealthTracker {
+    fn default() -> Self {
+        Self::new(HealthConfig::default())
+    }
+}
+
+impl HealthTracker {
+    /// A tracker with `config`.
+    #[must_use]
+    pub fn new(config: HealthConfig) -> Self {
+        Self {
+            config,
+            breakers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        user: &UserId,
+        provider: ProviderKind,
+        f: impl FnOnce(&mut Breaker) -> T,
+    ) -> T {
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let breaker = breakers
+            .entry((user.clone(), provider))
+            .or_insert_with(Breaker::new);
+        f(breaker)
+    }
+
+    /// Whether a call to `provider` for `user` may go ahead at `now`.
+    pub fn admit(&self, user: &UserId, provider: ProviderKind, now: Instant) -> Admission {
+        let probe_timeout = self.config.probe_timeout;
+        self.with(user, provider, |b| {
+            b.tick(now);
+            if b.key_rejected {
+                return Admission::Denied;
+            }
+            match &mut b.state {
+                State::Closed => Admission::Allowed,
+                State::Open { .. } => Admission::Denied,
+                State::HalfOpen { probe_started } => match probe_started {
+                    Some(started) if now.duration_since(*started) < probe_timeout => {
+                        Admission::Denied
+                    }
+                    _ => {
+                        *probe_started = Some(now);
+                        Admission::Probe
+                    }
+                },
+            }
+        })
+    }
+
+    /// Records how a call ended.
+    pub fn record(&self, user: &UserId, provider: ProviderKind, outcome: Outcome, now: Instant) {
+        let config = self.config;
+        self.with(user, provider, |b| {
+            b.tick(now);
+            let ok = matches!(outcome, Outcome::Success { .. });
+            b.recent.push_back(ok);
+            while b.recent.len() > config.window {
+                b.recent.pop_front();
+            }
+            match outcome {
+                Outcome::Success { latency } => {
+                    let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+                    b.latency_ms = Some(b.latency_ms.map_or(ms, |old| (old * 4 + ms) / 5));
+                    b.consecutive_failures = 0;
+                    b.key_rejected = false;
+                    if !matches!(b.state, State::Closed) {
+                        b.state = State::Closed;
+                        b.openings = 0;
+                        b.recent.clear();
+                    }
+                }
+                Outcome::KeyRejected => b.key_rejected = true,
+                Outcome::Failure { retry_after } => {
+                    b.consecutive_failures = b.consecutive_failures.saturating_add(1);
+                    let trip = match b.state {
+                        State::HalfOpen { .. } => true, // the probe failed
+                        State::Open { .. } => false,
+                        State::Closed => {
+                            b.consecutive_failures >= config.consecutive_failures
+                                || (b.recent.len() >= config.min_calls
+                                    && b.error_rate_percent() >= config.failure_rate_percent)
+                                || retry_after.is_some()
+                        }
+                    };
+                    if trip {
+                        b.open(&config, now, retry_after);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Forgets `user`'s history with `provider` (the key was replaced).
+    pub fn reset(&self, user: &UserId, provider: ProviderKind) {
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        breakers.remove(&(user.clone(), provider));
+    }
+
+    /// `user`'s providers' health at `now`.
+    pub fn snapshot(&self, user: &UserId, now: Instant) -> HealthSnapshot {
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let providers = breakers
+            .iter_mut()
+            .filter(|((u, _), _)| u == user)
+            .map(|((_, provider), b)| {
+                b.tick(now);
+                let circuit = match b.state {
+                    State::Closed => Circuit::Closed,
+                    State::HalfOpen { .. } => Circuit::HalfOpen,
+                    State::Open { until } => Circuit::Open {
+                        remaining_ms: u64::try_from(until.duration_since(now).as_millis())
+                            .unwrap_or(u64::MAX),
+                    },
+                };
+                let health = ProviderHealth {
+                    circuit,
+                    key_rejected: b.key_rejected,
+                    error_rate_percent: b.error_rate_percent(),
+                    recent_calls: b.recent.len(),
+                    latency_ms: b.latency_ms,
+                };
+                (*provider, health)
+            })
+            .collect();
+        HealthSnapshot { providers }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> UserId {
+        UserId::parse("alice").unwrap()
+    }
+
+    const FAIL: Outcome = Outcome::Failure { retry_after: None };
+    const OK: Outcome = Outcome::Success {
+        latency: Duration::from_millis(100),
+    };
+    const P: ProviderKind = ProviderKind::OpenAi;
+
+    #[test]
+    fn opens_after_consecutive_failures_then_probes_then_closes() {
+        let tracker = HealthTracker::default();
+        let t0 = Instant::now();
+        let user = alice();
+        for _ in 0..2 {
+            tracker.record(&user, P, FAIL, t0);
+        }
+        assert_eq!(tracker.admit(&user, P, t0), Admission::Allowed);
+        tracker.record(&user, P, FAIL, t0);
+        assert_eq!(tracker.admit(&user, P, t0), Admission::Denied);
+        assert_eq!(
+            tracker
+                .snapshot(&user, t0 + Duration::from_secs(10))
+                .get(P)
+                .circuit,
+            Circuit::Open {
+                remaining_ms: 20_000
+            }
+        );
+        // Cooldown over: exactly one probe.
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(tracker.admit(&user, P, t1), Admission::Probe);
+        assert_eq!(tracker.admit(&user, P, t1), Admission::Denied);
+        tracker.record(&user, P, OK, t1);
+        assert_eq!(tracker.admit(&user, P, t1), Admission::Allowed);
+        assert_eq!(tracker.snapshot(&user, t1).get(P).circuit, Circuit::Closed);
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_for_longer_and_a_hung_probe_times_out() {
+        let tracker = HealthTracker::default();
+        let user = alice();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            tracker.record(&user, P, FAIL, t0);
+        }
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(tracker.admit(&user, P, t1), Admission::Probe);
+        tracker.record(&user, P, FAIL, t1);
+        // Second opening: 60 s.
+        assert_eq!(
+            tracker.admit(&user, P, t1 + Duration::from_secs(59)),
+            Admission::Denied
+        );
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!(tracker.admit(&user, P, t2), Admission::Probe);
+        // The probe hangs: after the probe timeout another one may go.
+        assert_eq!(
+            tracker.admit(&user, P, t2 + Duration::from_secs(59)),
+            Admission::Denied
+        );
+        assert_eq!(
+            tracker.admit(&user, P, t2 + Duration::from_secs(60)),
+            Admission::Probe
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let tracker = HealthTracker::default();
+        let user = alice();
+        let t0 = Instant::now();
+        tracker.record(
+            &user,
+            P,
+            Outcome::Failure {
+                retry_after: Some(Duration::from_secs(90)),
+            },
+            t0,
+        );
+        assert_eq!(
+            tracker.admit(&user, P, t0 + Duration::from_secs(89)),
+            Admission::Denied
+        );
+        assert_eq!(
+            tracker.admit(&user, P, t0 + Duration::from_secs(90)),
+            Admission::Probe
+        );
+    }
+
+    #[test]
+    fn a_high_error_rate_opens_even_without_a_streak() {
+        let tracker = HealthTracker::default();
+        let user = alice();
+        let t0 = Instant::now();
+        for i in 0..10 {
+            tracker.record(&user, P, if i % 2 == 1 { FAIL } else { OK }, t0);
+        }
+        assert!(matches!(
+            tracker.snapshot(&user, t0).get(P).circuit,
+            Circuit::Open { .. }
+        ));
+    }
+
+    #[test]
+    fn a_rejected_key_is_skipped_until_a_success_or_reset_and_only_for_that_user() {
+        let tracker = HealthTracker::default();
+        let (alice, bob) = (alice(), UserId::parse("bob").unwrap());
+        let t0 = Instant::now();
+        tracker.record(&alice, P, Outcome::KeyRejected, t0);
+        assert_eq!(tracker.admit(&alice, P, t0), Admission::Denied);
+        assert!(!tracker.snapshot(&alice, t0).get(P).usable());
+        assert_eq!(
+            tracker.admit(&bob, P, t0),
+            Admission::Allowed,
+            "bob's key is his own"
+        );
+        assert!(tracker.snapshot(&bob, t0).get(P).usable());
+        tracker.reset(&alice, P);
+        assert_eq!(tracker.admit(&alice, P, t0), Admission::Allowed);
+    }
+}
