@@ -185,7 +185,11 @@ impl ChatProvider for Anthropic {
             let body = http::read_body(PROVIDER, response, 64 * 1024).await?;
             return Err(Self::classify(PROVIDER, status, &headers, &body));
         }
-        Ok(Box::pin(decode(crate::sse::events(PROVIDER, response))))
+        Ok(Box::pin(decode(crate::sse::events(
+            PROVIDER,
+            response,
+            self.clients.settings().max_response_bytes,
+        ))))
     }
 
     async fn embed(

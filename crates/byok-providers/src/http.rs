@@ -63,6 +63,13 @@ pub struct HttpClients {
     pub(crate) fixed: reqwest::Client,
     pub(crate) azure: reqwest::Client,
     pub(crate) settings: Arc<ProviderSettings>,
+    lookup: Arc<dyn Lookup>,
+}
+
+impl std::fmt::Debug for dyn Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lookup")
+    }
 }
 
 impl HttpClients {
@@ -91,17 +98,23 @@ impl HttpClients {
                 .user_agent(concat!("byok/", env!("CARGO_PKG_VERSION")))
         };
         let fixed = builder().build()?;
+        // No proxy for user-supplied endpoints: a proxy would resolve the host
+        // itself, out of reach of the guarded resolver.
         let azure = if settings.allow_private_endpoints {
-            builder().build()?
+            builder().no_proxy().build()?
         } else {
             builder()
-                .dns_resolver(Arc::new(GuardedResolver { lookup }))
+                .no_proxy()
+                .dns_resolver(Arc::new(GuardedResolver {
+                    lookup: lookup.clone(),
+                }))
                 .build()?
         };
         Ok(Self {
             fixed,
             azure,
             settings: Arc::new(settings),
+            lookup,
         })
     }
 
@@ -109,6 +122,40 @@ impl HttpClients {
     #[must_use]
     pub fn settings(&self) -> &ProviderSettings {
         &self.settings
+    }
+
+    /// Checks a user-supplied Azure endpoint completely, as when a key is
+    /// saved: the host rules of [`crate::endpoint::check_azure_endpoint`],
+    /// then (unless private endpoints are allowed) that the name resolves and
+    /// every address is public. The same address rules apply again on every
+    /// connection.
+    ///
+    /// # Errors
+    /// [`ProviderError::EndpointNotAllowed`].
+    pub async fn check_azure_endpoint(&self, raw: &str) -> Result<Url, ProviderError> {
+        let allow_private = self.settings.allow_private_endpoints;
+        let url = crate::endpoint::check_azure_endpoint(raw, allow_private)?;
+        if allow_private {
+            return Ok(url);
+        }
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let addresses =
+            self.lookup
+                .lookup(host)
+                .await
+                .map_err(|_| ProviderError::EndpointNotAllowed {
+                    reason: "the endpoint host does not resolve",
+                })?;
+        if addresses.is_empty()
+            || addresses
+                .iter()
+                .any(|ip| crate::endpoint::is_internal_address(*ip))
+        {
+            return Err(ProviderError::EndpointNotAllowed {
+                reason: "the endpoint resolves to an internal address",
+            });
+        }
+        Ok(url)
     }
 }
 
@@ -293,7 +340,7 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(360)));
         headers.insert("retry-after", "6".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(6)));
-        headers.insert("retry-after-ms", "6000".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(6)));
+        headers.insert("retry-after-ms", "6500".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(6500)));
     }
 }

@@ -249,20 +249,21 @@ impl ChatProvider for OpenAiCompatible {
         let timeout = self.clients.settings().request_timeout;
         let response = http::send(provider, request.timeout(timeout)).await?;
         let status = response.status();
-        // A restricted OpenAI key may not list models, yet it is a working key.
+        // A restricted OpenAI key may not list models, yet it is a working key;
+        // only OpenAI's own JSON error says so (an HTML page from a proxy does not).
         if self.flavor == Flavor::OpenAi && status == StatusCode::FORBIDDEN {
             let body = http::read_body(provider, response, 64 * 1024).await?;
             let error = serde_json::from_slice::<WireErrorBody>(&body)
-                .map(|b| b.error)
-                .unwrap_or_default();
+                .map_err(|_| ProviderError::BadResponse { provider })?
+                .error;
             let code = error.code.as_ref().and_then(code_text).unwrap_or_default();
-            return if code == "unsupported_country_region_territory" {
-                Err(ProviderError::Unavailable {
+            return match (code.as_str(), error.kind.as_deref()) {
+                ("unsupported_country_region_territory", _) => Err(ProviderError::Unavailable {
                     provider,
                     status: 403,
-                })
-            } else {
-                Ok(())
+                }),
+                (_, Some("invalid_request_error")) => Ok(()),
+                _ => Err(ProviderError::InvalidKey { provider }),
             };
         }
         if self.flavor == Flavor::DeepSeek {
@@ -341,7 +342,11 @@ impl ChatProvider for OpenAiCompatible {
             let body = http::read_body(provider, response, 64 * 1024).await?;
             return Err(Self::classify(provider, status, &headers, &body));
         }
-        let events = crate::sse::events(provider, response);
+        let events = crate::sse::events(
+            provider,
+            response,
+            self.clients.settings().max_response_bytes,
+        );
         let stream = async_stream(provider, events);
         Ok(Box::pin(stream))
     }

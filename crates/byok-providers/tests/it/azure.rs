@@ -84,7 +84,7 @@ async fn errors_use_string_codes_and_retry_after_ms() {
     let cases = [
         (ResponseTemplate::new(401).set_body_json(json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}})), "invalid"),
         (ResponseTemplate::new(404).set_body_json(json!({"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}})), "deployment"),
-        (ResponseTemplate::new(429).insert_header("retry-after", "6").insert_header("retry-after-ms", "6000").set_body_json(json!({"error": {"code": "429", "message": "Requests ... Please retry after 6 seconds."}})), "limited"),
+        (ResponseTemplate::new(429).insert_header("retry-after", "6").insert_header("retry-after-ms", "6500").set_body_json(json!({"error": {"code": "429", "message": "Requests ... Please retry after 6 seconds."}})), "limited"),
         (ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "filtered", "type": null, "param": "prompt", "code": "content_filter", "status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation"}}})), "filter"),
     ];
     for (response, expected) in cases {
@@ -115,7 +115,7 @@ async fn errors_use_string_codes_and_retry_after_ms() {
                     ..
                 }
             ),
-            "limited" => error.retry_after() == Some(Duration::from_secs(6)),
+            "limited" => error.retry_after() == Some(Duration::from_millis(6500)),
             _ => matches!(
                 error,
                 ProviderError::BadRequest {
@@ -240,4 +240,69 @@ async fn a_name_resolving_to_an_internal_address_is_refused_at_connect_time() {
             "{internal:?}: {error:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn saving_checks_that_the_endpoint_resolves_to_public_addresses() {
+    let settings = ProviderSettings::default();
+    let public = HttpClients::with_lookup(
+        settings.clone(),
+        Arc::new(Table(vec!["20.42.1.1".parse().unwrap()])),
+    )
+    .unwrap();
+    let url = public
+        .check_azure_endpoint("https://Res.openai.azure.com/")
+        .await
+        .unwrap();
+    assert_eq!(url.as_str(), "https://res.openai.azure.com/");
+    let internal = HttpClients::with_lookup(
+        settings.clone(),
+        Arc::new(Table(vec!["10.0.0.5".parse().unwrap()])),
+    )
+    .unwrap();
+    assert!(matches!(
+        internal
+            .check_azure_endpoint("https://res.openai.azure.com")
+            .await,
+        Err(ProviderError::EndpointNotAllowed { .. })
+    ));
+    let nothing = HttpClients::with_lookup(settings, Arc::new(Table(vec![]))).unwrap();
+    assert!(matches!(
+        nothing
+            .check_azure_endpoint("https://res.openai.azure.com")
+            .await,
+        Err(ProviderError::EndpointNotAllowed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_truncated_stream_is_incomplete() {
+    let server = MockServer::start().await;
+    let cut = fixture("azure/stream.sse").replace("data: [DONE]", "");
+    Mock::given(method("POST"))
+        .and(path("/openai/deployments/gpt-4o/chat/completions"))
+        .and(header("api-key", KEY))
+        .respond_with(sse(cut))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (key, settings) = (key(KEY), settings(&server.uri()));
+    let stream = adapter(&server, ProviderKind::AzureOpenAi)
+        .chat_stream(
+            Credentials {
+                key: &key,
+                settings: &settings,
+            },
+            &hello("x"),
+        )
+        .await
+        .unwrap();
+    let items = collect(stream).await;
+    assert!(
+        matches!(
+            items.last(),
+            Some(Err(ProviderError::IncompleteStream { .. }))
+        ),
+        "{items:?}"
+    );
 }

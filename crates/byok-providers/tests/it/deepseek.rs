@@ -51,6 +51,11 @@ async fn verify_uses_the_balance() {
         matches!(bad, Err(ProviderError::InvalidKey { .. })),
         "{bad:?}"
     );
+    let down = verify_with(ResponseTemplate::new(503).set_body_string("Server Overloaded")).await;
+    assert!(
+        matches!(down, Err(ProviderError::Unavailable { status: 503, .. })),
+        "{down:?}"
+    );
     let busy = verify_with(ResponseTemplate::new(429)).await;
     assert!(
         matches!(
@@ -158,4 +163,61 @@ async fn no_embeddings() {
         }
     ));
     assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_retired_model_name_is_a_bad_request_and_a_cut_stream_is_incomplete() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        .and(body_partial_json(json!({"model": "deepseek-chat"})))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "Model Not Exist", "type": "invalid_request_error", "param": null, "code": "invalid_request_error"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cut = fixture("deepseek/stream.sse").replace("data: [DONE]", "");
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(body_partial_json(
+            json!({"model": "deepseek-flash", "stream": true}),
+        ))
+        .respond_with(sse(cut))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (key, settings) = (key(KEY), no_settings());
+    let adapter = adapter(&server, ProviderKind::DeepSeek);
+    let error = adapter
+        .chat(
+            Credentials {
+                key: &key,
+                settings: &settings,
+            },
+            &hello("deepseek-chat"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ProviderError::BadRequest { status: 400, .. }) && !error.is_retryable(),
+        "{error:?}"
+    );
+    let stream = adapter
+        .chat_stream(
+            Credentials {
+                key: &key,
+                settings: &settings,
+            },
+            &hello("deepseek-flash"),
+        )
+        .await
+        .unwrap();
+    let items = collect(stream).await;
+    assert!(
+        matches!(
+            items.last(),
+            Some(Err(ProviderError::IncompleteStream { .. }))
+        ),
+        "{items:?}"
+    );
 }

@@ -16,6 +16,7 @@ mod azure;
 mod deepseek;
 mod gemini;
 mod openai;
+mod redirects;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -62,6 +62,7 @@ async fn verify_classifies_every_outcome() {
             |r| matches!(r, Err(e @ ProviderError::Unavailable { status: 503, .. }) if e.is_retryable()),
         ),
         (ResponseTemplate::new(200).set_body_string("<html>not json</html>"), |r| matches!(r, Err(ProviderError::BadResponse { .. }))),
+        (ResponseTemplate::new(403).set_body_string("<html>blocked by a proxy</html>"), |r| matches!(r, Err(ProviderError::BadResponse { .. }))),
         (ResponseTemplate::new(200).set_body_string("{\"object\":\"list\",\"data\":["), |r| matches!(r, Err(ProviderError::BadResponse { .. }))),
         (ResponseTemplate::new(200).set_body_string("x".repeat(100 * 1024)), |r| matches!(r, Err(ProviderError::BadResponse { .. }))),
         (ResponseTemplate::new(200).set_delay(Duration::from_secs(3)), |r| matches!(r, Err(e @ ProviderError::Timeout { .. }) if e.is_retryable())),
@@ -293,4 +294,35 @@ async fn embeddings() {
         .unwrap();
     assert_eq!(out.vectors, vec![vec![0.25], vec![0.5]], "in input order");
     assert_eq!(out.input_tokens, Some(5));
+}
+
+#[tokio::test]
+async fn streams_are_capped_like_bodies() {
+    let server = MockServer::start().await;
+    let chunk = r#"data: {"choices":[{"index":0,"delta":{"content":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"},"finish_reason":null}]}"#;
+    let body = format!("{chunk}\n\n").repeat(1_000); // about 130 KiB, over the 64 KiB test cap
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(sse(body))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (key, settings) = (key(KEY), no_settings());
+    let stream = adapter(&server, ProviderKind::OpenAi)
+        .chat_stream(
+            Credentials {
+                key: &key,
+                settings: &settings,
+            },
+            &hello("gpt-4o-mini"),
+        )
+        .await
+        .unwrap();
+    let items = collect(stream).await;
+    assert!(
+        matches!(items.last(), Some(Err(ProviderError::BadResponse { .. }))),
+        "{:?}",
+        items.last()
+    );
+    assert!(items.len() < 1_000);
 }
