@@ -128,7 +128,7 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %ErrorChain(self), code, "request failed");
             if status == StatusCode::SERVICE_UNAVAILABLE {
-                let mut response = error_response(status, code, message);
+                let mut response = error_response(status, code, "internal error");
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -174,14 +174,9 @@ pub(crate) async fn request_log(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     let started = Instant::now();
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    // Always our own id: a client-chosen one could carry anything (even a
+    // key-shaped string) into the logs and the audit trail.
+    let id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let mut response = next.call(req).await?;
@@ -381,18 +376,21 @@ impl FromRequest for Caller {
                 );
             };
             let now = std::time::Instant::now();
-            if let Some(wait) = peer.and_then(|ip| state.auth_throttle.blocked(&ip, now)) {
-                return Err(ApiError::TooManyFailures {
-                    retry_after_secs: wait.as_secs().max(1),
-                });
-            }
             // A malformed header counts as a presented (invalid) token.
             let presented = bearer.or_else(|| present.then(String::new));
             match state.service.authenticate(presented.as_deref(), &ctx).await {
+                // A valid token always works: the limit must never lock out real
+                // users who share an address (a proxy) with someone guessing.
                 Ok(principal) => Ok(Caller(principal)),
                 Err(error) => {
                     if let (ServiceError::Unauthenticated, Some(ip)) = (&error, peer) {
+                        let over = state.auth_throttle.blocked(&ip, now);
                         state.auth_throttle.record(ip, now);
+                        if let Some(wait) = over {
+                            return Err(ApiError::TooManyFailures {
+                                retry_after_secs: wait.as_secs().max(1),
+                            });
+                        }
                     }
                     Err(error.into())
                 }

@@ -182,6 +182,7 @@ pub struct KeyService {
     vault: Arc<KeyVault>,
     admin_token: Option<AdminTokenHash>,
     providers: Option<ProviderSet>,
+    clients: Option<HttpClients>,
     allow_private_endpoints: bool,
     test_limit: Arc<FixedWindow<UserId>>,
 }
@@ -191,6 +192,7 @@ impl std::fmt::Debug for KeyService {
         f.debug_struct("KeyService")
             .field("store", &self.store)
             .field("providers", &self.providers.is_some())
+            .field("clients", &self.clients.is_some())
             .field("vault", &self.vault)
             .field("admin_token", &self.admin_token.is_some())
             .field("allow_private_endpoints", &self.allow_private_endpoints)
@@ -208,6 +210,7 @@ impl KeyService {
             vault,
             admin_token: None,
             providers: None,
+            clients: None,
             allow_private_endpoints: false,
             test_limit: Arc::new(FixedWindow::new(10, Duration::from_secs(60))),
         }
@@ -220,6 +223,7 @@ impl KeyService {
     pub fn with_providers(mut self, clients: &HttpClients) -> Self {
         self.allow_private_endpoints = clients.settings().allow_private_endpoints;
         self.providers = Some(ProviderSet::new(clients));
+        self.clients = Some(clients.clone());
         self
     }
 
@@ -318,14 +322,16 @@ impl KeyService {
     ) -> Result<()> {
         match principal {
             Principal::User { user: me, .. } if me == user => Ok(()),
-            Principal::User { .. } => {
+            Principal::User { user: me, .. } => {
+                // Recorded in the caller's own trail: writing it under the
+                // probed id would let anyone fill any id's trail.
                 let event = ctx
                     .event(
                         principal.actor(),
                         AuditAction::AuthFailure,
                         AuditOutcome::Denied,
                     )
-                    .user(user)
+                    .user(me)
                     .detail("other_user");
                 self.append(event).await?;
                 Err(ServiceError::UserNotFound)
@@ -386,7 +392,7 @@ impl KeyService {
         ctx: &RequestContext,
     ) -> Result<(PutOutcome, KeyView)> {
         self.authorize(principal, user, ctx).await?;
-        let validated = self.validate_key(provider, input);
+        let validated = self.validate_full(provider, input).await;
         let (key, settings) = match validated {
             Ok(valid) => valid,
             Err(error) => {
@@ -512,7 +518,10 @@ impl KeyService {
         let u = user.clone();
         Ok(self
             .store
-            .run(move |c| audit::list_for_user(c, &u, before, limit))
+            .run(move |c| {
+                let since = users::find(c, &u)?.map(|found| found.created_at);
+                audit::list_for_user_since(c, &u, since, before, limit)
+            })
             .await?)
     }
 
@@ -530,15 +539,28 @@ impl KeyService {
         ctx: &RequestContext,
     ) -> Result<ApiKey> {
         self.authorize(principal, user, ctx).await?;
+        self.open_stored(principal, user, provider, ctx)
+            .await
+            .map(|(key, _)| key)
+    }
+
+    /// The stored row and its opened key, read once (no check of the caller).
+    async fn open_stored(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        provider: ProviderKind,
+        ctx: &RequestContext,
+    ) -> Result<(ApiKey, StoredKey)> {
         let u = user.clone();
         let stored = self
             .store
             .run(move |c| keys::get(c, &u, provider))
             .await?
             .ok_or(ServiceError::KeyNotFound)?;
-        let sealed = SealedKey::from_bytes(stored.sealed_key);
+        let sealed = SealedKey::from_bytes(stored.sealed_key.clone());
         if let Ok(key) = self.vault.open(&sealed, &Binding::new(user, provider)) {
-            return Ok(key);
+            return Ok((key, stored));
         }
         tracing::error!(
             user = %user,
@@ -556,6 +578,28 @@ impl KeyService {
             .provider(provider);
         self.append(event).await?;
         Err(ServiceError::KeyUnusable)
+    }
+
+    /// [`KeyService::validate_key`], then, for Azure, the endpoint's DNS
+    /// answer: every address must be public (unless private endpoints are
+    /// allowed).
+    async fn validate_full(
+        &self,
+        provider: ProviderKind,
+        input: KeyInput,
+    ) -> Result<(ApiKey, keys::KeySettings)> {
+        let (key, settings) = self.validate_key(provider, input)?;
+        if let (ProviderKind::AzureOpenAi, Some(clients), Some(endpoint)) =
+            (provider, &self.clients, settings.get("endpoint"))
+        {
+            clients.check_azure_endpoint(endpoint).await.map_err(|_| {
+                ServiceError::invalid(
+                    "invalid_endpoint",
+                    "the endpoint's host does not resolve, or resolves to an internal address",
+                )
+            })?;
+        }
+        Ok((key, settings))
     }
 
     /// Tests `user`'s stored key for `provider` — or, with `candidate`, that
@@ -591,18 +635,12 @@ impl KeyService {
                 ServiceError::internal(std::io::Error::other("no provider adapters configured"))
             })?;
         let stored = candidate.is_none();
-        let (key, settings) = if let Some(input) = candidate {
-            self.validate_key(provider, input)?
+        let (key, settings, tested) = if let Some(input) = candidate {
+            let (key, settings) = self.validate_full(provider, input).await?;
+            (key, settings, None)
         } else {
-            let key = self.open_key(principal, user, provider, ctx).await?;
-            let u = user.clone();
-            let settings = self
-                .store
-                .run(move |c| keys::get(c, &u, provider))
-                .await?
-                .map(|k| k.settings)
-                .unwrap_or_default();
-            (key, settings)
+            let (key, stored) = self.open_stored(principal, user, provider, ctx).await?;
+            (key, stored.settings, Some(stored.sealed_key))
         };
         let started = Instant::now();
         let outcome = adapter
@@ -643,8 +681,8 @@ impl KeyService {
         };
         self.store
             .run(move |c| {
-                if stored {
-                    keys::record_test(c, &u, provider, &test, &event)?;
+                if let Some(tested) = &tested {
+                    keys::record_test_if_unchanged(c, &u, provider, tested, &test, &event)?;
                 } else {
                     audit::append(c, &event, test.at)?;
                 }

@@ -49,6 +49,11 @@ impl<K: Hash + Eq> FixedWindow<K> {
         };
         if counts.len() >= SWEEP_AT {
             counts.retain(|_, (start, _)| now < *start + self.window);
+            // Still full of live windows (a flood from many addresses): start
+            // over rather than grow without bound.
+            if counts.len() >= SWEEP_AT {
+                counts.clear();
+            }
         }
         let entry = counts.entry(key).or_insert((now, 0));
         if now >= entry.0 + self.window {

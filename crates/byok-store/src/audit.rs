@@ -314,6 +314,21 @@ pub fn list_for_user(
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<AuditEvent>, StoreError> {
+    list_for_user_since(conn, user, None, before, limit)
+}
+
+/// As [`list_for_user`], only events at or after `since` — the user's
+/// creation, so a re-created user id does not see its predecessor's trail.
+///
+/// # Errors
+/// As [`list_for_user`].
+pub fn list_for_user_since(
+    conn: &mut DbConnection,
+    user: &UserId,
+    since: Option<DateTime<Utc>>,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<AuditEvent>, StoreError> {
     let mut query = audit_events::table
         .filter(audit_events::user_id.eq(user.as_str()))
         .order(audit_events::id.desc())
@@ -321,6 +336,9 @@ pub fn list_for_user(
         .into_boxed();
     if let Some(before) = before {
         query = query.filter(audit_events::id.lt(before));
+    }
+    if let Some(since) = since {
+        query = query.filter(audit_events::occurred_at.ge(to_db(since)));
     }
     query
         .load::<AuditRow>(conn)?

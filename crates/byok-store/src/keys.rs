@@ -287,6 +287,41 @@ pub fn record_test(
     })
 }
 
+/// Records a test result only if the key is still the one tested (its
+/// sealed bytes are still `tested`): a test of an old key must not stamp its
+/// result on a key that replaced it meanwhile. Appends `event` either way.
+/// Returns whether the result was recorded.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn record_test_if_unchanged(
+    conn: &mut DbConnection,
+    user: &UserId,
+    provider: ProviderKind,
+    tested: &[u8],
+    test: &KeyTest,
+    event: &NewAuditEvent,
+) -> Result<bool, StoreError> {
+    let latency = test
+        .latency_ms
+        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
+    write_transaction(conn, |conn| {
+        let updated = diesel::update(provider_keys::table)
+            .filter(provider_keys::user_id.eq(user.as_str()))
+            .filter(provider_keys::provider.eq(provider.as_str()))
+            .filter(provider_keys::sealed_key.eq(tested))
+            .set((
+                provider_keys::last_test_status.eq(test.status.as_str()),
+                provider_keys::last_tested_at.eq(to_db(test.at)),
+                provider_keys::last_test_latency_ms.eq(latency),
+            ))
+            .execute(conn)?
+            > 0;
+        audit::append(conn, event, test.at)?;
+        Ok(updated)
+    })
+}
+
 /// Up to `limit` keys sealed by a master key other than `active`, ordered by
 /// row id: the work list of a rewrap. Rows that fail to reseal stay on it, so
 /// a rewrap job should page with `after` (the last id it saw).

@@ -63,6 +63,28 @@ pub fn captured_logs() -> String {
         .unwrap_or_default()
 }
 
+/// The DNS of test servers: a host whose first label starts with
+/// `internal` resolves to 10.0.0.5, every other host to a public address.
+/// No test ever reaches the network.
+#[derive(Debug, Clone, Copy)]
+pub struct FakeDns;
+
+impl byok_providers::endpoint::Lookup for FakeDns {
+    fn lookup(
+        &self,
+        host: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>,
+    > {
+        let address = if host.starts_with("internal") {
+            [10, 0, 0, 5]
+        } else {
+            [20, 42, 1, 1]
+        };
+        Box::pin(async move { Ok(vec![std::net::IpAddr::from(address)]) })
+    }
+}
+
 /// A byok server on `127.0.0.1:0` over a test database.
 #[derive(Debug)]
 pub struct TestApp {
@@ -110,7 +132,8 @@ impl TestApp {
         let service = KeyService::new(store, Arc::new(vault))
             .with_admin_token(&SecretString::from(ADMIN_TOKEN.to_owned()))
             .with_providers(
-                &byok_providers::HttpClients::new(providers).expect("build HTTP clients"),
+                &byok_providers::HttpClients::with_lookup(providers, Arc::new(FakeDns))
+                    .expect("build HTTP clients"),
             );
         service
             .check_master_keys()

@@ -35,7 +35,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                "the database is not reachable or not migrated",
+                "internal error",
             )
         }
     }

@@ -176,7 +176,18 @@ async fn repeated_failures_from_one_address_are_throttled(db: TestDb) {
         (status, throttled["error"]["code"].as_str()),
         (429, Some("too_many_failures"))
     );
-    // Another address with a valid token is unaffected.
+    // A valid token still works from the same address: guessing never locks out real users.
+    assert_eq!(
+        app.client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Another address is unaffected.
     let other = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()

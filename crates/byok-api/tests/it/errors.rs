@@ -28,7 +28,11 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(db: TestDb) {
             .body(body)
             .send()
     };
+    let megabyte = format!("{{\"api_key\": \"{}\"}}", "k".repeat(1024 * 1024));
     let cases: Vec<(reqwest::Response, u16, &str)> = vec![
+        (raw(megabyte, "application/json").await.unwrap(), 413, "payload_too_large"),
+        (app.save_key(&token, "alice", "azure_openai", json!({ "api_key": "0123456789abcdef0123456789abcdef", "endpoint": "https://internal-res.openai.azure.com", "deployment": "d" })).await, 422, "invalid_endpoint"),
+        (app.save_key(&token, "alice", "azure_openai", json!({ "api_key": "0123456789abcdef0123456789abcdef", "endpoint": "https://169.254.169.254", "deployment": "d" })).await, 422, "invalid_endpoint"),
         (raw(format!("{{\"api_key\": \"{canary}\""), "application/json").await.unwrap(), 400, "invalid_json"),
         (raw(format!("{{\"api_key\": \"{canary}\", \"user_id\": \"bob\"}}"), "application/json").await.unwrap(), 400, "invalid_json"),
         (raw(format!("{{\"api_key\": \"{canary}\", \"api_key\": \"{canary}x\"}}"), "application/json").await.unwrap(), 400, "invalid_json"),

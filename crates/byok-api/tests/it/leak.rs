@@ -33,6 +33,7 @@ async fn dump(response: reqwest::Response) -> String {
     headers + &response.text().await.unwrap()
 }
 
+#[expect(clippy::too_many_lines, reason = "one sweep, read top to bottom")]
 async fn no_key_or_token_reaches_logs_or_responses(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let token = app.create_user("alice").await;
@@ -40,7 +41,8 @@ async fn no_key_or_token_reaches_logs_or_responses(db: TestDb) {
     let keys = [
         format!("sk-proj-CANARYONE{tag}"),
         format!("sk-ant-api03-CANARYTWO{tag}"),
-        format!("AIzaCANARYTHREE{tag}"),
+        format!("AIzaCANARYTHREE{}", &tag[..24]), // exactly Gemini's 39 characters
+        format!("sk-proj-CANARYFOUR{tag}"),
     ];
     let bad_token = format!("byok_0123456789abcdef_CANARYTOKEN{tag}xxxxxxxx");
     let mut responses = String::new();
@@ -48,11 +50,26 @@ async fn no_key_or_token_reaches_logs_or_responses(db: TestDb) {
 
     for (provider, key) in ["openai", "anthropic", "gemini"].iter().zip(&keys) {
         let r = app.save_key(&token, "alice", provider, key_body(key)).await;
+        assert_eq!(
+            r.status(),
+            201,
+            "{provider} must be saved for the sweep to mean anything"
+        );
         record(dump(r).await);
     }
     let r = app
-        .save_key(&token, "alice", "openai", key_body(&keys[2]))
-        .await; // replace
+        .save_key(&token, "alice", "openai", key_body(&keys[3]))
+        .await;
+    assert_eq!(r.status(), 200, "the replace must happen");
+    record(dump(r).await);
+    // A key test of the stored key (no provider answers: it is unreachable).
+    let r = app
+        .client
+        .post(app.url("/api/user/api-keys/alice/keys/anthropic/test"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     record(dump(r).await);
     let r = app
         .client

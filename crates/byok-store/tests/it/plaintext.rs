@@ -70,9 +70,19 @@ async fn no_plaintext_key_reaches_the_database(db: TestDb) {
         })
         .await
         .unwrap();
-    drop(store); // close connections so SQLite's files are complete
-
-    let dump = db.raw_dump();
+    // Scan twice: while the store is open (recent pages still in SQLite's
+    // WAL), and after it closed (checkpointed into the main file).
+    let open_dump = db.raw_dump();
+    if let Some(path) = db.sqlite_path() {
+        let wal = std::fs::metadata(format!("{}-wal", path.display())).unwrap();
+        assert!(
+            wal.len() > 0,
+            "the open-store scan must include a non-empty WAL"
+        );
+    }
+    drop(store);
+    let mut dump = db.raw_dump();
+    dump.extend(open_dump);
     assert!(dump.len() > 1000, "the dump must hold the database");
     assert!(
         contains(&dump, b"sk-C********"),
