@@ -287,3 +287,64 @@ async fn operator_commands_and_a_master_key_rotation() {
     );
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_cleanly() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    // A provider that takes 1.5 s to answer a key test.
+    let provider = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_millis(1500))
+                .set_body_json(serde_json::json!({"object": "list", "data": []})),
+        )
+        .expect(1)
+        .mount(&provider)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("{}/v1", provider.uri());
+    let env: &[(&str, &str)] = &[
+        ("BYOK_ADMIN_TOKEN", "an-admin-token-of-enough-length"),
+        ("BYOK_OPENAI_BASE_URL", &base),
+    ];
+    let server = Running::start(dir.path(), env);
+    let token = create_user(&server.base_url, "an-admin-token-of-enough-length", "alice").await;
+    let client = reqwest::Client::new();
+    let saved = client
+        .post(format!(
+            "{}/api/user/api-keys/alice/keys/openai",
+            server.base_url
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "api_key": "sk-proj-inflight-0123456789abcdef0123456789" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 201);
+
+    let url = format!(
+        "{}/api/user/api-keys/alice/keys/openai/test",
+        server.base_url
+    );
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the request runs while the test signals the server"
+    )]
+    let in_flight = tokio::spawn(async move { client.post(url).bearer_auth(token).send().await });
+    tokio::time::sleep(Duration::from_millis(500)).await; // the test is now waiting on the provider
+    let status = server.terminate();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["status"],
+        "valid"
+    );
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+}
