@@ -161,8 +161,14 @@ async fn test_results_by_provider_failure(db: TestDb) {
         ("/user/balance", ResponseTemplate::new(402).set_body_json(json!({"error": {"message": "Insufficient Balance", "type": "unknown_error", "param": null, "code": "invalid_request_error"}}))),
         ("/v1beta/models", ResponseTemplate::new(429).set_body_json(json!({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED", "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"}]}}))),
     ];
-    for (route, response) in mounts {
+    let auth = [
+        ("x-api-key", anthropic.clone()),
+        ("authorization", format!("Bearer {deepseek}")),
+        ("x-goog-api-key", gemini.clone()),
+    ];
+    for ((route, response), (name, value)) in mounts.into_iter().zip(auth) {
         Mock::given(path(route))
+            .and(header(name, value.as_str()))
             .respond_with(response)
             .expect(1)
             .mount(&mock)
@@ -195,8 +201,10 @@ async fn test_results_by_provider_failure(db: TestDb) {
 
 async fn tests_are_rate_limited_per_user(db: TestDb) {
     let mock = MockServer::start().await;
+    let key = openai_key("rl");
     Mock::given(method("GET"))
         .and(path("/v1/models"))
+        .and(header("authorization", format!("Bearer {key}").as_str()))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": []})),
         )
@@ -206,7 +214,7 @@ async fn tests_are_rate_limited_per_user(db: TestDb) {
     let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
     let alice = app.create_user("alice").await;
     assert_eq!(
-        app.save_key(&alice, "alice", "openai", key_body(&openai_key("rl")))
+        app.save_key(&alice, "alice", "openai", key_body(&key))
             .await
             .status(),
         201
