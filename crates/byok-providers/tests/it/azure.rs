@@ -306,3 +306,37 @@ async fn a_truncated_stream_is_incomplete() {
         "{items:?}"
     );
 }
+
+#[tokio::test]
+async fn embeddings_use_the_embedding_deployment() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/openai/deployments/embed-small/embeddings"))
+        .and(query_param("api-version", "2024-10-21"))
+        .and(header("api-key", KEY))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}],
+            "usage": {"prompt_tokens": 2, "total_tokens": 2}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (key, settings) = (key(KEY), settings(&server.uri()));
+    let request = byok_core::EmbeddingRequest {
+        model: "ignored".into(),
+        inputs: vec!["hi".into()],
+    };
+    let out = adapter(&server, ProviderKind::AzureOpenAi)
+        .embed(
+            Credentials {
+                key: &key,
+                settings: &settings,
+            },
+            &request,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.vectors, vec![vec![0.5, 0.25]]);
+    assert_eq!(out.input_tokens, Some(2));
+}
