@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod gateway;
 mod http;
 pub mod openapi;
 pub mod providers;
@@ -9,6 +10,7 @@ mod routes;
 pub mod service;
 mod throttle;
 mod token;
+pub mod usage;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -25,6 +27,9 @@ pub use token::{AdminTokenHash, IssuedToken, TOKEN_PREFIX};
 /// Largest JSON body the key routes accept.
 pub const KEY_ROUTE_BODY_LIMIT: usize = 16 * 1024;
 
+/// Largest JSON body the gateway (`/v1`) accepts: conversations are long.
+pub const GATEWAY_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -32,6 +37,8 @@ pub struct AppState {
     pub service: KeyService,
     /// Limits on refused authentications per client address.
     pub auth_throttle: std::sync::Arc<AuthThrottle>,
+    /// The OpenAI-compatible gateway, when enabled.
+    pub gateway: Option<gateway::Gateway>,
 }
 
 impl AppState {
@@ -41,7 +48,15 @@ impl AppState {
         Self {
             service,
             auth_throttle: std::sync::Arc::new(AuthThrottle::default()),
+            gateway: None,
         }
+    }
+
+    /// Enables the OpenAI-compatible gateway under `/v1`.
+    #[must_use]
+    pub fn with_gateway(mut self, gateway: gateway::Gateway) -> Self {
+        self.gateway = Some(gateway);
+        self
     }
 }
 
@@ -73,6 +88,19 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(
                 web::resource("/readyz")
                     .route(web::get().to(routes::meta::readyz))
+                    .wrap(from_fn(http::json_errors))
+                    .wrap(from_fn(http::request_log)),
+            )
+            .service(
+                web::scope("/v1")
+                    .app_data(http::payload_config(GATEWAY_BODY_LIMIT))
+                    .route(
+                        "/chat/completions",
+                        web::post().to(routes::gateway::chat_completions),
+                    )
+                    .route("/embeddings", web::post().to(routes::gateway::embeddings))
+                    .route("/models", web::get().to(routes::gateway::models))
+                    .default_service(web::to(not_found))
                     .wrap(from_fn(http::json_errors))
                     .wrap(from_fn(http::request_log)),
             )

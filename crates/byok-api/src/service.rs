@@ -185,6 +185,7 @@ pub struct KeyService {
     clients: Option<HttpClients>,
     allow_private_endpoints: bool,
     test_limit: Arc<FixedWindow<UserId>>,
+    health: Arc<byok_router::HealthTracker>,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -197,6 +198,7 @@ impl std::fmt::Debug for KeyService {
             .field("admin_token", &self.admin_token.is_some())
             .field("allow_private_endpoints", &self.allow_private_endpoints)
             .field("test_limit", &self.test_limit)
+            .field("health", &"HealthTracker")
             .finish()
     }
 }
@@ -213,7 +215,21 @@ impl KeyService {
             clients: None,
             allow_private_endpoints: false,
             test_limit: Arc::new(FixedWindow::new(10, Duration::from_secs(60))),
+            health: Arc::new(byok_router::HealthTracker::default()),
         }
+    }
+
+    /// Provider health per user, fed by key tests and gateway calls.
+    #[must_use]
+    pub fn health(&self) -> &byok_router::HealthTracker {
+        &self.health
+    }
+
+    /// Uses `health` (shared with other services, or with a custom config).
+    #[must_use]
+    pub fn with_health(mut self, health: Arc<byok_router::HealthTracker>) -> Self {
+        self.health = health;
+        self
     }
 
     /// Lets the service call providers (key tests) through `clients`, and
@@ -246,6 +262,14 @@ impl KeyService {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn vault(&self) -> &KeyVault {
+        &self.vault
+    }
+
+    pub(crate) fn providers(&self) -> Option<&ProviderSet> {
+        self.providers.as_ref()
     }
 
     /// Establishes who presented `bearer`. A failure is recorded in the audit
@@ -444,7 +468,11 @@ impl KeyService {
             })
             .await;
         match result {
-            Ok((outcome, stored)) => Ok((outcome, stored.into())),
+            Ok((outcome, stored)) => {
+                // A new key starts with a clean bill of health.
+                self.health.reset(user, provider);
+                Ok((outcome, stored.into()))
+            }
             Err(StoreError::NotFound) => Err(ServiceError::UserNotFound),
             Err(other) => Err(other.into()),
         }
@@ -660,6 +688,18 @@ impl KeyService {
             Err(error) => (error.key_status(), error.to_string()),
         };
         let answered = !matches!(status, KeyStatus::Unreachable);
+        if stored {
+            let outcome = match &outcome {
+                Ok(()) => byok_router::Outcome::Success {
+                    latency: started.elapsed(),
+                },
+                Err(error) if error.is_auth_failure() => byok_router::Outcome::KeyRejected,
+                Err(error) => byok_router::Outcome::Failure {
+                    retry_after: error.retry_after(),
+                },
+            };
+            self.health.record(user, provider, outcome, Instant::now());
+        }
         let event = ctx
             .event(
                 principal.actor(),

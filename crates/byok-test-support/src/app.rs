@@ -95,6 +95,8 @@ pub struct TestApp {
     /// The service behind the server, for direct checks.
     pub service: KeyService,
     handle: actix_web::dev::ServerHandle,
+    writer: byok_api::usage::UsageWriterHandle,
+    writer_task: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
@@ -141,9 +143,20 @@ impl TestApp {
             .expect("master keys open the stored keys");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
         let port = listener.local_addr().expect("local address").port();
+        let (usage, writer, writer_future) =
+            byok_api::usage::usage_writer(service.store().clone(), 64, 16);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the harness runs the usage writer beside the test"
+        )]
+        let writer_task = tokio::spawn(writer_future);
+        let planner = Arc::new(byok_router::RoutePlanner::new(
+            byok_router::PriceCatalog::builtin(),
+        ));
+        let gateway = byok_api::gateway::Gateway::new(service.clone(), planner, usage);
         let server = byok_api::server(
             listener,
-            AppState::new(service.clone()),
+            AppState::new(service.clone()).with_gateway(gateway),
             Duration::from_secs(5),
         )
         .expect("start the server");
@@ -162,12 +175,17 @@ impl TestApp {
             client,
             service,
             handle,
+            writer,
+            writer_task,
         }
     }
 
-    /// Stops the server, letting in-flight requests finish.
+    /// Stops the server, letting in-flight requests finish, then flushes the
+    /// usage writer.
     pub async fn stop(self) {
         self.handle.stop(true).await;
+        self.writer.shutdown();
+        let _ = self.writer_task.await;
     }
 
     /// `base_url` + `path`.

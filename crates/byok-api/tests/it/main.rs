@@ -13,6 +13,7 @@
 mod admin;
 mod auth;
 mod errors;
+mod gateway;
 mod isolation;
 mod key_test;
 mod keys;

@@ -1,0 +1,748 @@
+//! The request flow of the gateway, with no HTTP in it: list the user's
+//! keys, plan the route, open each candidate's key and call its provider,
+//! fall back on retryable failures (never after the first streamed chunk),
+//! feed health, and queue the usage record for the background writer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use byok_core::{
+    ApiKey, ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
+    ProviderKind, Usage, UserId,
+};
+use byok_providers::{ChatProvider, ChatStream, Credentials, ProviderError};
+use byok_router::{
+    HealthTracker, KeyInfo, Money, Outcome, Preferences, RoutePlan, RoutePlanner, RouteRequest,
+    Skipped, Task,
+};
+use byok_store::keys::{self, StoredKey};
+use byok_store::now;
+use byok_store::usage::UsageRecord;
+use byok_vault::{Binding, SealedKey};
+use futures_util::{Stream, StreamExt as _};
+use serde::Serialize;
+
+use crate::ServiceError;
+use crate::service::{KeyService, Principal, RequestContext};
+use crate::usage::UsageSender;
+
+/// Output tokens assumed for planning when the request sets no limit.
+const DEFAULT_OUTPUT_BUDGET: u64 = 1024;
+/// Most providers tried for one request.
+const MAX_ATTEMPTS: usize = 3;
+
+/// One provider tried, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// The provider.
+    pub provider: ProviderKind,
+    /// The model.
+    pub model: String,
+    /// Why it failed (a stable code), or `None` for the one that answered.
+    pub error: Option<&'static str>,
+}
+
+/// Why the gateway could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// Only user tokens may use the gateway.
+    #[error("the gateway needs a user token")]
+    NotAUser,
+    /// The requested model is not served by any of the user's providers.
+    #[error("no configured provider serves this model")]
+    UnknownModel,
+    /// No provider could be tried.
+    #[error("no provider can serve this request")]
+    NoCandidate {
+        /// Why each option was left out.
+        skipped: Vec<Skipped>,
+    },
+    /// A provider refused the request itself; it was not retried elsewhere.
+    #[error("{error}")]
+    Rejected {
+        /// What was tried.
+        attempts: Vec<Attempt>,
+        /// The refusal.
+        #[source]
+        error: ProviderError,
+    },
+    /// Every candidate failed.
+    #[error("every provider failed")]
+    AllFailed {
+        /// What was tried, in order.
+        attempts: Vec<Attempt>,
+    },
+    /// A service failure (database, vault).
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// An answer and how it was obtained.
+#[derive(Debug)]
+pub struct Answered<T> {
+    /// The answer.
+    pub value: T,
+    /// The provider that answered.
+    pub provider: ProviderKind,
+    /// The model that answered.
+    pub model: String,
+    /// What it cost (for streams: known when the stream ends; `ZERO` here).
+    pub cost: Money,
+    /// Every provider tried, in order, the answering one last.
+    pub attempts: Vec<Attempt>,
+}
+
+/// A chat request for the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayChat {
+    /// The task (routes `model: auto`).
+    pub task: Task,
+    /// A concrete model id, or `None` for the router's choice.
+    pub model: Option<String>,
+    /// The conversation and parameters; `model` is filled per candidate.
+    pub request: ChatRequest,
+}
+
+/// The gateway: routing, fallback, health and usage over [`KeyService`].
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    keys: KeyService,
+    planner: Arc<RoutePlanner>,
+    usage: UsageSender,
+}
+
+struct Prepared {
+    user: UserId,
+    stored: Vec<StoredKey>,
+    plan: RoutePlan,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Gateway {
+    /// A gateway over `keys`, planning with `planner` and queueing usage on `usage`.
+    #[must_use]
+    pub fn new(keys: KeyService, planner: Arc<RoutePlanner>, usage: UsageSender) -> Self {
+        Self {
+            keys,
+            planner,
+            usage,
+        }
+    }
+
+    /// The planner (for reports).
+    #[must_use]
+    pub fn planner(&self) -> &RoutePlanner {
+        &self.planner
+    }
+
+    /// The health tracker shared with the key service.
+    #[must_use]
+    pub fn health(&self) -> &HealthTracker {
+        self.keys.health()
+    }
+
+    async fn prepare(
+        &self,
+        principal: &Principal,
+        task: &Task,
+        model: Option<&str>,
+        input_tokens: u64,
+        output_budget: u64,
+    ) -> Result<Prepared, GatewayError> {
+        let Principal::User { user, .. } = principal else {
+            return Err(GatewayError::NotAUser);
+        };
+        let u = user.clone();
+        let stored = self
+            .keys
+            .store()
+            .run(move |c| keys::list_for_user(c, &u))
+            .await
+            .map_err(ServiceError::from)?;
+        let infos: Vec<KeyInfo> = stored
+            .iter()
+            .map(|k| KeyInfo {
+                provider: k.provider,
+                status: k.last_test.as_ref().map(|t| t.status),
+            })
+            .collect();
+        let at = now();
+        let preferences = Preferences::default();
+        let plan = self.planner.plan(
+            &RouteRequest {
+                task,
+                model,
+                keys: &infos,
+                input_tokens,
+                max_output_tokens: output_budget,
+                preferences: &preferences,
+                at,
+            },
+            &self.health().snapshot(user, Instant::now()),
+        );
+        if plan.candidates.is_empty() {
+            if let Some(model) = model
+                && !self.planner.catalog().models().any(|m| m.model == model)
+            {
+                return Err(GatewayError::UnknownModel);
+            }
+            return Err(GatewayError::NoCandidate {
+                skipped: plan.skipped,
+            });
+        }
+        Ok(Prepared {
+            user: user.clone(),
+            stored,
+            plan,
+            at,
+        })
+    }
+
+    /// Opens the stored key for `provider` and finds its adapter.
+    fn open<'p>(
+        &self,
+        prepared: &'p Prepared,
+        provider: ProviderKind,
+    ) -> Option<(ApiKey, &'p StoredKey, Arc<dyn ChatProvider>)> {
+        let stored = prepared.stored.iter().find(|k| k.provider == provider)?;
+        let sealed = SealedKey::from_bytes(stored.sealed_key.clone());
+        let key = self
+            .keys
+            .vault()
+            .open(&sealed, &Binding::new(&prepared.user, provider))
+            .ok()?;
+        let adapter = self.keys.providers()?.get(provider)?.clone();
+        Some((key, stored, adapter))
+    }
+
+    fn learn(&self, user: &UserId, provider: ProviderKind, error: &ProviderError) {
+        let outcome = if error.is_auth_failure() {
+            Some(Outcome::KeyRejected)
+        } else if error.is_retryable() {
+            Some(Outcome::Failure {
+                retry_after: error.retry_after(),
+            })
+        } else {
+            None
+        };
+        if let Some(outcome) = outcome {
+            self.health()
+                .record(user, provider, outcome, Instant::now());
+        }
+    }
+
+    /// Admission and key for one candidate; records why not in `attempts`.
+    fn begin<'p>(
+        &self,
+        prepared: &'p Prepared,
+        provider: ProviderKind,
+        model: &str,
+        attempts: &mut Vec<Attempt>,
+    ) -> Option<(ApiKey, &'p StoredKey, Arc<dyn ChatProvider>)> {
+        if self
+            .health()
+            .admit(&prepared.user, provider, Instant::now())
+            == byok_router::Admission::Denied
+        {
+            attempts.push(Attempt {
+                provider,
+                model: model.to_owned(),
+                error: Some("circuit_open"),
+            });
+            return None;
+        }
+        let opened = self.open(prepared, provider);
+        if opened.is_none() {
+            attempts.push(Attempt {
+                provider,
+                model: model.to_owned(),
+                error: Some("key_unusable"),
+            });
+        }
+        opened
+    }
+
+    /// Learns from a failed attempt; a refusal that another provider would
+    /// repeat ends the request.
+    fn failed(
+        &self,
+        user: &UserId,
+        provider: ProviderKind,
+        model: String,
+        error: ProviderError,
+        attempts: &mut Vec<Attempt>,
+    ) -> Option<GatewayError> {
+        self.learn(user, provider, &error);
+        attempts.push(Attempt {
+            provider,
+            model,
+            error: Some(error.code()),
+        });
+        let fall_back = error.is_retryable()
+            || error.is_auth_failure()
+            || matches!(error, ProviderError::IncompleteStream { .. });
+        (!fall_back).then(|| GatewayError::Rejected {
+            attempts: std::mem::take(attempts),
+            error,
+        })
+    }
+
+    /// A whole chat answer, with fallback.
+    ///
+    /// # Errors
+    /// [`GatewayError`]: no candidate, a provider's refusal, or every attempt failing.
+    pub async fn chat(
+        &self,
+        principal: &Principal,
+        call: GatewayChat,
+        ctx: &RequestContext,
+    ) -> Result<Answered<ChatResponse>, GatewayError> {
+        let budget = call
+            .request
+            .max_output_tokens
+            .map_or(DEFAULT_OUTPUT_BUDGET, u64::from);
+        let prepared = self
+            .prepare(
+                principal,
+                &call.task,
+                call.model.as_deref(),
+                estimate_tokens(&call.request),
+                budget,
+            )
+            .await?;
+        let mut attempts = Vec::new();
+        for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
+            let (provider, model) = (candidate.provider, candidate.model.clone());
+            let Some((key, stored, adapter)) =
+                self.begin(&prepared, provider, &model, &mut attempts)
+            else {
+                continue;
+            };
+            let mut request = call.request.clone();
+            request.model.clone_from(&model);
+            let started = Instant::now();
+            let result = adapter
+                .chat(
+                    Credentials {
+                        key: &key,
+                        settings: &stored.settings,
+                    },
+                    &request,
+                )
+                .await;
+            drop(key);
+            match result {
+                Ok(response) => {
+                    let latency = started.elapsed();
+                    self.health().record(
+                        &prepared.user,
+                        provider,
+                        Outcome::Success { latency },
+                        Instant::now(),
+                    );
+                    let cost = self.cost(provider, &model, &response.usage, prepared.at);
+                    attempts.push(Attempt {
+                        provider,
+                        model: model.clone(),
+                        error: None,
+                    });
+                    let record = usage_record(
+                        &prepared.user,
+                        provider,
+                        &response.model,
+                        &call.task,
+                        &response.usage,
+                        cost,
+                        attempts.len(),
+                        latency,
+                        "success",
+                        ctx,
+                    );
+                    self.usage.record(record).await;
+                    return Ok(Answered {
+                        value: response,
+                        provider,
+                        model,
+                        cost,
+                        attempts,
+                    });
+                }
+                Err(error) => {
+                    if let Some(rejected) =
+                        self.failed(&prepared.user, provider, model, error, &mut attempts)
+                    {
+                        return Err(rejected);
+                    }
+                }
+            }
+        }
+        Err(GatewayError::AllFailed { attempts })
+    }
+
+    /// A streamed chat answer. Fallback happens only until a provider's
+    /// first chunk arrives; after that the stream is committed. Usage is
+    /// recorded when the stream ends (or, if the client goes away, when it is
+    /// dropped — which also cancels the upstream request).
+    ///
+    /// # Errors
+    /// As [`Gateway::chat`].
+    pub async fn chat_stream(
+        &self,
+        principal: &Principal,
+        call: GatewayChat,
+        ctx: &RequestContext,
+    ) -> Result<Answered<ChatStream>, GatewayError> {
+        let budget = call
+            .request
+            .max_output_tokens
+            .map_or(DEFAULT_OUTPUT_BUDGET, u64::from);
+        let prepared = self
+            .prepare(
+                principal,
+                &call.task,
+                call.model.as_deref(),
+                estimate_tokens(&call.request),
+                budget,
+            )
+            .await?;
+        let mut attempts = Vec::new();
+        for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
+            let (provider, model) = (candidate.provider, candidate.model.clone());
+            let Some((key, stored, adapter)) =
+                self.begin(&prepared, provider, &model, &mut attempts)
+            else {
+                continue;
+            };
+            let mut request = call.request.clone();
+            request.model.clone_from(&model);
+            let started = Instant::now();
+            let opened = adapter
+                .chat_stream(
+                    Credentials {
+                        key: &key,
+                        settings: &stored.settings,
+                    },
+                    &request,
+                )
+                .await;
+            drop(key);
+            let failure = match opened {
+                Ok(mut stream) => match stream.next().await {
+                    Some(Ok(first)) => {
+                        let latency = started.elapsed();
+                        self.health().record(
+                            &prepared.user,
+                            provider,
+                            Outcome::Success { latency },
+                            Instant::now(),
+                        );
+                        attempts.push(Attempt {
+                            provider,
+                            model: model.clone(),
+                            error: None,
+                        });
+                        let tracked = Tracked {
+                            first: Some(first),
+                            inner: stream,
+                            usage: Usage::default(),
+                            pending: Some(Pending {
+                                user: prepared.user.clone(),
+                                provider,
+                                model: model.clone(),
+                                task: call.task.clone(),
+                                attempts: attempts.len(),
+                                started,
+                                request_id: ctx.request_id.clone(),
+                                at: prepared.at,
+                            }),
+                            gateway: self.clone(),
+                        };
+                        return Ok(Answered {
+                            value: Box::pin(tracked.into_stream()),
+                            provider,
+                            model,
+                            cost: Money::ZERO,
+                            attempts,
+                        });
+                    }
+                    Some(Err(error)) => error,
+                    None => ProviderError::IncompleteStream { provider },
+                },
+                Err(error) => error,
+            };
+            if let Some(rejected) =
+                self.failed(&prepared.user, provider, model, failure, &mut attempts)
+            {
+                return Err(rejected);
+            }
+        }
+        Err(GatewayError::AllFailed { attempts })
+    }
+
+    /// Embeddings (task `embeddings`), with fallback.
+    ///
+    /// # Errors
+    /// As [`Gateway::chat`].
+    pub async fn embed(
+        &self,
+        principal: &Principal,
+        model: Option<String>,
+        request: EmbeddingRequest,
+        ctx: &RequestContext,
+    ) -> Result<Answered<EmbeddingResponse>, GatewayError> {
+        let task = Task::new(Task::EMBEDDINGS).map_err(|_| GatewayError::UnknownModel)?;
+        let input: u64 = request
+            .inputs
+            .iter()
+            .map(|t| (t.len() as u64).div_ceil(4))
+            .sum();
+        let prepared = self
+            .prepare(principal, &task, model.as_deref(), input, 0)
+            .await?;
+        let mut attempts = Vec::new();
+        for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
+            let (provider, model) = (candidate.provider, candidate.model.clone());
+            let Some((key, stored, adapter)) = self.open(&prepared, provider) else {
+                attempts.push(Attempt {
+                    provider,
+                    model,
+                    error: Some("key_unusable"),
+                });
+                continue;
+            };
+            let mut call = request.clone();
+            call.model.clone_from(&model);
+            let started = Instant::now();
+            let result = adapter
+                .embed(
+                    Credentials {
+                        key: &key,
+                        settings: &stored.settings,
+                    },
+                    &call,
+                )
+                .await;
+            drop(key);
+            match result {
+                Ok(response) => {
+                    let latency = started.elapsed();
+                    self.health().record(
+                        &prepared.user,
+                        provider,
+                        Outcome::Success { latency },
+                        Instant::now(),
+                    );
+                    let usage = Usage {
+                        input_tokens: response.input_tokens.unwrap_or(input),
+                        ..Usage::default()
+                    };
+                    let cost = self.cost(provider, &model, &usage, prepared.at);
+                    attempts.push(Attempt {
+                        provider,
+                        model: model.clone(),
+                        error: None,
+                    });
+                    let record = usage_record(
+                        &prepared.user,
+                        provider,
+                        &model,
+                        &task,
+                        &usage,
+                        cost,
+                        attempts.len(),
+                        latency,
+                        "success",
+                        ctx,
+                    );
+                    self.usage.record(record).await;
+                    return Ok(Answered {
+                        value: response,
+                        provider,
+                        model,
+                        cost,
+                        attempts,
+                    });
+                }
+                Err(error) => {
+                    if let Some(rejected) =
+                        self.failed(&prepared.user, provider, model, error, &mut attempts)
+                    {
+                        return Err(rejected);
+                    }
+                }
+            }
+        }
+        Err(GatewayError::AllFailed { attempts })
+    }
+
+    /// The catalog's models the user's providers can serve.
+    ///
+    /// # Errors
+    /// [`GatewayError::NotAUser`] or a database error.
+    pub async fn models(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<(ProviderKind, String)>, GatewayError> {
+        let Principal::User { user, .. } = principal else {
+            return Err(GatewayError::NotAUser);
+        };
+        let u = user.clone();
+        let stored = self
+            .keys
+            .store()
+            .run(move |c| keys::list_for_user(c, &u))
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(self
+            .planner
+            .catalog()
+            .models()
+            .filter(|m| stored.iter().any(|k| k.provider == m.provider))
+            .map(|m| (m.provider, m.model.clone()))
+            .collect())
+    }
+
+    fn cost(
+        &self,
+        provider: ProviderKind,
+        model: &str,
+        usage: &Usage,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Money {
+        self.planner
+            .catalog()
+            .cost(provider, model, usage, at)
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "answer from an unpriced model; cost recorded as unknown");
+                Money::ZERO
+            })
+    }
+}
+
+/// Input tokens, estimated at four characters a token.
+fn estimate_tokens(request: &ChatRequest) -> u64 {
+    let chars: usize = request.system.as_ref().map_or(0, String::len)
+        + request
+            .messages
+            .iter()
+            .map(|m| m.content.len())
+            .sum::<usize>();
+    (chars as u64).div_ceil(4)
+}
+
+#[expect(clippy::too_many_arguments, reason = "one flat record")]
+fn usage_record(
+    user: &UserId,
+    provider: ProviderKind,
+    model: &str,
+    task: &Task,
+    usage: &Usage,
+    cost: Money,
+    attempts: usize,
+    latency: std::time::Duration,
+    outcome: &str,
+    ctx: &RequestContext,
+) -> UsageRecord {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    UsageRecord {
+        user_id: user.clone(),
+        provider,
+        model: model.to_owned(),
+        task: task.to_string(),
+        input_tokens: int(usage.input_tokens),
+        cached_input_tokens: int(usage.cached_input_tokens),
+        output_tokens: int(usage.output_tokens),
+        reasoning_tokens: int(usage.reasoning_tokens),
+        cost_micro_usd: Some(int(cost.micro_usd_rounded())),
+        attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+        latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
+        outcome: outcome.to_owned(),
+        request_id: None.or_else(|| ctx.request_id.clone()),
+        created_at: now(),
+    }
+}
+
+/// What to record when a stream ends.
+struct Pending {
+    user: UserId,
+    provider: ProviderKind,
+    model: String,
+    task: Task,
+    attempts: usize,
+    started: Instant,
+    request_id: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A committed stream that keeps the usage it sees and records it once.
+struct Tracked {
+    first: Option<ChatChunk>,
+    inner: ChatStream,
+    usage: Usage,
+    pending: Option<Pending>,
+    gateway: Gateway,
+}
+
+impl Tracked {
+    fn record(&mut self, outcome: &str) -> Option<UsageRecord> {
+        let pending = self.pending.take()?;
+        let cost = self
+            .gateway
+            .cost(pending.provider, &pending.model, &self.usage, pending.at);
+        let ctx = RequestContext {
+            request_id: pending.request_id.clone(),
+        };
+        Some(usage_record(
+            &pending.user,
+            pending.provider,
+            &pending.model,
+            &pending.task,
+            &self.usage,
+            cost,
+            pending.attempts,
+            pending.started.elapsed(),
+            outcome,
+            &ctx,
+        ))
+    }
+
+    fn into_stream(self) -> impl Stream<Item = Result<ChatChunk, ProviderError>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut state| async move {
+            let item = match state.first.take() {
+                Some(first) => Some(Ok(first)),
+                None => state.inner.next().await,
+            };
+            match item {
+                Some(Ok(chunk)) => {
+                    if let ChatChunk::Usage(usage) = &chunk {
+                        state.usage = *usage;
+                    }
+                    Some((Ok(chunk), state))
+                }
+                Some(Err(error)) => {
+                    if let Some(record) = state.record("partial") {
+                        state.gateway.usage.record(record).await;
+                    }
+                    Some((Err(error), state))
+                }
+                None => {
+                    if let Some(record) = state.record("success") {
+                        state.gateway.usage.record(record).await;
+                    }
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Tracked {
+    /// The client went away mid-stream: the upstream request is cancelled
+    /// with the inner stream; record what is known without waiting.
+    fn drop(&mut self) {
+        if let Some(record) = self.record("cancelled") {
+            self.gateway.usage.try_record(record);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The OpenAI-compatible gateway end to end: the real server, mock
+//! providers, fallback, health, streaming translation and usage records.
+
+use byok_test_support::{TestApp, TestDb, both_backends};
+use serde_json::{Value, json};
+use url::Url;
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::{body, key_body, openai_key};
+
+both_backends!(
+    cheapest_fails_then_the_next_answers_and_usage_is_recorded_once,
+    a_rejected_key_is_skipped_next_time_and_bad_requests_are_not_retried,
+    streams_are_translated_to_openai_chunks,
+    users_never_use_each_others_keys_under_concurrent_load,
+);
+
+fn gemini_key(tag: &str) -> String {
+    format!("AIza{tag:_<35}")
+}
+
+fn providers(mock: &MockServer) -> byok_providers::ProviderSettings {
+    let base = Url::parse(&mock.uri()).unwrap();
+    byok_providers::ProviderSettings {
+        openai_base_url: base.join("/v1").unwrap(),
+        deepseek_base_url: base.clone(),
+        anthropic_base_url: base.clone(),
+        gemini_base_url: base,
+        allow_private_endpoints: true,
+        request_timeout: std::time::Duration::from_secs(2),
+        ..byok_providers::ProviderSettings::default()
+    }
+}
+
+fn openai_answer(text: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500, "prompt_tokens_details": {"cached_tokens": 400}}
+    }))
+}
+
+fn hello(stream: bool) -> Value {
+    json!({"model": "auto", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}], "max_tokens": 64, "stream": stream, "stream_options": {"include_usage": true}})
+}
+
+async fn chat(app: &TestApp, token: &str, request: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(request)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn cheapest_fails_then_the_next_answers_and_usage_is_recorded_once(db: TestDb) {
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    let (gemini, openai) = (gemini_key("alice"), openai_key("alice"));
+    assert_eq!(
+        app.save_key(&token, "alice", "gemini", key_body(&gemini))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        app.save_key(&token, "alice", "openai", key_body(&openai))
+            .await
+            .status(),
+        201
+    );
+    // Gemini flash-lite is always the cheapest general model; it fails with a 500.
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash-lite:generateContent"))
+        .and(header("x-goog-api-key", gemini.as_str()))
+        .respond_with(ResponseTemplate::new(500).set_body_json(
+            json!({"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}),
+        ))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(header("authorization", format!("Bearer {openai}").as_str()))
+        .and(body_partial_json(json!({"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]})))
+        .respond_with(openai_answer("Hello!"))
+        .expect(1)
+        .mount(&mock)
+        .await;
+
+    let response = chat(&app, &token, &hello(false)).await;
+    let headers = response.headers().clone();
+    let (status, answer) = body(response).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello!");
+    assert_eq!(answer["usage"]["prompt_tokens"], 1000);
+    assert_eq!(headers["x-byok-provider"], "openai");
+    assert_eq!(headers["x-byok-model"], "gpt-4o-mini");
+    assert_eq!(headers["x-byok-attempts"], "gemini,openai");
+    // 600 x 0.15 + 400 x 0.075 + 500 x 0.60 per million = $0.00042
+    assert_eq!(headers["x-byok-cost-usd"], "0.00042");
+
+    let alice = byok_core::UserId::parse("alice").unwrap();
+    let snapshot = app
+        .service
+        .health()
+        .snapshot(&alice, std::time::Instant::now());
+    assert_eq!(
+        snapshot
+            .get(byok_core::ProviderKind::Gemini)
+            .error_rate_percent,
+        100
+    );
+    let store = app.service.store().clone();
+    app.stop().await; // flushes the usage writer
+    let from = byok_store::now() - chrono::Duration::hours(1);
+    let to = byok_store::now() + chrono::Duration::hours(1);
+    let records = store
+        .run(move |c| byok_store::usage::list_for_user(c, &alice, from, to))
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "usage is recorded once, for the success");
+    let record = &records[0];
+    assert_eq!(
+        (record.provider, record.attempts, record.cost_micro_usd),
+        (byok_core::ProviderKind::OpenAi, 2, Some(420))
+    );
+}
+
+async fn a_rejected_key_is_skipped_next_time_and_bad_requests_are_not_retried(db: TestDb) {
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    let (gemini, openai) = (gemini_key("bad"), openai_key("good"));
+    app.save_key(&token, "alice", "gemini", key_body(&gemini))
+        .await;
+    app.save_key(&token, "alice", "openai", key_body(&openai))
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash-lite:generateContent"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}})))
+        .expect(1) // only the first request reaches Gemini
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_answer("Hi"))
+        .expect(2)
+        .mount(&mock)
+        .await;
+    for expected in ["gemini,openai", "openai"] {
+        let response = chat(&app, &token, &hello(false)).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-byok-attempts"], expected);
+    }
+
+    // A bad request (context too long) is answered at once, without fallback.
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app
+        .service
+        .operator()
+        .issue_token(Some(&byok_core::UserId::parse("alice").unwrap()))
+        .await
+        .unwrap();
+    let token = secrecy::ExposeSecret::expose_secret(&token.token).to_owned();
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash-lite:generateContent"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": {"code": 400, "message": "too long", "status": "INVALID_ARGUMENT"}}),
+        ))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_answer("no"))
+        .expect(0)
+        .mount(&mock)
+        .await;
+    let (status, error) = body(chat(&app, &token, &hello(false)).await).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["code"], "provider_bad_request");
+    assert_eq!(error["error"]["attempts"][0]["provider"], "gemini");
+}
+
+fn parse_sse(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|frame| frame.strip_prefix("data: "))
+        .map(|data| {
+            if data == "[DONE]" {
+                json!("[DONE]")
+            } else {
+                serde_json::from_str(data).unwrap()
+            }
+        })
+        .collect()
+}
+
+async fn streams_are_translated_to_openai_chunks(db: TestDb) {
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    let anthropic = format!("sk-ant-api03-{}AA", "s".repeat(93));
+    app.save_key(&token, "alice", "anthropic", key_body(&anthropic))
+        .await;
+    let fixture = std::fs::read_to_string(format!(
+        "{}/../byok-providers/tests/fixtures/anthropic/stream.sse",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(header("x-api-key", anthropic.as_str()))
+        .and(body_partial_json(
+            json!({"stream": true, "system": "Be brief."}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(fixture),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let response = chat(&app, &token, &hello(true)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-byok-provider"], "anthropic");
+    let frames = parse_sse(&response.text().await.unwrap());
+    let text: String = frames
+        .iter()
+        .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello!");
+    assert_eq!(frames[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(frames[0]["object"], "chat.completion.chunk");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["choices"][0]["finish_reason"] == "stop")
+    );
+    let usage = &frames[frames.len() - 2];
+    assert_eq!(
+        (
+            usage["usage"]["prompt_tokens"].as_u64(),
+            usage["usage"]["completion_tokens"].as_u64()
+        ),
+        (Some(14), Some(5))
+    );
+    assert_eq!(frames.last().unwrap(), &json!("[DONE]"));
+}
+
+async fn users_never_use_each_others_keys_under_concurrent_load(db: TestDb) {
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let mut users = Vec::new();
+    for name in ["alice", "bob"] {
+        let token = app.create_user(name).await;
+        let key = openai_key(name);
+        app.save_key(&token, name, "openai", key_body(&key)).await;
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .and(header("authorization", format!("Bearer {key}").as_str()))
+            .respond_with(openai_answer(name))
+            .expect(20)
+            .mount(&mock)
+            .await;
+        users.push((name, token));
+    }
+    let requests = users
+        .iter()
+        .flat_map(|(name, token)| (0..20).map(move |_| (*name, token.clone())));
+    let answers = futures_util::future::join_all(requests.map(|(name, token)| {
+        let app = &app;
+        async move {
+            let (status, answer) = body(chat(app, &token, &hello(false)).await).await;
+            (
+                name,
+                status,
+                answer["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        }
+    }))
+    .await;
+    for (name, status, content) in answers {
+        assert_eq!(
+            (status, content.as_str()),
+            (200, name),
+            "each answer comes from the caller's own key"
+        );
+    }
+}
