@@ -83,6 +83,14 @@ pub(crate) const SETTINGS: &[Setting] = &[
         key: "allow_private_endpoints",
         secret: false,
     },
+    Setting {
+        key: "price_catalog_file",
+        secret: false,
+    },
+    Setting {
+        key: "baseline_model",
+        secret: false,
+    },
 ];
 
 /// A setting that cannot be used, with the fix.
@@ -152,6 +160,8 @@ pub(crate) struct Settings {
     pub shutdown_timeout_secs: u64,
     /// Provider base URLs and the endpoint policy.
     pub providers: byok_providers::ProviderSettings,
+    /// The price catalog: built in, with the operator's overrides.
+    pub catalog: byok_router::PriceCatalog,
 }
 
 impl Settings {
@@ -296,6 +306,43 @@ impl Layered {
         }
     }
 
+    fn catalog(&mut self) -> Result<byok_router::PriceCatalog, SettingsError> {
+        let mut catalog = byok_router::PriceCatalog::builtin();
+        if let Some(path) = self.plain("price_catalog_file") {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                bad(
+                    "price_catalog_file",
+                    format!("cannot read {path} ({e})"),
+                    "point it at a readable TOML file",
+                )
+            })?;
+            catalog = catalog.with_overrides(&text).map_err(|e| {
+                bad(
+                    "price_catalog_file",
+                    e.to_string(),
+                    "fix the file; docs/routing.md describes the format",
+                )
+            })?;
+        }
+        if let Some(model) = self.plain("baseline_model") {
+            let parsed = byok_router::ModelRef::parse(&model).map_err(|e| {
+                bad(
+                    "baseline_model",
+                    e.to_string(),
+                    "use provider:model, e.g. openai:gpt-5.4",
+                )
+            })?;
+            catalog = catalog.with_baseline(parsed).map_err(|e| {
+                bad(
+                    "baseline_model",
+                    e.to_string(),
+                    "use a model the price catalog lists",
+                )
+            })?;
+        }
+        Ok(catalog)
+    }
+
     fn providers(&mut self) -> Result<byok_providers::ProviderSettings, SettingsError> {
         let mut providers = byok_providers::ProviderSettings::default();
         for (key, target) in [
@@ -412,6 +459,7 @@ impl Layered {
             "use a whole number of seconds",
         )?;
         let providers = self.providers()?;
+        let catalog = self.catalog()?;
         Ok(Settings {
             bind,
             database_url,
@@ -424,6 +472,7 @@ impl Layered {
             log_format,
             shutdown_timeout_secs,
             providers,
+            catalog,
         })
     }
 }

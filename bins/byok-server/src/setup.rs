@@ -130,13 +130,27 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
     let listener = std::net::TcpListener::bind(settings.bind)
         .with_context(|| format!("BYOK_BIND: cannot listen on {}", settings.bind))?;
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend().as_str(), "byok listening");
-    let state = AppState::new(service);
+    // Usage records are written in the background, and drained at shutdown.
+    let (usage, writer, writer_task) =
+        byok_api::usage::usage_writer(service.store().clone(), 10_000, 200);
+    let writer_task = actix_web::rt::spawn(writer_task);
+    let planner = Arc::new(byok_router::RoutePlanner::new(settings.catalog.clone()));
+    tracing::info!(
+        version = planner.catalog().version(),
+        "price catalog loaded"
+    );
+    let gateway = byok_api::gateway::Gateway::new(service.clone(), planner, usage);
+    let state = AppState::new(service).with_gateway(gateway);
     byok_api::server(
         listener,
         state,
         Duration::from_secs(settings.shutdown_timeout_secs),
     )?
     .await?;
+    writer.shutdown();
+    writer_task
+        .await
+        .context("the usage writer stopped abnormally")?;
     tracing::info!("byok stopped");
     Ok(())
 }

@@ -177,6 +177,14 @@ fn a_bad_setting_stops_the_server_with_one_line_naming_it() {
             &[("BYOK_RETIRED_MASTER_KEYS", "SECRETVALUE")],
             "BYOK_RETIRED_MASTER_KEYS",
         ),
+        (
+            &[("BYOK_PRICE_CATALOG_FILE", "/nonexistent/prices.toml")],
+            "BYOK_PRICE_CATALOG_FILE",
+        ),
+        (
+            &[("BYOK_BASELINE_MODEL", "openai:gpt-99")],
+            "BYOK_BASELINE_MODEL",
+        ),
     ];
     for (env, setting) in cases {
         let output = command(dir.path(), env).output().unwrap();
@@ -347,4 +355,91 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_cleanly() {
         "valid"
     );
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_gateway_load_loses_no_usage_record() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let provider = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(400)).set_body_json(serde_json::json!({
+            "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+        })))
+        .mount(&provider)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("{}/v1", provider.uri());
+    let env: &[(&str, &str)] = &[
+        ("BYOK_ADMIN_TOKEN", "an-admin-token-of-enough-length"),
+        ("BYOK_OPENAI_BASE_URL", &base),
+    ];
+    let server = Running::start(dir.path(), env);
+    let token = create_user(&server.base_url, "an-admin-token-of-enough-length", "alice").await;
+    let client = reqwest::Client::new();
+    let saved = client
+        .post(format!(
+            "{}/api/user/api-keys/alice/keys/openai",
+            server.base_url
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "api_key": "sk-proj-loadtest-0123456789abcdef0123456789" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 201);
+
+    let url = format!("{}/v1/chat/completions", server.base_url);
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            async move {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        })
+        .collect();
+    let load = futures_util::future::join_all(requests);
+    let signal = async {
+        tokio::time::sleep(Duration::from_millis(200)).await; // all 20 are waiting on the provider
+        tokio::task::spawn_blocking(move || server.terminate())
+            .await
+            .unwrap()
+    };
+    let (statuses, exit) = tokio::join!(load, signal);
+    assert!(exit.success(), "{exit:?}");
+    let answered = statuses.iter().filter(|s| matches!(s, Ok(200))).count();
+    assert_eq!(
+        answered, 20,
+        "in-flight requests finish during a graceful stop: {statuses:?}"
+    );
+
+    let store = byok_store::Store::connect(byok_store::StoreConfig::new(
+        dir.path().join("byok-data/byok.db").display().to_string(),
+    ))
+    .await
+    .unwrap();
+    let alice = byok_core::UserId::parse("alice").unwrap();
+    let (from, to) = (
+        byok_store::now() - chrono::Duration::hours(1),
+        byok_store::now() + chrono::Duration::hours(1),
+    );
+    let records = store
+        .run(move |c| byok_store::usage::list_for_user(c, &alice, from, to))
+        .await
+        .unwrap();
+    assert_eq!(
+        records.len(),
+        answered,
+        "every answered request has its usage record"
+    );
 }
