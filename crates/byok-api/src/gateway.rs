@@ -136,6 +136,12 @@ impl Gateway {
         &self.planner
     }
 
+    /// The key service underneath.
+    #[must_use]
+    pub fn keys(&self) -> &KeyService {
+        &self.keys
+    }
+
     /// The health tracker shared with the key service.
     #[must_use]
     pub fn health(&self) -> &HealthTracker {

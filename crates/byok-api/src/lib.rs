@@ -6,6 +6,7 @@ pub mod gateway;
 mod http;
 pub mod openapi;
 pub mod providers;
+pub mod reports;
 mod routes;
 pub mod service;
 mod throttle;
@@ -120,7 +121,13 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                                 "/{user_id}/keys/{provider}/test",
                                 web::post().to(routes::keys::test_key),
                             )
-                            .route("/{user_id}/audit", web::get().to(routes::keys::audit)),
+                            .route("/{user_id}/audit", web::get().to(routes::keys::audit))
+                            .route(
+                                "/{user_id}/services",
+                                web::get().to(routes::reports::services),
+                            )
+                            .route("/{user_id}/status", web::get().to(routes::reports::status))
+                            .route("/{user_id}/usage", web::get().to(routes::reports::usage)),
                     )
                     .service(
                         web::scope("/admin")

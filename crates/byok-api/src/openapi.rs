@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, keys, meta};
+use crate::routes::{admin, keys, meta, reports};
 
 /// The whole API.
 #[derive(Debug, OpenApi)]
@@ -19,6 +19,9 @@ use crate::routes::{admin, keys, meta};
         keys::delete_key,
         keys::test_key,
         keys::audit,
+        reports::services,
+        reports::status,
+        reports::usage,
         admin::create_user,
         admin::delete_user,
         admin::issue_token,
@@ -29,6 +32,7 @@ use crate::routes::{admin, keys, meta};
     tags(
         (name = "keys", description = "a user's provider keys"),
         (name = "admin", description = "users and tokens (admin token)"),
+        (name = "routing", description = "the routes, health and spend of a user's providers"),
         (name = "meta", description = "health and this document"),
     )
 )]

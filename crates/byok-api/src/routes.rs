@@ -5,6 +5,7 @@ pub(crate) mod admin;
 pub(crate) mod gateway;
 pub(crate) mod keys;
 pub(crate) mod meta;
+pub(crate) mod reports;
 
 use actix_web::http::StatusCode;
 use byok_core::{ProviderKind, UserId};

@@ -338,7 +338,7 @@ impl KeyService {
     /// Lets `principal` act on `user`'s resources, or answers
     /// [`ServiceError::UserNotFound`] — the same for a user that does not
     /// exist and one that is not the caller — recording a denial.
-    async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         principal: &Principal,
         user: &UserId,

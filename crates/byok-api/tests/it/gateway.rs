@@ -298,3 +298,127 @@ async fn users_never_use_each_others_keys_under_concurrent_load(db: TestDb) {
         );
     }
 }
+
+both_backends!(
+    every_providers_stream_becomes_openai_chunks,
+    a_rate_limited_provider_is_skipped_for_its_retry_delay
+);
+
+async fn every_providers_stream_becomes_openai_chunks(db: TestDb) {
+    let fixtures = format!(
+        "{}/../byok-providers/tests/fixtures",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let cases = [
+        (
+            "openai",
+            openai_key("s"),
+            "/v1/chat/completions",
+            "openai/stream.sse",
+            "Hello!",
+        ),
+        (
+            "deepseek",
+            format!("sk-{}", "e".repeat(32)),
+            "/chat/completions",
+            "deepseek/stream.sse",
+            "9.8",
+        ),
+        (
+            "gemini",
+            gemini_key("s"),
+            "/v1beta/models/gemini-2.5-flash-lite:streamGenerateContent",
+            "gemini/stream.sse",
+            "Okay, let's high scores, etc.",
+        ),
+        (
+            "azure_openai",
+            "0123456789abcdef0123456789abcdef".to_owned(),
+            "/openai/deployments/gpt-4o-mini/chat/completions",
+            "azure/stream.sse",
+            "Hello!",
+        ),
+    ];
+    for (provider, key, route, fixture, expected) in cases {
+        let mock = MockServer::start().await;
+        let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+        let user = format!("user-{provider}").replace('_', "-");
+        let token = app.create_user(&user).await;
+        let mut save = json!({"api_key": key});
+        if provider == "azure_openai" {
+            save = json!({"api_key": key, "endpoint": mock.uri(), "deployment": "gpt-4o-mini"});
+        }
+        assert_eq!(
+            app.save_key(&token, &user, provider, save).await.status(),
+            201,
+            "{provider}"
+        );
+        let body = std::fs::read_to_string(format!("{fixtures}/{fixture}")).unwrap();
+        Mock::given(method("POST"))
+            .and(path(route))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "text/event-stream")
+                    .set_body_string(body),
+            )
+            .expect(1)
+            .mount(&mock)
+            .await;
+        let response = chat(&app, &token, &hello(true)).await;
+        assert_eq!(response.status(), 200, "{provider}");
+        assert_eq!(response.headers()["x-byok-provider"], provider);
+        let frames = parse_sse(&response.text().await.unwrap());
+        let text: String = frames
+            .iter()
+            .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, expected, "{provider}");
+        assert!(
+            frames
+                .iter()
+                .any(|f| f["choices"][0]["finish_reason"] == "stop"),
+            "{provider}"
+        );
+        assert!(
+            frames.iter().any(|f| f["usage"]["total_tokens"].is_u64()),
+            "{provider}: a usage chunk"
+        );
+        assert_eq!(frames.last().unwrap(), &json!("[DONE]"), "{provider}");
+    }
+}
+
+async fn a_rate_limited_provider_is_skipped_for_its_retry_delay(db: TestDb) {
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    app.save_key(&token, "alice", "gemini", key_body(&gemini_key("rl")))
+        .await;
+    app.save_key(&token, "alice", "openai", key_body(&openai_key("rl")))
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash-lite:generateContent"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(json!({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}]}})))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_answer("Hi"))
+        .expect(2)
+        .mount(&mock)
+        .await;
+    let first = chat(&app, &token, &hello(false)).await;
+    assert_eq!(first.headers()["x-byok-attempts"], "gemini,openai");
+    // Within the 30 s Gemini asked for, it is not called again.
+    let second = chat(&app, &token, &hello(false)).await;
+    assert_eq!(second.headers()["x-byok-attempts"], "openai");
+    let alice = byok_core::UserId::parse("alice").unwrap();
+    let health = app
+        .service
+        .health()
+        .snapshot(&alice, std::time::Instant::now());
+    assert!(
+        matches!(health.get(byok_core::ProviderKind::Gemini).circuit, byok_router::Circuit::Open { remaining_ms } if remaining_ms > 25_000)
+    );
+}

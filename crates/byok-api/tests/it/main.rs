@@ -20,6 +20,7 @@ mod keys;
 mod leak;
 mod lifecycle;
 mod openapi;
+mod reports;
 
 use serde_json::{Value, json};
 

@@ -1,0 +1,448 @@
+//! What the user sees of routing, health and spend: the route chain per
+//! task, the status of each provider, and usage with savings against the
+//! baseline model. No HTTP types.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use byok_core::{KeyStatus, ProviderKind, Usage, UserId};
+use byok_router::{Circuit, KeyInfo, Money, Preferences, RouteRequest, Task};
+use byok_store::keys;
+use byok_store::usage::{self, UsageRecord};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::ServiceError;
+use crate::gateway::Gateway;
+use crate::service::{Principal, RequestContext};
+
+/// One link of a route chain.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChainLink {
+    /// The provider.
+    #[schema(value_type = String)]
+    pub provider: ProviderKind,
+    /// The model.
+    pub model: String,
+    /// Input price, USD per 1M tokens.
+    pub input_usd_per_million: String,
+    /// Output price, USD per 1M tokens.
+    pub output_usd_per_million: String,
+    /// The provider's circuit for this user.
+    #[schema(value_type = Object)]
+    pub circuit: Circuit,
+}
+
+/// The chain for one task.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskRoute {
+    /// The task.
+    pub task: String,
+    /// Providers in the order they would be tried now (first serves).
+    pub chain: Vec<ChainLink>,
+    /// Options left out, and why.
+    pub skipped: Vec<String>,
+}
+
+/// One provider's status.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderStatus {
+    /// The provider.
+    #[schema(value_type = String)]
+    pub provider: ProviderKind,
+    /// Whether the user saved a key.
+    pub configured: bool,
+    /// Whether it can serve now: configured, not rejected, circuit not open.
+    pub working: bool,
+    /// The masked key.
+    pub masked_key: Option<String>,
+    /// The last key test.
+    #[schema(value_type = Option<String>)]
+    pub last_test_status: Option<KeyStatus>,
+    /// When it ran.
+    pub last_tested_at: Option<DateTime<Utc>>,
+    /// The circuit.
+    #[schema(value_type = Object)]
+    pub circuit: Circuit,
+    /// Failures among recent calls, in percent.
+    pub error_rate_percent: u32,
+    /// Recent calls counted.
+    pub recent_calls: usize,
+    /// Smoothed latency of recent successes.
+    pub latency_ms: Option<u64>,
+}
+
+/// The status page.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Status {
+    /// Providers with a key.
+    pub configured: usize,
+    /// Providers that can serve now.
+    pub working: usize,
+    /// Spend since the start of the month (UTC), in USD.
+    pub spend_this_month_usd: String,
+    /// Every provider.
+    pub providers: Vec<ProviderStatus>,
+}
+
+/// Totals for one group of usage records.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct UsageTotals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Spend, USD.
+    pub cost_usd: String,
+    /// What the same traffic would have cost on the baseline model, USD.
+    pub baseline_cost_usd: String,
+    #[serde(skip)]
+    cost_micro: u64,
+    #[serde(skip)]
+    baseline_micro: u64,
+}
+
+impl UsageTotals {
+    fn add(&mut self, record: &UsageRecord, baseline_micro: u64) {
+        let tokens = |n: i64| u64::try_from(n).unwrap_or(0);
+        self.requests += 1;
+        self.input_tokens += tokens(record.input_tokens);
+        self.output_tokens += tokens(record.output_tokens);
+        self.cost_micro += record.cost_micro_usd.map_or(0, tokens);
+        self.baseline_micro += baseline_micro;
+        self.cost_usd = micro_usd(self.cost_micro);
+        self.baseline_cost_usd = micro_usd(self.baseline_micro);
+    }
+}
+
+/// A usage row grouped by key.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageGroup {
+    /// The day (`YYYY-MM-DD`, UTC), when grouped by day.
+    pub day: Option<String>,
+    /// The provider, when grouped by provider.
+    #[schema(value_type = Option<String>)]
+    pub provider: Option<ProviderKind>,
+    /// The model, when grouped by model.
+    pub model: Option<String>,
+    /// The totals.
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// The usage report.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageReport {
+    /// Start of the period (inclusive).
+    pub from: DateTime<Utc>,
+    /// End of the period (exclusive).
+    pub to: DateTime<Utc>,
+    /// The model savings are measured against (`provider:model`).
+    pub baseline_model: Option<String>,
+    /// Everything.
+    pub total: UsageTotals,
+    /// Baseline cost minus actual cost, USD (negative when byok cost more).
+    pub savings_usd: String,
+    /// Savings as a percentage of the baseline cost, one decimal.
+    pub savings_percent: String,
+    /// By provider.
+    pub by_provider: Vec<UsageGroup>,
+    /// By provider and model.
+    pub by_model: Vec<UsageGroup>,
+    /// By day and provider.
+    pub by_day: Vec<UsageGroup>,
+}
+
+fn micro_usd(micro: u64) -> String {
+    Money::from_picodollars(micro.saturating_mul(1_000_000)).to_usd_string()
+}
+
+/// The first instant of `at`'s month (UTC).
+fn month_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(at)
+}
+
+/// Parses `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+///
+/// # Errors
+/// [`ServiceError::Invalid`].
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, ServiceError> {
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day
+            .and_hms_opt(0, 0, 0)
+            .map_or_else(Utc::now, |t| t.and_utc()));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ServiceError::invalid(
+                "invalid_time",
+                "from and to must be YYYY-MM-DD or RFC 3339 times",
+            )
+        })
+}
+
+/// What `record`'s traffic would have cost on `baseline`, in micro-dollars.
+/// Embeddings are not comparable with a chat baseline: they count as they are.
+fn baseline_cost(
+    catalog: &byok_router::PriceCatalog,
+    baseline: Option<&byok_router::ModelRef>,
+    record: &UsageRecord,
+    actual: u64,
+) -> u64 {
+    let Some(model) = baseline.filter(|_| record.task != Task::EMBEDDINGS) else {
+        return actual;
+    };
+    let tokens = |n: i64| u64::try_from(n).unwrap_or(0);
+    let usage = Usage {
+        input_tokens: tokens(record.input_tokens),
+        cached_input_tokens: tokens(record.cached_input_tokens),
+        output_tokens: tokens(record.output_tokens),
+        reasoning_tokens: tokens(record.reasoning_tokens),
+        cache_write_tokens: 0,
+    };
+    catalog
+        .cost(model.provider, &model.model, &usage, record.created_at)
+        .map_or(actual, Money::micro_usd_rounded)
+}
+
+/// Baseline minus actual, in dollars and as a percentage of the baseline
+/// (one decimal, truncated), both possibly negative.
+fn savings(total: &UsageTotals) -> (String, String) {
+    let savings = i128::from(total.baseline_micro) - i128::from(total.cost_micro);
+    let sign = if savings < 0 { "-" } else { "" };
+    let dollars = format!(
+        "{sign}{}",
+        micro_usd(u64::try_from(savings.abs()).unwrap_or(u64::MAX))
+    );
+    let permille = if total.baseline_micro == 0 {
+        0
+    } else {
+        savings.abs() * 1000 / i128::from(total.baseline_micro)
+    };
+    (
+        dollars,
+        format!("{sign}{}.{}", permille / 10, permille % 10),
+    )
+}
+
+impl Gateway {
+    async fn key_infos(&self, user: &UserId) -> Result<Vec<keys::StoredKey>, ServiceError> {
+        let u = user.clone();
+        Ok(self
+            .keys()
+            .store()
+            .run(move |c| keys::list_for_user(c, &u))
+            .await?)
+    }
+
+    /// For each task, the chain of providers and models the router would use now.
+    ///
+    /// # Errors
+    /// [`ServiceError::UserNotFound`] unless `principal` may act on `user`.
+    pub async fn services(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        ctx: &RequestContext,
+    ) -> Result<Vec<TaskRoute>, ServiceError> {
+        self.keys().authorize(principal, user, ctx).await?;
+        let stored = self.key_infos(user).await?;
+        let infos: Vec<KeyInfo> = stored
+            .iter()
+            .map(|k| KeyInfo {
+                provider: k.provider,
+                status: k.last_test.as_ref().map(|t| t.status),
+            })
+            .collect();
+        let health = self.health().snapshot(user, Instant::now());
+        let catalog = self.planner().catalog();
+        let preferences = Preferences::default();
+        let at = Utc::now();
+        Ok(catalog
+            .tasks()
+            .map(|task: &Task| {
+                let plan = self.planner().plan(
+                    &RouteRequest {
+                        task,
+                        model: None,
+                        keys: &infos,
+                        input_tokens: 1_000,
+                        max_output_tokens: 500,
+                        preferences: &preferences,
+                        at,
+                    },
+                    &health,
+                );
+                TaskRoute {
+                    task: task.to_string(),
+                    chain: plan
+                        .candidates
+                        .iter()
+                        .filter_map(|c| {
+                            let price = catalog.get(c.provider, &c.model)?;
+                            Some(ChainLink {
+                                provider: c.provider,
+                                model: c.model.clone(),
+                                input_usd_per_million: price.input.to_string(),
+                                output_usd_per_million: price.output.to_string(),
+                                circuit: health.get(c.provider).circuit,
+                            })
+                        })
+                        .collect(),
+                    skipped: plan.skipped.iter().map(ToString::to_string).collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// Configured and working providers, each key's last test, circuits,
+    /// error rates, latency, and spend this month.
+    ///
+    /// # Errors
+    /// As [`Gateway::services`].
+    pub async fn status(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        ctx: &RequestContext,
+    ) -> Result<Status, ServiceError> {
+        self.keys().authorize(principal, user, ctx).await?;
+        let stored = self.key_infos(user).await?;
+        let health = self.health().snapshot(user, Instant::now());
+        let providers: Vec<ProviderStatus> = ProviderKind::ALL
+            .iter()
+            .map(|provider| {
+                let key = stored.iter().find(|k| k.provider == *provider);
+                let state = health.get(*provider);
+                let test = key.and_then(|k| k.last_test.as_ref());
+                let test_ok = !matches!(
+                    test.map(|t| t.status),
+                    Some(KeyStatus::Invalid | KeyStatus::NoCredit)
+                );
+                ProviderStatus {
+                    provider: *provider,
+                    configured: key.is_some(),
+                    working: key.is_some() && test_ok && state.usable(),
+                    masked_key: key.map(|k| k.masked_key.to_string()),
+                    last_test_status: test.map(|t| t.status),
+                    last_tested_at: test.map(|t| t.at),
+                    circuit: state.circuit,
+                    error_rate_percent: state.error_rate_percent,
+                    recent_calls: state.recent_calls,
+                    latency_ms: state.latency_ms,
+                }
+            })
+            .collect();
+        let now = Utc::now();
+        let u = user.clone();
+        let from = month_start(now);
+        let records = self
+            .keys()
+            .store()
+            .run(move |c| usage::list_for_user(c, &u, from, now))
+            .await?;
+        let spend: u64 = records
+            .iter()
+            .filter_map(|r| r.cost_micro_usd)
+            .map(|c| u64::try_from(c).unwrap_or(0))
+            .sum();
+        Ok(Status {
+            configured: providers.iter().filter(|p| p.configured).count(),
+            working: providers.iter().filter(|p| p.working).count(),
+            spend_this_month_usd: micro_usd(spend),
+            providers,
+        })
+    }
+
+    /// Requests, tokens and spend by provider, model and day, with what the
+    /// same traffic would have cost on the baseline model.
+    ///
+    /// # Errors
+    /// As [`Gateway::services`].
+    pub async fn usage(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        ctx: &RequestContext,
+    ) -> Result<UsageReport, ServiceError> {
+        self.keys().authorize(principal, user, ctx).await?;
+        let to = to.unwrap_or_else(Utc::now);
+        let from = from.unwrap_or_else(|| month_start(to));
+        let u = user.clone();
+        let records = self
+            .keys()
+            .store()
+            .run(move |c| usage::list_for_user(c, &u, from, to))
+            .await?;
+        let catalog = self.planner().catalog();
+        let baseline = catalog.baseline().cloned();
+        let mut total = UsageTotals::default();
+        let mut by_provider: BTreeMap<ProviderKind, UsageTotals> = BTreeMap::new();
+        let mut by_model: BTreeMap<(ProviderKind, String), UsageTotals> = BTreeMap::new();
+        let mut by_day: BTreeMap<(String, ProviderKind), UsageTotals> = BTreeMap::new();
+        for record in &records {
+            let actual = record
+                .cost_micro_usd
+                .map_or(0, |c| u64::try_from(c).unwrap_or(0));
+            let baseline_micro = baseline_cost(catalog, baseline.as_ref(), record, actual);
+            total.add(record, baseline_micro);
+            by_provider
+                .entry(record.provider)
+                .or_default()
+                .add(record, baseline_micro);
+            by_model
+                .entry((record.provider, record.model.clone()))
+                .or_default()
+                .add(record, baseline_micro);
+            let day = record.created_at.format("%Y-%m-%d").to_string();
+            by_day
+                .entry((day, record.provider))
+                .or_default()
+                .add(record, baseline_micro);
+        }
+        let (savings_usd, savings_percent) = savings(&total);
+        Ok(UsageReport {
+            from,
+            to,
+            baseline_model: baseline.map(|b| b.to_string()),
+            savings_usd,
+            savings_percent,
+            by_provider: by_provider
+                .into_iter()
+                .map(|(provider, totals)| UsageGroup {
+                    day: None,
+                    provider: Some(provider),
+                    model: None,
+                    totals,
+                })
+                .collect(),
+            by_model: by_model
+                .into_iter()
+                .map(|((provider, model), totals)| UsageGroup {
+                    day: None,
+                    provider: Some(provider),
+                    model: Some(model),
+                    totals,
+                })
+                .collect(),
+            by_day: by_day
+                .into_iter()
+                .map(|((day, provider), totals)| UsageGroup {
+                    day: Some(day),
+                    provider: Some(provider),
+                    model: None,
+                    totals,
+                })
+                .collect(),
+            total,
+        })
+    }
+}
