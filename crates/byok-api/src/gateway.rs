@@ -110,6 +110,7 @@ pub struct Gateway {
     keys: KeyService,
     planner: Arc<RoutePlanner>,
     usage: UsageSender,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 struct Prepared {
@@ -127,6 +128,7 @@ impl Gateway {
             keys,
             planner,
             usage,
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         }
     }
 
@@ -134,6 +136,12 @@ impl Gateway {
     #[must_use]
     pub fn planner(&self) -> &RoutePlanner {
         &self.planner
+    }
+
+    /// The gateway's metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The key service underneath.
@@ -232,10 +240,37 @@ impl Gateway {
         } else {
             None
         };
-        if let Some(outcome) = outcome {
-            self.health()
-                .record(user, provider, outcome, Instant::now());
+        if let Some(outcome) = outcome
+            && self
+                .health()
+                .record(user, provider, outcome, Instant::now())
+        {
+            self.metrics.opened(provider);
         }
+    }
+
+    /// Health, metrics and the attempt list for the provider that answered.
+    fn succeeded(
+        &self,
+        user: &UserId,
+        provider: ProviderKind,
+        model: &str,
+        latency: std::time::Duration,
+        cost: Money,
+        attempts: &mut Vec<Attempt>,
+    ) {
+        self.health()
+            .record(user, provider, Outcome::Success { latency }, Instant::now());
+        self.metrics.attempt(provider, "success");
+        self.metrics.answered(provider, latency, cost);
+        if !attempts.is_empty() {
+            self.metrics.fallback();
+        }
+        attempts.push(Attempt {
+            provider,
+            model: model.to_owned(),
+            error: None,
+        });
     }
 
     /// Admission and key for one candidate; records why not in `attempts`.
@@ -280,6 +315,7 @@ impl Gateway {
         attempts: &mut Vec<Attempt>,
     ) -> Option<GatewayError> {
         self.learn(user, provider, &error);
+        self.metrics.attempt(provider, error.code());
         attempts.push(Attempt {
             provider,
             model,
@@ -341,18 +377,15 @@ impl Gateway {
             match result {
                 Ok(response) => {
                     let latency = started.elapsed();
-                    self.health().record(
+                    let cost = self.cost(provider, &model, &response.usage, prepared.at);
+                    self.succeeded(
                         &prepared.user,
                         provider,
-                        Outcome::Success { latency },
-                        Instant::now(),
+                        &model,
+                        latency,
+                        cost,
+                        &mut attempts,
                     );
-                    let cost = self.cost(provider, &model, &response.usage, prepared.at);
-                    attempts.push(Attempt {
-                        provider,
-                        model: model.clone(),
-                        error: None,
-                    });
                     let record = usage_record(
                         &prepared.user,
                         provider,
@@ -437,17 +470,14 @@ impl Gateway {
                 Ok(mut stream) => match stream.next().await {
                     Some(Ok(first)) => {
                         let latency = started.elapsed();
-                        self.health().record(
+                        self.succeeded(
                             &prepared.user,
                             provider,
-                            Outcome::Success { latency },
-                            Instant::now(),
+                            &model,
+                            latency,
+                            Money::ZERO,
+                            &mut attempts,
                         );
-                        attempts.push(Attempt {
-                            provider,
-                            model: model.clone(),
-                            error: None,
-                        });
                         let tracked = Tracked {
                             first: Some(first),
                             inner: stream,
@@ -533,22 +563,19 @@ impl Gateway {
             match result {
                 Ok(response) => {
                     let latency = started.elapsed();
-                    self.health().record(
-                        &prepared.user,
-                        provider,
-                        Outcome::Success { latency },
-                        Instant::now(),
-                    );
                     let usage = Usage {
                         input_tokens: response.input_tokens.unwrap_or(input),
                         ..Usage::default()
                     };
                     let cost = self.cost(provider, &model, &usage, prepared.at);
-                    attempts.push(Attempt {
+                    self.succeeded(
+                        &prepared.user,
                         provider,
-                        model: model.clone(),
-                        error: None,
-                    });
+                        &model,
+                        latency,
+                        cost,
+                        &mut attempts,
+                    );
                     let record = usage_record(
                         &prepared.user,
                         provider,

@@ -4,6 +4,7 @@
 mod error;
 pub mod gateway;
 mod http;
+pub mod metrics;
 pub mod openapi;
 pub mod providers;
 pub mod reports;
@@ -72,7 +73,7 @@ impl AppState {
 /// # }
 /// ```
 ///
-/// Only `/api/...`, `/healthz` and `/readyz` are claimed; other paths stay the
+/// Only `/api/...`, `/v1/...`, `/healthz`, `/readyz` and `/metrics` are claimed; other paths stay the
 /// host application's.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -83,6 +84,12 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(
                 web::resource("/healthz")
                     .route(web::get().to(routes::meta::healthz))
+                    .wrap(from_fn(http::json_errors))
+                    .wrap(from_fn(http::request_log)),
+            )
+            .service(
+                web::resource("/metrics")
+                    .route(web::get().to(routes::meta::metrics))
                     .wrap(from_fn(http::json_errors))
                     .wrap(from_fn(http::request_log)),
             )

@@ -13,6 +13,7 @@ use crate::routes::{admin, keys, meta, reports};
         meta::healthz,
         meta::readyz,
         meta::openapi,
+        meta::metrics,
         keys::list_providers,
         keys::list_keys,
         keys::save_key,

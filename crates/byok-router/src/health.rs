@@ -265,8 +265,15 @@ impl HealthTracker {
         })
     }
 
-    /// Records how a call ended.
-    pub fn record(&self, user: &UserId, provider: ProviderKind, outcome: Outcome, now: Instant) {
+    /// Records how a call ended. Returns whether this outcome opened the
+    /// circuit (for metrics).
+    pub fn record(
+        &self,
+        user: &UserId,
+        provider: ProviderKind,
+        outcome: Outcome,
+        now: Instant,
+    ) -> bool {
         let config = self.config;
         self.with(user, provider, |b| {
             b.tick(now);
@@ -303,9 +310,11 @@ impl HealthTracker {
                     if trip {
                         b.open(&config, now, retry_after);
                     }
+                    return trip;
                 }
             }
-        });
+            false
+        })
     }
 
     /// Forgets `user`'s history with `provider` (the key was replaced).

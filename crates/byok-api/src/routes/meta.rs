@@ -45,3 +45,34 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub(crate) async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
 }
+
+/// `GET /metrics`: Prometheus text format. Admin token only: spend is business data.
+#[utoipa::path(
+    get, path = "/metrics", tag = "meta",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "gateway metrics in the Prometheus/OpenMetrics text format"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not an admin token"),
+    )
+)]
+pub(crate) async fn metrics(
+    caller: crate::http::Caller,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if !matches!(caller.0, crate::Principal::Admin { .. }) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this operation needs an admin token",
+        );
+    }
+    let body = state
+        .gateway
+        .as_ref()
+        .map(|g| g.metrics().render())
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(body)
+}
