@@ -12,6 +12,7 @@
 
 mod admin;
 mod auth;
+mod disconnect;
 mod errors;
 mod gateway;
 mod isolation;
@@ -21,6 +22,7 @@ mod leak;
 mod lifecycle;
 mod openapi;
 mod reports;
+mod sdk;
 
 use serde_json::{Value, json};
 
