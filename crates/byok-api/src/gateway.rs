@@ -102,6 +102,8 @@ pub struct GatewayChat {
     pub model: Option<String>,
     /// The conversation and parameters; `model` is filled per candidate.
     pub request: ChatRequest,
+    /// The caller's routing preferences for this request.
+    pub preferences: Preferences,
 }
 
 /// The gateway: routing, fallback, health and usage over [`KeyService`].
@@ -163,6 +165,7 @@ impl Gateway {
         model: Option<&str>,
         input_tokens: u64,
         output_budget: u64,
+        preferences: &Preferences,
     ) -> Result<Prepared, GatewayError> {
         let Principal::User { user, .. } = principal else {
             return Err(GatewayError::NotAUser);
@@ -182,7 +185,6 @@ impl Gateway {
             })
             .collect();
         let at = now();
-        let preferences = Preferences::default();
         let plan = self.planner.plan(
             &RouteRequest {
                 task,
@@ -190,7 +192,7 @@ impl Gateway {
                 keys: &infos,
                 input_tokens,
                 max_output_tokens: output_budget,
-                preferences: &preferences,
+                preferences,
                 at,
             },
             &self.health().snapshot(user, Instant::now()),
@@ -351,6 +353,7 @@ impl Gateway {
                 call.model.as_deref(),
                 estimate_tokens(&call.request),
                 budget,
+                &call.preferences,
             )
             .await?;
         let mut attempts = Vec::new();
@@ -443,6 +446,7 @@ impl Gateway {
                 call.model.as_deref(),
                 estimate_tokens(&call.request),
                 budget,
+                &call.preferences,
             )
             .await?;
         let mut attempts = Vec::new();
@@ -534,7 +538,14 @@ impl Gateway {
             .map(|t| (t.len() as u64).div_ceil(4))
             .sum();
         let prepared = self
-            .prepare(principal, &task, model.as_deref(), input, 0)
+            .prepare(
+                principal,
+                &task,
+                model.as_deref(),
+                input,
+                0,
+                &Preferences::default(),
+            )
             .await?;
         let mut attempts = Vec::new();
         for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {

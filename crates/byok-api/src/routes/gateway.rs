@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use byok_core::{ChatChunk, ChatMessage, ChatRequest, EmbeddingRequest, FinishReason, Role, Usage};
-use byok_router::Task;
+use byok_router::{Preferences, Task};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -227,6 +227,59 @@ fn task_of(req: &HttpRequest) -> Result<Task, Bad> {
     }
 }
 
+fn providers_header(req: &HttpRequest, name: &str) -> Result<Vec<byok_core::ProviderKind>, Bad> {
+    let Some(value) = req.headers().get(name) else {
+        return Ok(vec![]);
+    };
+    value
+        .to_str()
+        .map_err(|_| {
+            (
+                "invalid_preference",
+                "X-BYOK-Prefer and X-BYOK-Exclude list providers, comma-separated",
+            )
+        })?
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse().map_err(|_| {
+                (
+                    "invalid_preference",
+                    "X-BYOK-Prefer and X-BYOK-Exclude list providers, comma-separated",
+                )
+            })
+        })
+        .collect()
+}
+
+/// Per-request preferences: `X-BYOK-Prefer: anthropic,openai` (tried first,
+/// in that order), `X-BYOK-Exclude: gemini`, `X-BYOK-Max-Cost-USD: 0.01`.
+fn preferences_of(req: &HttpRequest) -> Result<Preferences, Bad> {
+    let max_cost = match req.headers().get("x-byok-max-cost-usd") {
+        None => None,
+        Some(value) => {
+            let bad = (
+                "invalid_max_cost",
+                "X-BYOK-Max-Cost-USD must be dollars with at most six decimals, such as 0.01",
+            );
+            let rate = value
+                .to_str()
+                .ok()
+                .and_then(|v| byok_router::Rate::parse_usd(v).ok())
+                .ok_or(bad)?;
+            Some(byok_router::Money::from_picodollars(
+                rate.micro_per_million().saturating_mul(1_000_000),
+            ))
+        }
+    };
+    Ok(Preferences {
+        preferred: providers_header(req, "x-byok-prefer")?,
+        excluded: providers_header(req, "x-byok-exclude")?,
+        max_cost,
+    })
+}
+
 fn finish(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Stop | FinishReason::Other => "stop",
@@ -298,7 +351,12 @@ pub(crate) async fn chat_completions(
         Ok(request) => request,
         Err((code, message)) => return bad_request(code, message),
     };
+    let preferences = match preferences_of(&req) {
+        Ok(preferences) => preferences,
+        Err((code, message)) => return bad_request(code, message),
+    };
     let call = GatewayChat {
+        preferences,
         task,
         model,
         request,

@@ -450,3 +450,77 @@ async fn a_rate_limited_provider_is_skipped_for_its_retry_delay(db: TestDb) {
         matches!(health.get(byok_core::ProviderKind::Gemini).circuit, byok_router::Circuit::Open { remaining_ms } if remaining_ms > 25_000)
     );
 }
+
+both_backends!(preferences_and_timeouts_shape_the_route);
+
+async fn preferences_and_timeouts_shape_the_route(db: TestDb) {
+    let mock = MockServer::start().await;
+    let mut settings = providers(&mock);
+    settings.request_timeout = std::time::Duration::from_millis(700);
+    let app = TestApp::spawn_with_providers(&db, settings).await;
+    let token = app.create_user("alice").await;
+    app.save_key(&token, "alice", "gemini", key_body(&gemini_key("p")))
+        .await;
+    app.save_key(&token, "alice", "openai", key_body(&openai_key("p")))
+        .await;
+    // Gemini (the cheapest) is slow: it times out, and OpenAI answers.
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash-lite:generateContent"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(3)))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_answer("Hi"))
+        .expect(2)
+        .mount(&mock)
+        .await;
+    let timed_out = chat(&app, &token, &hello(false)).await;
+    assert_eq!(timed_out.headers()["x-byok-attempts"], "gemini,openai");
+
+    // Preferred first, whatever it costs; excluded never; over budget skipped.
+    let preferred = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("x-byok-prefer", "openai")
+        .header("x-byok-exclude", "gemini")
+        .json(&hello(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preferred.headers()["x-byok-attempts"], "openai");
+    let broke = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("x-byok-max-cost-usd", "0.000001")
+        .json(&hello(false))
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = body(broke).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (503, Some("no_provider_available")),
+        "{error}"
+    );
+    assert!(
+        error["error"]["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("over the maximum"))
+    );
+    let bad = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("x-byok-prefer", "nobody")
+        .json(&hello(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(bad).await.1["error"]["code"], "invalid_preference");
+}
