@@ -356,10 +356,10 @@ pub(crate) async fn chat_completions(
         Err((code, message)) => return bad_request(code, message),
     };
     let call = GatewayChat {
-        preferences,
         task,
         model,
         request,
+        preferences,
     };
     let ctx = context(&req);
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
