@@ -218,6 +218,13 @@ pub(crate) async fn json_errors(
         return Ok(ServiceResponse::new(req, replaced).map_into_right_body());
     }
     let mut response = response;
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+        .headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !response.headers().contains_key(header::CACHE_CONTROL) {
         response
             .headers_mut()

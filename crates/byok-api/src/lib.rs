@@ -115,6 +115,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(
                 web::scope("/api")
                     .route("/openapi.json", web::get().to(routes::meta::openapi))
+                    .route("/user/whoami", web::get().to(routes::keys::whoami))
                     .service(
                         web::scope("/user/api-keys")
                             .route("/providers", web::get().to(routes::keys::list_providers))
@@ -159,6 +160,28 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+/// Registers the settings page (`/`, `/settings`, `/assets/...`), for
+/// programs that want it as well as the API.
+pub fn configure_ui(cfg: &mut web::ServiceConfig) {
+    for path in ["/", "/settings"] {
+        cfg.service(
+            web::resource(path)
+                .route(web::get().to(routes::ui::index))
+                .wrap(from_fn(http::request_log)),
+        );
+    }
+    cfg.service(
+        web::resource("/assets/app.js")
+            .route(web::get().to(routes::ui::app_js))
+            .wrap(from_fn(http::request_log)),
+    )
+    .service(
+        web::resource("/assets/style.css")
+            .route(web::get().to(routes::ui::style_css))
+            .wrap(from_fn(http::request_log)),
+    );
+}
+
 async fn not_found() -> HttpResponse {
     http::error_response(
         actix_web::http::StatusCode::NOT_FOUND,
@@ -181,6 +204,7 @@ pub fn server(
     let server = HttpServer::new(move || {
         App::new()
             .configure(configure(state.clone()))
+            .configure(configure_ui)
             .default_service(web::to(not_found).wrap(from_fn(http::request_log)))
     })
     .client_request_timeout(Duration::from_secs(10))

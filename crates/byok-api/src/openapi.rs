@@ -15,6 +15,7 @@ use crate::routes::{admin, keys, meta, reports};
         meta::openapi,
         meta::metrics,
         keys::list_providers,
+        keys::whoami,
         keys::list_keys,
         keys::save_key,
         keys::delete_key,

@@ -255,3 +255,31 @@ pub(crate) async fn audit(
         next_before,
     }))
 }
+
+/// Who the token belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WhoAmI {
+    /// The user id (absent for an admin token).
+    user_id: Option<String>,
+    /// `user` or `admin`.
+    role: &'static str,
+}
+
+#[utoipa::path(
+    get, path = "/api/user/whoami", tag = "keys",
+    security(("bearer" = [])),
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody))
+)]
+pub(crate) async fn whoami(caller: Caller) -> HttpResponse {
+    let body = match caller.0 {
+        crate::Principal::User { user, .. } => WhoAmI {
+            user_id: Some(user.to_string()),
+            role: "user",
+        },
+        crate::Principal::Admin { .. } => WhoAmI {
+            user_id: None,
+            role: "admin",
+        },
+    };
+    HttpResponse::Ok().json(body)
+}

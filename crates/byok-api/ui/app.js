@@ -1,0 +1,292 @@
+// byok settings page: plain JavaScript, no build step, no third-party code.
+// The token lives in sessionStorage only (this tab), never in a URL.
+
+const $ = (id) => document.getElementById(id);
+const TOKEN = "byok.token";
+
+const STATUS_WORDS = {
+  none: "Not configured",
+  untested: "Untested",
+  valid: "Working",
+  invalid: "Invalid key",
+  no_credit: "Out of credit",
+  rate_limited: "Rate limited",
+  unavailable: "Provider unavailable",
+  unreachable: "Unreachable",
+};
+
+// Error codes in words; anything else falls back to the server's message.
+const ERROR_WORDS = {
+  unauthenticated: "That token was not accepted. Check it and sign in again.",
+  key_empty: "Paste a key first.",
+  key_invalid_chars: "The key has spaces or characters keys never contain. Paste it again without extra text.",
+  key_too_long: "That is longer than any key.",
+  key_is_masked: "That is the masked form byok shows; paste the full key from your provider.",
+  endpoint_required: "Azure needs your resource's endpoint.",
+  deployment_required: "Azure needs the deployment name.",
+  invalid_endpoint: "The endpoint must be https://<resource>.openai.azure.com.",
+  too_many_tests: "Too many tests in a minute. Wait a little and try again.",
+  too_many_failures: "Too many failed sign-ins from here. Wait a minute.",
+  store_busy: "The server is busy. Try again in a moment.",
+  internal: "Something went wrong on the server.",
+};
+
+function words(error) {
+  if (!error) return "Something went wrong.";
+  if (error.code === "invalid_key_format") return `That does not look like a key for this provider: ${error.message}.`;
+  return ERROR_WORDS[error.code] || error.message || "Something went wrong.";
+}
+
+class ApiError extends Error {
+  constructor(status, error) { super(words(error)); this.status = status; this.error = error; }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, data && data.error);
+  return data;
+}
+
+function show(el, visible) { el.hidden = !visible; }
+
+function when(iso) {
+  if (!iso) return "";
+  return new Date(iso).toLocaleString();
+}
+
+let user = null;
+
+async function signIn(token) {
+  sessionStorage.setItem(TOKEN, token);
+  const me = await api("GET", "/api/user/whoami");
+  if (me.role !== "user") {
+    sessionStorage.removeItem(TOKEN);
+    throw new ApiError(403, { code: "admin", message: "This is an admin token. Sign in with a user token." });
+  }
+  user = me.user_id;
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN);
+  user = null;
+  $("token").value = "";
+  show($("app"), false);
+  show($("who"), false);
+  show($("sign-in"), true);
+  $("token").focus();
+}
+
+function badgeFor(key, status) {
+  if (!key) return "none";
+  if (status && status.working === false && status.circuit && status.circuit.state === "open") return "unavailable";
+  return key.last_test_status || "untested";
+}
+
+function renderCard(info, key, status) {
+  const card = $("card-template").content.firstElementChild.cloneNode(true);
+  const id = info.id;
+  card.dataset.provider = id;
+  card.querySelector(".name").textContent = info.display_name;
+  const state = badgeFor(key, status);
+  const badge = card.querySelector(".badge");
+  badge.textContent = STATUS_WORDS[state];
+  badge.classList.add(state);
+  card.querySelector(".best-for").textContent = `Best for ${info.best_for}.`;
+  card.querySelector(".masked").textContent = key ? `Key ${key.masked_key}` : "No key saved.";
+  card.querySelector(".tested").textContent = key && key.last_tested_at
+    ? `Last tested ${when(key.last_tested_at)}${key.last_test_latency_ms != null ? `, answered in ${key.last_test_latency_ms} ms` : ""}.`
+    : "";
+  const form = card.querySelector("form");
+  const input = card.querySelector(".key");
+  const keyId = `key-${id}`;
+  input.id = keyId;
+  card.querySelector(".key-label").htmlFor = keyId;
+  card.querySelector(".key-label").textContent = key ? `Replace the ${info.display_name} key` : `${info.display_name} API key`;
+  card.querySelector(".hint").textContent = `Keys ${info.key_format_hint}.`;
+  input.placeholder = key ? "paste a new key to replace it" : "paste your key";
+  const azure = card.querySelector(".azure");
+  if (id === "azure_openai") {
+    show(azure, true);
+    for (const field of ["endpoint", "deployment"]) {
+      const el = card.querySelector(`.${field}`);
+      el.id = `${field}-${id}`;
+      card.querySelector(`.${field}-label`).htmlFor = el.id;
+      if (key && key.settings[field]) el.value = key.settings[field];
+    }
+  }
+  const error = card.querySelector(".error");
+  const result = card.querySelector(".result");
+  const removeButton = card.querySelector(".remove-button");
+  const testButton = card.querySelector(".test-button");
+  show(removeButton, Boolean(key));
+  show(testButton, Boolean(key));
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    show(error, false);
+    const body = { api_key: input.value };
+    if (id === "azure_openai") {
+      body.endpoint = card.querySelector(".endpoint").value;
+      body.deployment = card.querySelector(".deployment").value;
+    }
+    try {
+      await api("POST", `/api/user/api-keys/${encodeURIComponent(user)}/keys/${id}`, body);
+      input.value = ""; // the key is not kept in the page
+      await refresh(`${info.display_name} key saved.`);
+    } catch (e) {
+      input.value = "";
+      error.textContent = e.message;
+      show(error, true);
+    }
+  });
+
+  testButton.addEventListener("click", async () => {
+    testButton.disabled = true;
+    result.textContent = "Testing…";
+    result.classList.add("busy");
+    try {
+      const report = await api("POST", `/api/user/api-keys/${encodeURIComponent(user)}/keys/${id}/test`);
+      await refresh();
+      const again = document.querySelector(`[data-provider="${id}"] .result`);
+      again.textContent = `${STATUS_WORDS[report.status]} — answered in ${report.latency_ms} ms. ${report.message}.`;
+    } catch (e) {
+      result.classList.remove("busy");
+      result.textContent = e.message;
+      testButton.disabled = false;
+    }
+  });
+
+  removeButton.addEventListener("click", async () => {
+    if (!window.confirm(`Remove your ${info.display_name} key? byok will stop using it.`)) return;
+    try {
+      await api("DELETE", `/api/user/api-keys/${encodeURIComponent(user)}/keys/${id}`);
+      await refresh(`${info.display_name} key removed.`);
+    } catch (e) {
+      error.textContent = e.message;
+      show(error, true);
+    }
+  });
+  return card;
+}
+
+function renderRoutes(tasks) {
+  const list = $("routes");
+  list.replaceChildren();
+  for (const task of tasks) {
+    const item = document.createElement("li");
+    const chain = task.chain.map((link) => `${link.provider} ${link.model} ($${link.input_usd_per_million} in / $${link.output_usd_per_million} out per 1M)`);
+    item.textContent = chain.length
+      ? `${task.task}: ${chain[0]}${chain.length > 1 ? ` — then ${chain.slice(1).join(", then ")}` : ""}`
+      : `${task.task}: no provider available${task.skipped.length ? ` (${task.skipped[0]})` : ""}`;
+    item.dataset.task = task.task;
+    list.append(item);
+  }
+}
+
+function renderChart(usage) {
+  const chart = $("chart");
+  chart.replaceChildren();
+  const days = new Map();
+  for (const group of usage.by_day) {
+    const day = days.get(group.day) || { spend: [], baseline: 0 };
+    day.spend.push({ provider: group.provider, cost: Number(group.cost_usd) });
+    day.baseline += Number(group.baseline_cost_usd);
+    days.set(group.day, day);
+  }
+  show($("chart-empty"), days.size === 0);
+  show(chart, days.size > 0);
+  let max = 0;
+  for (const day of days.values()) max = Math.max(max, day.baseline, ...day.spend.map((s) => s.cost));
+  for (const [date, day] of days) {
+    const column = document.createElement("div");
+    column.className = "day";
+    const bars = document.createElement("div");
+    bars.className = "bars";
+    for (const spend of day.spend) {
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.title = `${spend.provider}: $${spend.cost}`;
+      bar.style.height = `${max ? (spend.cost / max) * 100 : 0}%`;
+      bars.append(bar);
+    }
+    const base = document.createElement("div");
+    base.className = "bar baseline";
+    base.title = `baseline: $${day.baseline.toFixed(6)}`;
+    base.style.height = `${max ? (day.baseline / max) * 100 : 0}%`;
+    bars.append(base);
+    const label = document.createElement("span");
+    label.textContent = date.slice(5);
+    column.append(bars, label);
+    chart.append(column);
+  }
+}
+
+function renderAudit(events) {
+  const list = $("audit");
+  list.replaceChildren();
+  for (const event of events.slice(0, 10)) {
+    const item = document.createElement("li");
+    item.textContent = `${when(event.occurred_at)} — ${event.action}${event.provider ? ` (${event.provider})` : ""}: ${event.outcome}`;
+    list.append(item);
+  }
+}
+
+async function refresh(notice) {
+  const base = `/api/user/api-keys/${encodeURIComponent(user)}`;
+  const [providers, keys, status, services, usage, audit] = await Promise.all([
+    api("GET", "/api/user/api-keys/providers"),
+    api("GET", `${base}/keys`),
+    api("GET", `${base}/status`),
+    api("GET", `${base}/services`),
+    api("GET", `${base}/usage`),
+    api("GET", `${base}/audit?limit=10`),
+  ]);
+  $("stat-configured").textContent = `${status.configured} of ${providers.providers.length}`;
+  $("stat-working").textContent = String(status.working);
+  $("stat-spend").textContent = `$${status.spend_this_month_usd}`;
+  $("stat-savings").textContent = `$${usage.savings_usd} (${usage.savings_percent}%)`;
+  $("stat-baseline").textContent = usage.baseline_model || "the baseline";
+  const cards = $("cards");
+  cards.replaceChildren();
+  for (const info of providers.providers) {
+    const key = keys.keys.find((k) => k.provider === info.id);
+    const state = status.providers.find((p) => p.provider === info.id);
+    cards.append(renderCard(info, key, state));
+  }
+  renderRoutes(services.tasks);
+  renderChart(usage);
+  renderAudit(audit.events);
+  $("notice").textContent = notice || "";
+}
+
+async function enter() {
+  show($("sign-in"), false);
+  show($("app"), true);
+  show($("who"), true);
+  $("who-name").textContent = user;
+  await refresh();
+}
+
+$("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = $("sign-in-error");
+  show(error, false);
+  try {
+    await signIn($("token").value.trim());
+    $("token").value = "";
+    await enter();
+  } catch (e) {
+    sessionStorage.removeItem(TOKEN);
+    error.textContent = e.message;
+    show(error, true);
+  }
+});
+$("sign-out").addEventListener("click", signOut);
+
+if (sessionStorage.getItem(TOKEN)) {
+  signIn(sessionStorage.getItem(TOKEN)).then(enter).catch(signOut);
+}

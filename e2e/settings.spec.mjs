@@ -1,0 +1,155 @@
+// End-to-end test of the settings page in Debian's Chromium (headless),
+// against the real byok-server binary and mock providers on loopback.
+// Run by `cargo test` (bins/byok-server/tests/e2e.rs) with BYOK_SERVER_BIN set.
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync } from "node:fs";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const ADMIN = "e2e-admin-token-0123456789abcdef";
+const GOOD_OPENAI = "sk-proj-E2EGOODKEY0123456789abcdefghijklmnop";
+const OTHER_OPENAI = "sk-proj-E2EREPLACED0123456789abcdefghijklmno";
+const BAD_ANTHROPIC = `sk-ant-api03-${"x".repeat(93)}AA`;
+const artifacts = path.join(path.dirname(new URL(import.meta.url).pathname), "artifacts");
+mkdirSync(artifacts, { recursive: true });
+
+// Mock providers: OpenAI accepts its keys, Anthropic rejects every key.
+const mock = http.createServer((req, res) => {
+  const auth = req.headers.authorization || "";
+  if (req.url.startsWith("/v1/models") && req.headers["x-api-key"]) {
+    res.writeHead(401, { "content-type": "application/json" });
+    res.end(JSON.stringify({ type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } }));
+  } else if (req.url.startsWith("/v1/models") && auth.startsWith("Bearer sk-proj-")) {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ object: "list", data: [] }));
+  } else {
+    res.writeHead(404, { "content-type": "application/json" });
+    res.end("{}");
+  }
+});
+await new Promise((ok) => mock.listen(0, "127.0.0.1", ok));
+const mockUrl = `http://127.0.0.1:${mock.address().port}`;
+
+// The server, on a free port, in a fresh directory.
+const dir = mkdtempSync(path.join(tmpdir(), "byok-e2e-"));
+const server = spawn(process.env.BYOK_SERVER_BIN, [], {
+  cwd: dir,
+  env: {
+    BYOK_BIND: "127.0.0.1:0",
+    BYOK_ADMIN_TOKEN: ADMIN,
+    BYOK_OPENAI_BASE_URL: `${mockUrl}/v1`,
+    BYOK_ANTHROPIC_BASE_URL: mockUrl,
+    BYOK_LOG: "warn,byok_server=info",
+  },
+  stdio: ["ignore", "ignore", "pipe"],
+});
+const base = await new Promise((ok, fail) => {
+  let log = "";
+  server.stderr.on("data", (chunk) => {
+    log += chunk;
+    const found = log.match(/address=(\S+)/);
+    if (found) ok(`http://${found[1]}`);
+  });
+  server.on("exit", (code) => fail(new Error(`byok-server exited (${code}): ${log}`)));
+  setTimeout(() => fail(new Error(`byok-server did not start: ${log}`)), 60_000);
+});
+
+async function admin(method, url, body) {
+  const res = await fetch(base + url, { method, headers: { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  return res.json();
+}
+const { token } = await admin("POST", "/api/admin/users", { user_id: "alice" });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const violations = [];
+let failed = false;
+try {
+  for (const [name, viewport] of [["desktop", { width: 1280, height: 900 }], ["phone", { width: 375, height: 800 }]]) {
+    const page = await browser.newPage({ viewport });
+    page.on("console", (msg) => { if (/Content Security Policy|Refused to/.test(msg.text())) violations.push(msg.text()); });
+    page.on("dialog", (dialog) => dialog.accept());
+    const response = await page.goto(base + "/");
+    assert.match(response.headers()["content-security-policy"], /script-src 'self'/);
+    assert.equal(response.headers()["x-frame-options"], "DENY");
+
+    // A wrong token shows an error in words.
+    await page.fill("#token", "byok_0000000000000000_" + "A".repeat(43));
+    await page.click("#sign-in-form button[type=submit]");
+    await page.waitForSelector("#sign-in-error:not([hidden])");
+    assert.match(await page.textContent("#sign-in-error"), /not accepted/);
+
+    // Sign in.
+    await page.fill("#token", token);
+    await page.click("#sign-in-form button[type=submit]");
+    await page.waitForSelector("#app:not([hidden])");
+    assert.equal(await page.textContent("#who-name"), "alice");
+    assert.equal(await page.evaluate(() => location.href.includes("byok_")), false, "the token is never in the URL");
+
+    if (name === "desktop") {
+      // Add an OpenAI key: masked, untested, field cleared.
+      const openai = '[data-provider="openai"]';
+      await page.fill(`${openai} .key`, GOOD_OPENAI);
+      await page.click(`${openai} .save-button`);
+      await page.waitForSelector(`${openai} .badge.untested`);
+      assert.match(await page.textContent(`${openai} .masked`), /sk-p\*{8}mnop/);
+      assert.equal(await page.inputValue(`${openai} .key`), "");
+      assert.equal((await page.content()).includes(GOOD_OPENAI), false, "the key is not in the page");
+
+      // Test it: working, with a latency.
+      await page.click(`${openai} .test-button`);
+      await page.waitForSelector(`${openai} .badge.valid`);
+      assert.match(await page.textContent(`${openai} .tested`), /answered in \d+ ms/);
+
+      // A wrong key for another provider is reported invalid.
+      const anthropic = '[data-provider="anthropic"]';
+      await page.fill(`${anthropic} .key`, BAD_ANTHROPIC);
+      await page.click(`${anthropic} .save-button`);
+      await page.waitForSelector(`${anthropic} .badge.untested`);
+      await page.click(`${anthropic} .test-button`);
+      await page.waitForSelector(`${anthropic} .badge.invalid`);
+      assert.equal(await page.textContent(`${anthropic} .badge`), "Invalid key");
+
+      // A malformed key gets an inline error in words.
+      await page.fill('[data-provider="gemini"] .key', "not a key");
+      await page.click('[data-provider="gemini"] .save-button');
+      await page.waitForSelector('[data-provider="gemini"] .error:not([hidden])');
+      assert.match(await page.textContent('[data-provider="gemini"] .error'), /spaces/);
+
+      // Replace the OpenAI key, remove the Anthropic one (confirmed).
+      await page.fill(`${openai} .key`, OTHER_OPENAI);
+      await page.click(`${openai} .save-button`);
+      await page.waitForFunction((sel) => document.querySelector(sel).textContent.includes("lmno"), `${openai} .masked`);
+      await page.click(`${anthropic} .remove-button`);
+      await page.waitForSelector(`${anthropic} .badge.none`);
+
+      // The dashboard and routing follow.
+      assert.equal(await page.textContent("#stat-configured"), "1 of 5");
+      assert.match(await page.textContent('#routes li[data-task="general"]'), /^general: openai gpt-4o-mini/);
+      assert.match(await page.textContent("#audit"), /key\.delete/);
+    }
+    await page.screenshot({ path: path.join(artifacts, `settings-${name}.png`), fullPage: true });
+
+    // Sign out.
+    await page.click("#sign-out");
+    await page.waitForSelector("#sign-in:not([hidden])");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("byok.token")), null);
+    await page.close();
+  }
+  assert.deepEqual(violations, [], "no Content-Security-Policy violations");
+  console.log("e2e: 2 passed, 0 failed");
+} catch (error) {
+  failed = true;
+  console.error(error);
+  console.log("e2e: 0 passed, 1 failed");
+} finally {
+  await browser.close();
+  server.kill("SIGTERM");
+  mock.close();
+}
+process.exit(failed ? 1 : 0);
