@@ -1,4 +1,7 @@
-#![expect(clippy::disallowed_methods, reason = "a test harness reads its switches")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "a test harness reads its switches"
+)]
 
 //! Browser tests of the settings page: `e2e/settings.spec.mjs` drives
 //! Debian's Chromium (headless, through playwright-core) against this
