@@ -2,7 +2,7 @@
 // against the real byok-server binary and mock providers on loopback.
 // Run by `cargo test` (bins/byok-server/tests/e2e.rs) with BYOK_SERVER_BIN set.
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -14,6 +14,7 @@ const GOOD_OPENAI = "sk-proj-E2EGOODKEY0123456789abcdefghijklmnop";
 const OTHER_OPENAI = "sk-proj-E2EREPLACED0123456789abcdefghijklmno";
 const BAD_ANTHROPIC = `sk-ant-api03-${"x".repeat(93)}AA`;
 const artifacts = path.join(path.dirname(new URL(import.meta.url).pathname), "artifacts");
+rmSync(artifacts, { recursive: true, force: true }); // no stale screenshots
 mkdirSync(artifacts, { recursive: true });
 
 // Mock providers: OpenAI accepts its keys, Anthropic rejects every key.
@@ -22,6 +23,11 @@ const mock = http.createServer((req, res) => {
   if (req.url.startsWith("/v1/models") && req.headers["x-api-key"]) {
     res.writeHead(401, { "content-type": "application/json" });
     res.end(JSON.stringify({ type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } }));
+  } else if (req.url.startsWith("/v1/chat/completions") && auth.startsWith("Bearer sk-proj-")) {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ id: "c1", object: "chat.completion", created: 1, model: "gpt-4o-mini",
+      choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }],
+      usage: { prompt_tokens: 1000, completion_tokens: 500, total_tokens: 1500 } }));
   } else if (req.url.startsWith("/v1/models") && auth.startsWith("Bearer sk-proj-")) {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify({ object: "list", data: [] }));
@@ -129,10 +135,27 @@ try {
       await page.click(`${anthropic} .remove-button`);
       await page.waitForSelector(`${anthropic} .badge.none`);
 
+      // A request through the gateway shows up as spend, savings and a bar.
+      const answer = await fetch(`${base}/v1/chat/completions`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hi" }] }),
+      });
+      assert.equal(answer.status, 200);
+      for (let i = 0; i < 20 && (await page.textContent("#stat-spend")) === "$0"; i++) {
+        await page.waitForTimeout(250);
+        await page.reload();
+        await page.waitForSelector('[data-provider="azure_openai"]');
+      }
+      assert.equal(await page.textContent("#stat-spend"), "$0.00045");
+      assert.match(await page.textContent("#stat-savings"), /^\$0\.\d+ \(\d+\.\d%\)$/);
+      assert.equal(await page.locator("#chart .bar.openai").count(), 1);
+      assert.match(await page.textContent("#legend"), /OpenAI/);
+
       // The dashboard and routing follow.
       assert.equal(await page.textContent("#stat-configured"), "1 of 5");
       assert.match(await page.textContent('#routes li[data-task="general"]'), /^general: openai gpt-4o-mini/);
-      assert.match(await page.textContent("#audit"), /key\.delete/);
+      assert.match(await page.textContent("#audit"), /Key removed — Anthropic \(done\)/);
     }
     if (name === "phone") {
       // State from the desktop run is there, and nothing overflows 375 px.

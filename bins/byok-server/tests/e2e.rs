@@ -38,6 +38,7 @@ fn the_settings_page_works_in_a_real_browser() {
         );
         return;
     }
+    let _ = std::fs::remove_dir_all(e2e.join("artifacts")); // a stale screenshot must not pass
     let output = Command::new("node")
         .arg(e2e.join("settings.spec.mjs"))
         .env("BYOK_SERVER_BIN", env!("CARGO_BIN_EXE_byok-server"))

@@ -27,7 +27,8 @@ use crate::service::{KeyService, Principal, RequestContext};
 use crate::usage::UsageSender;
 
 /// Output tokens assumed for planning when the request sets no limit.
-const DEFAULT_OUTPUT_BUDGET: u64 = 1024;
+/// (Anthropic, which needs a limit, is sent 4,096 when none is given.)
+const DEFAULT_OUTPUT_BUDGET: u64 = 4096;
 /// Most providers tried for one request.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -49,9 +50,12 @@ pub enum GatewayError {
     /// Only user tokens may use the gateway.
     #[error("the gateway needs a user token")]
     NotAUser,
-    /// The requested model is not served by any of the user's providers.
-    #[error("no configured provider serves this model")]
+    /// The requested model is not in the price catalog.
+    #[error("no provider serves this model")]
     UnknownModel,
+    /// The task is not in the routing policy.
+    #[error("no routing policy for this task")]
+    UnknownTask,
     /// No provider could be tried.
     #[error("no provider can serve this request")]
     NoCandidate {
@@ -87,8 +91,9 @@ pub struct Answered<T> {
     pub provider: ProviderKind,
     /// The model that answered.
     pub model: String,
-    /// What it cost (for streams: known when the stream ends; `ZERO` here).
-    pub cost: Money,
+    /// What it cost: `None` for streams (known when the stream ends) and for
+    /// unpriced models.
+    pub cost: Option<Money>,
     /// Every provider tried, in order, the answering one last.
     pub attempts: Vec<Attempt>,
 }
@@ -203,6 +208,9 @@ impl Gateway {
             {
                 return Err(GatewayError::UnknownModel);
             }
+            if model.is_none() && !self.planner.catalog().tasks().any(|t| t == task) {
+                return Err(GatewayError::UnknownTask);
+            }
             return Err(GatewayError::NoCandidate {
                 skipped: plan.skipped,
             });
@@ -240,7 +248,11 @@ impl Gateway {
                 retry_after: error.retry_after(),
             })
         } else {
-            None
+            // A bad request means the provider is up and answering: it counts
+            // as health (and frees a half-open probe slot).
+            Some(Outcome::Success {
+                latency: std::time::Duration::ZERO,
+            })
         };
         if let Some(outcome) = outcome
             && self
@@ -258,13 +270,14 @@ impl Gateway {
         provider: ProviderKind,
         model: &str,
         latency: std::time::Duration,
-        cost: Money,
+        cost: Option<Money>,
         attempts: &mut Vec<Attempt>,
     ) {
         self.health()
             .record(user, provider, Outcome::Success { latency }, Instant::now());
         self.metrics.attempt(provider, "success");
-        self.metrics.answered(provider, latency, cost);
+        self.metrics
+            .answered(provider, latency, cost.unwrap_or(Money::ZERO));
         if !attempts.is_empty() {
             self.metrics.fallback();
         }
@@ -307,17 +320,47 @@ impl Gateway {
     }
 
     /// Learns from a failed attempt; a refusal that another provider would
-    /// repeat ends the request.
-    fn failed(
+    /// repeat ends the request. A rejected key is also marked invalid in the
+    /// store (so the page shows it, and a restart remembers it) — only if it
+    /// is still the key that was used.
+    async fn failed(
         &self,
-        user: &UserId,
+        prepared: &Prepared,
         provider: ProviderKind,
         model: String,
         error: ProviderError,
         attempts: &mut Vec<Attempt>,
     ) -> Option<GatewayError> {
-        self.learn(user, provider, &error);
+        self.learn(&prepared.user, provider, &error);
         self.metrics.attempt(provider, error.code());
+        if error.is_auth_failure()
+            && let Some(stored) = prepared.stored.iter().find(|k| k.provider == provider)
+        {
+            let (user, tested) = (prepared.user.clone(), stored.sealed_key.clone());
+            let test = keys::KeyTest {
+                status: byok_core::KeyStatus::Invalid,
+                at: now(),
+                latency_ms: None,
+            };
+            let event = byok_store::audit::NewAuditEvent::new(
+                byok_store::audit::Actor::System,
+                byok_store::audit::AuditAction::KeyUse,
+                byok_store::audit::AuditOutcome::Failure,
+            )
+            .user(&user)
+            .provider(provider)
+            .detail("provider_key_rejected");
+            let written = self
+                .keys
+                .store()
+                .run(move |c| {
+                    keys::record_test_if_unchanged(c, &user, provider, &tested, &test, &event)
+                })
+                .await;
+            if let Err(error) = written {
+                tracing::warn!(%error, "could not mark a rejected key invalid");
+            }
+        }
         attempts.push(Attempt {
             provider,
             model,
@@ -380,7 +423,8 @@ impl Gateway {
             match result {
                 Ok(response) => {
                     let latency = started.elapsed();
-                    let cost = self.cost(provider, &model, &response.usage, prepared.at);
+                    let priced = self.priced_model(provider, &response.model, &model);
+                    let cost = self.cost(provider, &priced, &response.usage, prepared.at);
                     self.succeeded(
                         &prepared.user,
                         provider,
@@ -392,7 +436,7 @@ impl Gateway {
                     let record = usage_record(
                         &prepared.user,
                         provider,
-                        &response.model,
+                        &priced,
                         &call.task,
                         &response.usage,
                         cost,
@@ -411,8 +455,9 @@ impl Gateway {
                     });
                 }
                 Err(error) => {
-                    if let Some(rejected) =
-                        self.failed(&prepared.user, provider, model, error, &mut attempts)
+                    if let Some(rejected) = self
+                        .failed(&prepared, provider, model, error, &mut attempts)
+                        .await
                     {
                         return Err(rejected);
                     }
@@ -479,13 +524,14 @@ impl Gateway {
                             provider,
                             &model,
                             latency,
-                            Money::ZERO,
+                            None,
                             &mut attempts,
                         );
                         let tracked = Tracked {
                             first: Some(first),
                             inner: stream,
-                            usage: Usage::default(),
+                            usage: None,
+                            output_chars: 0,
                             pending: Some(Pending {
                                 user: prepared.user.clone(),
                                 provider,
@@ -495,6 +541,7 @@ impl Gateway {
                                 started,
                                 request_id: ctx.request_id.clone(),
                                 at: prepared.at,
+                                input_estimate: estimate_tokens(&call.request),
                             }),
                             gateway: self.clone(),
                         };
@@ -502,7 +549,7 @@ impl Gateway {
                             value: Box::pin(tracked.into_stream()),
                             provider,
                             model,
-                            cost: Money::ZERO,
+                            cost: None,
                             attempts,
                         });
                     }
@@ -511,8 +558,9 @@ impl Gateway {
                 },
                 Err(error) => error,
             };
-            if let Some(rejected) =
-                self.failed(&prepared.user, provider, model, failure, &mut attempts)
+            if let Some(rejected) = self
+                .failed(&prepared, provider, model, failure, &mut attempts)
+                .await
             {
                 return Err(rejected);
             }
@@ -550,12 +598,9 @@ impl Gateway {
         let mut attempts = Vec::new();
         for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
             let (provider, model) = (candidate.provider, candidate.model.clone());
-            let Some((key, stored, adapter)) = self.open(&prepared, provider) else {
-                attempts.push(Attempt {
-                    provider,
-                    model,
-                    error: Some("key_unusable"),
-                });
+            let Some((key, stored, adapter)) =
+                self.begin(&prepared, provider, &model, &mut attempts)
+            else {
                 continue;
             };
             let mut call = request.clone();
@@ -609,8 +654,9 @@ impl Gateway {
                     });
                 }
                 Err(error) => {
-                    if let Some(rejected) =
-                        self.failed(&prepared.user, provider, model, error, &mut attempts)
+                    if let Some(rejected) = self
+                        .failed(&prepared, provider, model, error, &mut attempts)
+                        .await
                     {
                         return Err(rejected);
                     }
@@ -647,20 +693,43 @@ impl Gateway {
             .collect())
     }
 
+    /// What `usage` cost, or `None` for a model the catalog does not price
+    /// (recorded as unknown, never as free).
     fn cost(
         &self,
         provider: ProviderKind,
         model: &str,
         usage: &Usage,
         at: chrono::DateTime<chrono::Utc>,
-    ) -> Money {
-        self.planner
-            .catalog()
-            .cost(provider, model, usage, at)
-            .unwrap_or_else(|error| {
+    ) -> Option<Money> {
+        match self.planner.catalog().cost(provider, model, usage, at) {
+            Ok(cost) => Some(cost),
+            Err(error) => {
                 tracing::warn!(%error, "answer from an unpriced model; cost recorded as unknown");
-                Money::ZERO
+                None
+            }
+        }
+    }
+
+    /// The catalog row for the model a provider says answered: exact, or the
+    /// longest catalog id it is a dated snapshot of (`gpt-4o-2024-11-20` is
+    /// `gpt-4o`); the planned model otherwise. Azure's deployment decides its
+    /// model, so this is what prices an Azure answer.
+    fn priced_model(&self, provider: ProviderKind, reported: &str, planned: &str) -> String {
+        let catalog = self.planner.catalog();
+        if catalog.get(provider, reported).is_some() {
+            return reported.to_owned();
+        }
+        catalog
+            .models()
+            .filter(|m| {
+                m.provider == provider
+                    && reported
+                        .strip_prefix(m.model.as_str())
+                        .is_some_and(|rest| rest.starts_with('-'))
             })
+            .max_by_key(|m| m.model.len())
+            .map_or_else(|| planned.to_owned(), |m| m.model.clone())
     }
 }
 
@@ -682,7 +751,7 @@ fn usage_record(
     model: &str,
     task: &Task,
     usage: &Usage,
-    cost: Money,
+    cost: Option<Money>,
     attempts: usize,
     latency: std::time::Duration,
     outcome: &str,
@@ -698,7 +767,7 @@ fn usage_record(
         cached_input_tokens: int(usage.cached_input_tokens),
         output_tokens: int(usage.output_tokens),
         reasoning_tokens: int(usage.reasoning_tokens),
-        cost_micro_usd: Some(int(cost.micro_usd_rounded())),
+        cost_micro_usd: cost.map(|c| int(c.micro_usd_rounded())),
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         outcome: outcome.to_owned(),
@@ -717,38 +786,57 @@ struct Pending {
     started: Instant,
     request_id: Option<String>,
     at: chrono::DateTime<chrono::Utc>,
+    /// Input tokens as estimated for planning, used when the provider never
+    /// reported usage (a stream cut short): such streams are billed too.
+    input_estimate: u64,
 }
 
 /// A committed stream that keeps the usage it sees and records it once.
 struct Tracked {
     first: Option<ChatChunk>,
     inner: ChatStream,
-    usage: Usage,
+    usage: Option<Usage>,
+    output_chars: u64,
     pending: Option<Pending>,
     gateway: Gateway,
 }
 
 impl Tracked {
-    fn record(&mut self, outcome: &str) -> Option<UsageRecord> {
-        let pending = self.pending.take()?;
+    /// Queues the usage record, once, without waiting (a stream's end must
+    /// not be cancellable between taking the record and sending it).
+    fn record(&mut self, outcome: &str) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        // Without a usage report, estimate: the input as planned, the output
+        // from the text relayed (four characters a token).
+        let usage = self.usage.unwrap_or(Usage {
+            input_tokens: pending.input_estimate,
+            output_tokens: self.output_chars.div_ceil(4),
+            ..Usage::default()
+        });
         let cost = self
             .gateway
-            .cost(pending.provider, &pending.model, &self.usage, pending.at);
+            .cost(pending.provider, &pending.model, &usage, pending.at);
+        if let Some(cost) = cost {
+            self.gateway.metrics.spent(pending.provider, cost);
+        }
         let ctx = RequestContext {
             request_id: pending.request_id.clone(),
         };
-        Some(usage_record(
+        let record = usage_record(
             &pending.user,
             pending.provider,
             &pending.model,
             &pending.task,
-            &self.usage,
+            &usage,
             cost,
             pending.attempts,
             pending.started.elapsed(),
             outcome,
             &ctx,
-        ))
+        );
+        self.gateway.usage.record_now(record);
     }
 
     fn into_stream(self) -> impl Stream<Item = Result<ChatChunk, ProviderError>> + Send + 'static {
@@ -759,21 +847,19 @@ impl Tracked {
             };
             match item {
                 Some(Ok(chunk)) => {
-                    if let ChatChunk::Usage(usage) = &chunk {
-                        state.usage = *usage;
+                    match &chunk {
+                        ChatChunk::Usage(usage) => state.usage = Some(*usage),
+                        ChatChunk::Text(text) => state.output_chars += text.len() as u64,
+                        _ => {}
                     }
                     Some((Ok(chunk), state))
                 }
                 Some(Err(error)) => {
-                    if let Some(record) = state.record("partial") {
-                        state.gateway.usage.record(record).await;
-                    }
+                    state.record("partial");
                     Some((Err(error), state))
                 }
                 None => {
-                    if let Some(record) = state.record("success") {
-                        state.gateway.usage.record(record).await;
-                    }
+                    state.record("success");
                     None
                 }
             }
@@ -783,10 +869,8 @@ impl Tracked {
 
 impl Drop for Tracked {
     /// The client went away mid-stream: the upstream request is cancelled
-    /// with the inner stream; record what is known without waiting.
+    /// with the inner stream; record what is known.
     fn drop(&mut self) {
-        if let Some(record) = self.record("cancelled") {
-            self.gateway.usage.try_record(record);
-        }
+        self.record("cancelled");
     }
 }

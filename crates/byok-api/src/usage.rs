@@ -15,21 +15,30 @@ use tokio::sync::{Notify, mpsc};
 #[derive(Debug, Clone)]
 pub struct UsageSender {
     tx: mpsc::Sender<UsageRecord>,
+    /// For places that cannot wait (a stream's end, or its drop when the
+    /// client goes away): never full, so such a record is never lost.
+    overflow: mpsc::UnboundedSender<UsageRecord>,
 }
 
 impl UsageSender {
-    /// Queues `record`, waiting while the queue is full.
+    /// Queues `record`, waiting while the queue is full (back-pressure).
     pub async fn record(&self, record: UsageRecord) {
         if self.tx.send(record).await.is_err() {
             tracing::error!("usage writer stopped; a usage record was not written");
         }
     }
 
-    /// Queues `record` without waiting (for places that cannot wait, such as
-    /// a stream dropped by a disconnected client); logs if the queue is full.
-    pub fn try_record(&self, record: UsageRecord) {
-        if self.tx.try_send(record).is_err() {
-            tracing::error!("usage queue full or closed; a usage record was not written");
+    /// Queues `record` without waiting: the bounded queue if it has room,
+    /// otherwise the overflow queue, which the writer drains as well.
+    pub fn record_now(&self, record: UsageRecord) {
+        let record = match self.tx.try_send(record) {
+            Ok(()) => return,
+            Err(
+                mpsc::error::TrySendError::Full(record) | mpsc::error::TrySendError::Closed(record),
+            ) => record,
+        };
+        if self.overflow.send(record).is_err() {
+            tracing::error!("usage writer stopped; a usage record was not written");
         }
     }
 }
@@ -61,6 +70,7 @@ pub fn usage_writer(
     impl Future<Output = ()> + Send + 'static,
 ) {
     let (tx, mut rx) = mpsc::channel::<UsageRecord>(capacity.max(1));
+    let (overflow, mut overflow_rx) = mpsc::unbounded_channel::<UsageRecord>();
     let stop = Arc::new(Notify::new());
     let handle = UsageWriterHandle { stop: stop.clone() };
     let batch = batch.max(1);
@@ -68,13 +78,18 @@ pub fn usage_writer(
         let mut stopping = false;
         loop {
             let first = if stopping {
-                rx.recv().await
+                match overflow_rx.try_recv() {
+                    Ok(record) => Some(record),
+                    Err(_) => rx.recv().await,
+                }
             } else {
                 tokio::select! {
                     record = rx.recv() => record,
+                    Some(record) = overflow_rx.recv() => Some(record),
                     () = stop.notified() => {
                         stopping = true;
                         rx.close(); // no new records; drain what is queued
+                        overflow_rx.close();
                         continue;
                     }
                 }
@@ -82,7 +97,7 @@ pub fn usage_writer(
             let Some(first) = first else { break };
             let mut records = vec![first];
             while records.len() < batch {
-                match rx.try_recv() {
+                match overflow_rx.try_recv().or_else(|_| rx.try_recv()) {
                     Ok(record) => records.push(record),
                     Err(_) => break,
                 }
@@ -91,7 +106,7 @@ pub fn usage_writer(
         }
         tracing::info!("usage writer flushed and stopped");
     };
-    (UsageSender { tx }, handle, task)
+    (UsageSender { tx, overflow }, handle, task)
 }
 
 /// Inserts one batch, retrying a few times on a busy or failing database.

@@ -4,6 +4,28 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN = "byok.token";
 
+const PROVIDER_NAMES = {
+  openai: "OpenAI", deepseek: "DeepSeek", anthropic: "Anthropic", gemini: "Google Gemini", azure_openai: "Azure OpenAI",
+};
+
+const ACTION_WORDS = {
+  "user.create": "Account created",
+  "user.delete": "Account deleted",
+  "token.issue": "Token issued",
+  "token.revoke": "Token revoked",
+  "auth.failure": "Access refused",
+  "key.create": "Key added",
+  "key.replace": "Key replaced",
+  "key.create_rejected": "Key refused",
+  "key.delete": "Key removed",
+  "key.test": "Key tested",
+  "key.use": "Key used",
+  "key.decrypt_failed": "Key could not be opened",
+  "key.rewrap": "Key re-encrypted",
+};
+
+const OUTCOME_WORDS = { success: "done", failure: "failed", denied: "refused" };
+
 const STATUS_WORDS = {
   none: "Not configured",
   untested: "Untested",
@@ -199,6 +221,17 @@ function renderChart(usage) {
   }
   show($("chart-empty"), days.size === 0);
   show(chart, days.size > 0);
+  const legend = $("legend");
+  legend.replaceChildren();
+  const providers = new Set(usage.by_day.map((g) => g.provider));
+  for (const provider of [...providers, "baseline"]) {
+    if (days.size === 0) break;
+    const item = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = `swatch ${provider}`;
+    item.append(swatch, provider === "baseline" ? `${usage.baseline_model || "baseline"} (what it would have cost)` : PROVIDER_NAMES[provider] || provider);
+    legend.append(item);
+  }
   let max = 0;
   for (const day of days.values()) max = Math.max(max, day.baseline, ...day.spend.map((s) => s.cost));
   for (const [date, day] of days) {
@@ -208,7 +241,7 @@ function renderChart(usage) {
     bars.className = "bars";
     for (const spend of day.spend) {
       const bar = document.createElement("div");
-      bar.className = "bar";
+      bar.className = `bar ${spend.provider}`;
       bar.title = `${spend.provider}: $${spend.cost}`;
       bar.style.height = `${max ? (spend.cost / max) * 100 : 0}%`;
       bars.append(bar);
@@ -230,7 +263,9 @@ function renderAudit(events) {
   list.replaceChildren();
   for (const event of events.slice(0, 10)) {
     const item = document.createElement("li");
-    item.textContent = `${when(event.occurred_at)} — ${event.action}${event.provider ? ` (${event.provider})` : ""}: ${event.outcome}`;
+    const what = ACTION_WORDS[event.action] || event.action;
+    const where = event.provider ? ` — ${PROVIDER_NAMES[event.provider] || event.provider}` : "";
+    item.textContent = `${when(event.occurred_at)}: ${what}${where} (${OUTCOME_WORDS[event.outcome] || event.outcome})`;
     list.append(item);
   }
 }
@@ -268,7 +303,14 @@ async function enter() {
   show($("app"), true);
   show($("who"), true);
   $("who-name").textContent = user;
-  await refresh();
+  show($("app-error"), false);
+  try {
+    await refresh();
+  } catch (e) {
+    if (e.status === 401) return signOut();
+    $("app-error").textContent = `The page could not load everything: ${e.message}`;
+    show($("app-error"), true);
+  }
 }
 
 $("sign-in-form").addEventListener("submit", async (event) => {
@@ -278,12 +320,13 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   try {
     await signIn($("token").value.trim());
     $("token").value = "";
-    await enter();
   } catch (e) {
     sessionStorage.removeItem(TOKEN);
     error.textContent = e.message;
     show(error, true);
+    return;
   }
+  await enter();
 });
 $("sign-out").addEventListener("click", signOut);
 

@@ -41,6 +41,13 @@ fn gateway_error(error: &GatewayError) -> HttpResponse {
             "the gateway needs a user token, not an admin token",
             None,
         ),
+        GatewayError::UnknownTask => openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_task",
+            "X-BYOK-Task names no task of the routing policy (general, code, reasoning, embeddings, or the operator's own)",
+            None,
+        ),
         GatewayError::UnknownModel => openai_error(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -314,8 +321,8 @@ fn with_headers<T>(
         .insert_header(("x-byok-model", answered.model.clone()))
         .insert_header(("x-byok-attempts", attempts.join(",")))
         .insert_header(("cache-control", "no-store"));
-    if cost {
-        response.insert_header(("x-byok-cost-usd", answered.cost.to_usd_string()));
+    if let (true, Some(amount)) = (cost, answered.cost) {
+        response.insert_header(("x-byok-cost-usd", amount.to_usd_string()));
     }
     response
 }

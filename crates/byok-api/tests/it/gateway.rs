@@ -196,6 +196,26 @@ async fn a_rejected_key_is_skipped_next_time_and_bad_requests_are_not_retried(db
         .await
         .unwrap();
     let token = secrecy::ExposeSecret::expose_secret(&token.token).to_owned();
+    // The rejected key was marked invalid in the store (so a restart
+    // remembers it); a new key starts clean.
+    let keys = app
+        .client
+        .get(app.url("/api/user/api-keys/alice/keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let keys = body(keys).await.1;
+    let gemini_row = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["provider"] == "gemini")
+        .unwrap()
+        .clone();
+    assert_eq!(gemini_row["last_test_status"], "invalid");
+    app.save_key(&token, "alice", "gemini", key_body(&gemini_key("fresh")))
+        .await;
     Mock::given(method("POST"))
         .and(path("/v1beta/models/gemini-2.5-flash-lite:generateContent"))
         .respond_with(ResponseTemplate::new(400).set_body_json(
