@@ -544,3 +544,106 @@ async fn preferences_and_timeouts_shape_the_route(db: TestDb) {
         .unwrap();
     assert_eq!(body(bad).await.1["error"]["code"], "invalid_preference");
 }
+
+both_backends!(streams_fall_back_only_before_their_first_chunk);
+
+async fn streams_fall_back_only_before_their_first_chunk(db: TestDb) {
+    let fixtures = format!(
+        "{}/../byok-providers/tests/fixtures",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let sse = |file: &str| {
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/event-stream")
+            .set_body_string(std::fs::read_to_string(format!("{fixtures}/{file}")).unwrap())
+    };
+    let gemini_route = "/v1beta/models/gemini-2.5-flash-lite:streamGenerateContent";
+
+    // Gemini (cheapest) sends nothing at all: fall back to OpenAI.
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    app.save_key(&token, "alice", "gemini", key_body(&gemini_key("st")))
+        .await;
+    app.save_key(&token, "alice", "openai", key_body(&openai_key("st")))
+        .await;
+    Mock::given(method("POST"))
+        .and(path(gemini_route))
+        .respond_with(ResponseTemplate::new(200).insert_header("content-type", "text/event-stream"))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(sse("openai/stream.sse"))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let response = chat(&app, &token, &hello(true)).await;
+    assert_eq!(response.headers()["x-byok-attempts"], "gemini,openai");
+    let frames = parse_sse(&response.text().await.unwrap());
+    assert_eq!(frames.last().unwrap(), &json!("[DONE]"));
+
+    // Gemini sends its first chunk, then the connection ends: no fallback,
+    // the client gets the text so far and an error event.
+    let mock2 = MockServer::start().await;
+    let app2 = TestApp::spawn_with_providers(&db, providers(&mock2)).await;
+    let token2 = app2
+        .service
+        .operator()
+        .issue_token(Some(&byok_core::UserId::parse("alice").unwrap()))
+        .await
+        .unwrap();
+    let token2 = secrecy::ExposeSecret::expose_secret(&token2.token).to_owned();
+    Mock::given(method("POST"))
+        .and(path(gemini_route))
+        .respond_with(sse("gemini/truncated.sse"))
+        .expect(1)
+        .mount(&mock2)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(sse("openai/stream.sse"))
+        .expect(0)
+        .mount(&mock2)
+        .await;
+    let response = chat(&app2, &token2, &hello(true)).await;
+    assert_eq!(response.headers()["x-byok-attempts"], "gemini");
+    let frames = parse_sse(&response.text().await.unwrap());
+    assert_eq!(frames[0]["choices"][0]["delta"]["content"], "Okay, let's");
+    assert_eq!(
+        frames.last().unwrap()["error"]["code"],
+        "provider_stream_incomplete"
+    );
+
+    // Usage: the full OpenAI stream is recorded with its reported tokens;
+    // the cut Gemini stream as partial, on estimated tokens, not as free.
+    let store = app.service.store().clone();
+    app.stop().await;
+    app2.stop().await;
+    let alice = byok_core::UserId::parse("alice").unwrap();
+    let (from, to) = (
+        byok_store::now() - chrono::Duration::hours(1),
+        byok_store::now() + chrono::Duration::hours(1),
+    );
+    let records = store
+        .run(move |c| byok_store::usage::list_for_user(c, &alice, from, to))
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let full = records
+        .iter()
+        .find(|r| r.provider == byok_core::ProviderKind::OpenAi)
+        .unwrap();
+    assert_eq!(
+        (full.input_tokens, full.output_tokens, full.outcome.as_str()),
+        (19, 3, "success")
+    );
+    assert_eq!(full.cost_micro_usd, Some(5)); // 19 x 0.15 + 3 x 0.60 = 4.65 micro-dollars
+    let cut = records
+        .iter()
+        .find(|r| r.provider == byok_core::ProviderKind::Gemini)
+        .unwrap();
+    assert_eq!(cut.outcome, "partial");
+    assert!(cut.input_tokens > 0 && cut.output_tokens > 0, "{cut:?}");
+}
