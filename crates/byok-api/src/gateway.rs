@@ -768,6 +768,7 @@ fn usage_record(
         output_tokens: int(usage.output_tokens),
         reasoning_tokens: int(usage.reasoning_tokens),
         cost_micro_usd: cost.map(|c| int(c.micro_usd_rounded())),
+        cost_picodollars: cost.map(|c| int(c.picodollars())),
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         outcome: outcome.to_owned(),

@@ -100,22 +100,37 @@ pub struct UsageTotals {
     /// What the same traffic would have cost on the baseline model, USD.
     pub baseline_cost_usd: String,
     #[serde(skip)]
-    cost_micro: u64,
+    cost_pico: u64,
     #[serde(skip)]
-    baseline_micro: u64,
+    baseline_pico: u64,
 }
 
 impl UsageTotals {
-    fn add(&mut self, record: &UsageRecord, baseline_micro: u64) {
+    fn add(&mut self, record: &UsageRecord, baseline_pico: u64) {
         let tokens = |n: i64| u64::try_from(n).unwrap_or(0);
         self.requests += 1;
         self.input_tokens += tokens(record.input_tokens);
         self.output_tokens += tokens(record.output_tokens);
-        self.cost_micro += record.cost_micro_usd.map_or(0, tokens);
-        self.baseline_micro += baseline_micro;
-        self.cost_usd = micro_usd(self.cost_micro);
-        self.baseline_cost_usd = micro_usd(self.baseline_micro);
+        self.cost_pico += exact_cost(record);
+        self.baseline_pico += baseline_pico;
+        self.cost_usd = Money::from_picodollars(self.cost_pico).to_usd_string();
+        self.baseline_cost_usd = Money::from_picodollars(self.baseline_pico).to_usd_string();
     }
+}
+
+/// A record's cost in picodollars: exact when recorded so, else from the
+/// rounded micro-dollar figure (records from before the exact column).
+fn exact_cost(record: &UsageRecord) -> u64 {
+    let whole = |n: i64| u64::try_from(n).unwrap_or(0);
+    record
+        .cost_picodollars
+        .map(whole)
+        .or_else(|| {
+            record
+                .cost_micro_usd
+                .map(|m| whole(m).saturating_mul(1_000_000))
+        })
+        .unwrap_or(0)
 }
 
 /// A usage row grouped by key.
@@ -156,10 +171,6 @@ pub struct UsageReport {
     pub by_day: Vec<UsageGroup>,
 }
 
-fn micro_usd(micro: u64) -> String {
-    Money::from_picodollars(micro.saturating_mul(1_000_000)).to_usd_string()
-}
-
 /// The first instant of `at`'s month (UTC).
 fn month_start(at: DateTime<Utc>) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
@@ -187,7 +198,7 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, ServiceError> {
         })
 }
 
-/// What `record`'s traffic would have cost on `baseline`, in micro-dollars.
+/// What `record`'s traffic would have cost on `baseline`, in picodollars.
 /// Embeddings are not comparable with a chat baseline: they count as they are.
 fn baseline_cost(
     catalog: &byok_router::PriceCatalog,
@@ -208,22 +219,20 @@ fn baseline_cost(
     };
     catalog
         .cost(model.provider, &model.model, &usage, record.created_at)
-        .map_or(actual, Money::micro_usd_rounded)
+        .map_or(actual, Money::picodollars)
 }
 
 /// Baseline minus actual, in dollars and as a percentage of the baseline
 /// (one decimal, truncated), both possibly negative.
 fn savings(total: &UsageTotals) -> (String, String) {
-    let savings = i128::from(total.baseline_micro) - i128::from(total.cost_micro);
+    let savings = i128::from(total.baseline_pico) - i128::from(total.cost_pico);
     let sign = if savings < 0 { "-" } else { "" };
-    let dollars = format!(
-        "{sign}{}",
-        micro_usd(u64::try_from(savings.abs()).unwrap_or(u64::MAX))
-    );
-    let permille = if total.baseline_micro == 0 {
+    let amount = Money::from_picodollars(u64::try_from(savings.abs()).unwrap_or(u64::MAX));
+    let dollars = format!("{sign}{}", amount.to_usd_string());
+    let permille = if total.baseline_pico == 0 {
         0
     } else {
-        savings.abs() * 1000 / i128::from(total.baseline_micro)
+        savings.abs() * 1000 / i128::from(total.baseline_pico)
     };
     (
         dollars,
@@ -347,15 +356,11 @@ impl Gateway {
             .store()
             .run(move |c| usage::list_for_user(c, &u, from, now))
             .await?;
-        let spend: u64 = records
-            .iter()
-            .filter_map(|r| r.cost_micro_usd)
-            .map(|c| u64::try_from(c).unwrap_or(0))
-            .sum();
+        let spend: u64 = records.iter().map(exact_cost).sum();
         Ok(Status {
             configured: providers.iter().filter(|p| p.configured).count(),
             working: providers.iter().filter(|p| p.working).count(),
-            spend_this_month_usd: micro_usd(spend),
+            spend_this_month_usd: Money::from_picodollars(spend).to_usd_string(),
             providers,
         })
     }
@@ -389,24 +394,22 @@ impl Gateway {
         let mut by_model: BTreeMap<(ProviderKind, String), UsageTotals> = BTreeMap::new();
         let mut by_day: BTreeMap<(String, ProviderKind), UsageTotals> = BTreeMap::new();
         for record in &records {
-            let actual = record
-                .cost_micro_usd
-                .map_or(0, |c| u64::try_from(c).unwrap_or(0));
-            let baseline_micro = baseline_cost(catalog, baseline.as_ref(), record, actual);
-            total.add(record, baseline_micro);
+            let actual = exact_cost(record);
+            let baseline_pico = baseline_cost(catalog, baseline.as_ref(), record, actual);
+            total.add(record, baseline_pico);
             by_provider
                 .entry(record.provider)
                 .or_default()
-                .add(record, baseline_micro);
+                .add(record, baseline_pico);
             by_model
                 .entry((record.provider, record.model.clone()))
                 .or_default()
-                .add(record, baseline_micro);
+                .add(record, baseline_pico);
             let day = record.created_at.format("%Y-%m-%d").to_string();
             by_day
                 .entry((day, record.provider))
                 .or_default()
-                .add(record, baseline_micro);
+                .add(record, baseline_pico);
         }
         let (savings_usd, savings_percent) = savings(&total);
         Ok(UsageReport {

@@ -63,6 +63,7 @@ diesel::table! {
         output_tokens -> BigInt,
         reasoning_tokens -> BigInt,
         cost_micro_usd -> Nullable<BigInt>,
+        cost_picodollars -> Nullable<BigInt>,
         attempts -> Integer,
         latency_ms -> BigInt,
         outcome -> Text,

@@ -29,8 +29,11 @@ pub struct UsageRecord {
     pub output_tokens: i64,
     /// Output tokens spent on reasoning.
     pub reasoning_tokens: i64,
-    /// The cost in micro-dollars, or `None` when the model is unpriced.
+    /// The cost in micro-dollars (rounded), or `None` when the model is unpriced.
     pub cost_micro_usd: Option<i64>,
+    /// The exact cost in picodollars (1e-12 USD), or `None` when unpriced or
+    /// recorded before this column existed. Sums use this when present.
+    pub cost_picodollars: Option<i64>,
     /// How many providers were tried.
     pub attempts: i32,
     /// End-to-end latency.
@@ -55,6 +58,7 @@ struct UsageRow {
     output_tokens: i64,
     reasoning_tokens: i64,
     cost_micro_usd: Option<i64>,
+    cost_picodollars: Option<i64>,
     attempts: i32,
     latency_ms: i64,
     outcome: String,
@@ -80,6 +84,7 @@ pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<
                     output_tokens: record.output_tokens,
                     reasoning_tokens: record.reasoning_tokens,
                     cost_micro_usd: record.cost_micro_usd,
+                    cost_picodollars: record.cost_picodollars,
                     attempts: record.attempts,
                     latency_ms: record.latency_ms,
                     outcome: record.outcome.clone(),
@@ -125,6 +130,7 @@ pub fn list_for_user(
                 output_tokens: row.output_tokens,
                 reasoning_tokens: row.reasoning_tokens,
                 cost_micro_usd: row.cost_micro_usd,
+                cost_picodollars: row.cost_picodollars,
                 attempts: row.attempts,
                 latency_ms: row.latency_ms,
                 outcome: row.outcome,

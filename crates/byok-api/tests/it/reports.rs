@@ -28,6 +28,7 @@ fn record(
         output_tokens: tokens.2,
         reasoning_tokens: 0,
         cost_micro_usd: Some(cost_micro),
+        cost_picodollars: None,
         attempts: 1,
         latency_ms: 100,
         outcome: "success".to_owned(),

@@ -20,6 +20,7 @@ fn record(who: &str, minutes_ago: i64, cost: Option<i64>) -> UsageRecord {
         output_tokens: 300,
         reasoning_tokens: 0,
         cost_micro_usd: cost,
+        cost_picodollars: None,
         attempts: 2,
         latency_ms: 840,
         outcome: "success".to_owned(),
