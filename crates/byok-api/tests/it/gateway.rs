@@ -156,7 +156,11 @@ async fn cheapest_fails_then_the_next_answers_and_usage_is_recorded_once(db: Tes
         (record.provider, record.attempts, record.cost_micro_usd),
         (byok_core::ProviderKind::OpenAi, 2, Some(420))
     );
-    assert_eq!(record.cost_picodollars, Some(420_000_000), "the exact cost is kept");
+    assert_eq!(
+        record.cost_picodollars,
+        Some(420_000_000),
+        "the exact cost is kept"
+    );
 }
 
 async fn a_rejected_key_is_skipped_next_time_and_bad_requests_are_not_retried(db: TestDb) {
