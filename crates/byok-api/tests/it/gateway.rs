@@ -55,6 +55,36 @@ async fn chat(app: &TestApp, token: &str, request: &Value) -> reqwest::Response 
         .unwrap()
 }
 
+/// Metrics after one failed Gemini attempt and an OpenAI success; admin token only.
+async fn assert_fallback_metrics(app: &TestApp, token: &str) {
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(byok_test_support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().await.unwrap();
+    for line in [
+        "byok_gateway_attempts_total{provider=\"gemini\",outcome=\"provider_unavailable\"} 1",
+        "byok_gateway_attempts_total{provider=\"openai\",outcome=\"success\"} 1",
+        "byok_gateway_fallbacks_total 1",
+        "byok_gateway_latency_seconds_count{provider=\"openai\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    assert!(!metrics.contains("alice"), "no user ids in metrics");
+    let forbidden = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+}
+
 async fn cheapest_fails_then_the_next_answers_and_usage_is_recorded_once(db: TestDb) {
     let mock = MockServer::start().await;
     let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
@@ -114,33 +144,7 @@ async fn cheapest_fails_then_the_next_answers_and_usage_is_recorded_once(db: Tes
             .error_rate_percent,
         100
     );
-    // Metrics: the failed attempt, the fallback, the latency; admin token only.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth(byok_test_support::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 200);
-    let metrics = metrics.text().await.unwrap();
-    for line in [
-        "byok_gateway_attempts_total{provider=\"gemini\",outcome=\"provider_unavailable\"} 1",
-        "byok_gateway_attempts_total{provider=\"openai\",outcome=\"success\"} 1",
-        "byok_gateway_fallbacks_total 1",
-        "byok_gateway_latency_seconds_count{provider=\"openai\"} 1",
-    ] {
-        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
-    }
-    assert!(!metrics.contains("alice"), "no user ids in metrics");
-    let forbidden = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forbidden.status(), 403);
+    assert_fallback_metrics(&app, &token).await;
 
     let store = app.service.store().clone();
     app.stop().await; // flushes the usage writer
