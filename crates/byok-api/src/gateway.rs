@@ -122,6 +122,8 @@ pub struct Gateway {
 
 struct Prepared {
     user: UserId,
+    /// The request's input tokens, estimated before any provider counts them.
+    input_estimate: u64,
     stored: Vec<StoredKey>,
     plan: RoutePlan,
     at: chrono::DateTime<chrono::Utc>,
@@ -161,6 +163,28 @@ impl Gateway {
     #[must_use]
     pub fn health(&self) -> &HealthTracker {
         self.keys.health()
+    }
+
+    /// [`Gateway::prepare`] for a chat request: its estimated input and its
+    /// output budget (the request's limit, or a default).
+    async fn prepare_chat(
+        &self,
+        principal: &Principal,
+        call: &GatewayChat,
+    ) -> Result<Prepared, GatewayError> {
+        let budget = call
+            .request
+            .max_output_tokens
+            .map_or(DEFAULT_OUTPUT_BUDGET, u64::from);
+        self.prepare(
+            principal,
+            &call.task,
+            call.model.as_deref(),
+            estimate_tokens(&call.request),
+            budget,
+            &call.preferences,
+        )
+        .await
     }
 
     async fn prepare(
@@ -217,6 +241,7 @@ impl Gateway {
         }
         Ok(Prepared {
             user: user.clone(),
+            input_estimate: input_tokens,
             stored,
             plan,
             at,
@@ -385,20 +410,7 @@ impl Gateway {
         call: GatewayChat,
         ctx: &RequestContext,
     ) -> Result<Answered<ChatResponse>, GatewayError> {
-        let budget = call
-            .request
-            .max_output_tokens
-            .map_or(DEFAULT_OUTPUT_BUDGET, u64::from);
-        let prepared = self
-            .prepare(
-                principal,
-                &call.task,
-                call.model.as_deref(),
-                estimate_tokens(&call.request),
-                budget,
-                &call.preferences,
-            )
-            .await?;
+        let prepared = self.prepare_chat(principal, &call).await?;
         let mut attempts = Vec::new();
         for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
             let (provider, model) = (candidate.provider, candidate.model.clone());
@@ -480,20 +492,7 @@ impl Gateway {
         call: GatewayChat,
         ctx: &RequestContext,
     ) -> Result<Answered<ChatStream>, GatewayError> {
-        let budget = call
-            .request
-            .max_output_tokens
-            .map_or(DEFAULT_OUTPUT_BUDGET, u64::from);
-        let prepared = self
-            .prepare(
-                principal,
-                &call.task,
-                call.model.as_deref(),
-                estimate_tokens(&call.request),
-                budget,
-                &call.preferences,
-            )
-            .await?;
+        let prepared = self.prepare_chat(principal, &call).await?;
         let mut attempts = Vec::new();
         for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
             let (provider, model) = (candidate.provider, candidate.model.clone());
@@ -541,7 +540,7 @@ impl Gateway {
                                 started,
                                 request_id: ctx.request_id.clone(),
                                 at: prepared.at,
-                                input_estimate: estimate_tokens(&call.request),
+                                input_estimate: prepared.input_estimate,
                             }),
                             gateway: self.clone(),
                         };
