@@ -14,6 +14,7 @@ both_backends!(
     a_rejected_key_is_skipped_next_time_and_bad_requests_are_not_retried,
     streams_are_translated_to_openai_chunks,
     users_never_use_each_others_keys_under_concurrent_load,
+    providers_echoing_the_key_never_put_it_in_logs_or_responses,
 );
 
 fn gemini_key(tag: &str) -> String {
@@ -655,4 +656,78 @@ async fn streams_fall_back_only_before_their_first_chunk(db: TestDb) {
         .unwrap();
     assert_eq!(cut.outcome, "partial");
     assert!(cut.input_tokens > 0 && cut.output_tokens > 0, "{cut:?}");
+}
+
+/// Providers that echo the whole key in their refusals (a hostile mock: the
+/// real ones mask it): neither the gateway's answers, streamed or not, nor its
+/// reports, metrics or TRACE logs may carry the key.
+async fn providers_echoing_the_key_never_put_it_in_logs_or_responses(db: TestDb) {
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let gemini = format!("AIzaECHO{}", &tag[..31]);
+    let openai = format!("sk-proj-ECHO{tag}");
+    for (provider, key) in [("gemini", &gemini), ("openai", &openai)] {
+        let saved = app.save_key(&token, "alice", provider, key_body(key)).await;
+        assert_eq!(saved.status(), 201, "the sweep needs {provider} saved");
+    }
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash-lite:generateContent"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({"error": {"code": 500, "message": format!("internal error for key {gemini}"), "status": "INTERNAL"}})))
+        .expect(1..)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash-lite:streamGenerateContent"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"code": 400, "message": format!("API key not valid: {gemini}"), "status": "INVALID_ARGUMENT"}})))
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {"message": format!("Incorrect API key provided: {openai}."), "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})))
+        .expect(1..)
+        .mount(&mock)
+        .await;
+
+    let mut responses = String::new();
+    for stream in [false, true] {
+        let response = chat(&app, &token, &hello(stream)).await;
+        assert!(
+            !response.status().is_success(),
+            "every provider refuses, so the call must fail"
+        );
+        responses.push_str(&format!("{:?}", response.headers()));
+        responses.push_str(&response.text().await.unwrap());
+    }
+    for route in ["keys", "status", "services", "usage"] {
+        let response = app
+            .client
+            .get(app.url(&format!("/api/user/api-keys/alice/{route}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{route}");
+        responses.push_str(&response.text().await.unwrap());
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(byok_test_support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    responses.push_str(&metrics.text().await.unwrap());
+    app.stop().await;
+
+    let logs = byok_test_support::captured_logs();
+    assert!(
+        logs.contains("/v1/chat/completions"),
+        "the capture must see the gateway's request log"
+    );
+    let keys = [gemini, openai];
+    let keys: Vec<&String> = keys.iter().collect();
+    crate::leak::assert_absent(&logs, "logs", &keys);
+    crate::leak::assert_absent(&responses, "a response", &keys);
 }

@@ -142,7 +142,7 @@ async fn no_key_or_token_reaches_logs_or_responses(db: TestDb) {
     assert!(!responses.contains(&token[22..]));
 }
 
-fn assert_absent(haystack: &str, place: &str, secrets: &[&String]) {
+pub(crate) fn assert_absent(haystack: &str, place: &str, secrets: &[&String]) {
     for secret in secrets {
         for variant in variants(secret) {
             let found = haystack.find(&variant);
