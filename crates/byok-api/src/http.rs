@@ -268,7 +268,16 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        let bytes = web::Bytes::from_request(req, payload);
+        let limit = req
+            .app_data::<BodyLimit>()
+            .copied()
+            .unwrap_or(BodyLimit::KEY_ROUTES);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let payload = web::Payload::from_request(req, payload);
         Box::pin(async move {
             if !is_json {
                 return Err(ApiError::bad(
@@ -277,21 +286,28 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "send the body as application/json",
                 ));
             }
-            let bytes = bytes.await.map_err(|error| {
-                if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::bad(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "request body is larger than 16 KiB",
-                    )
-                } else {
-                    ApiError::bad(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_body",
-                        "the request body could not be read",
-                    )
-                }
-            })?;
+            let too_large = ApiError::bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                limit.too_large,
+            );
+            if declared.is_some_and(|length| length > limit.bytes) {
+                return Err(too_large);
+            }
+            let unreadable = || {
+                ApiError::bad(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the request body could not be read",
+                )
+            };
+            let bytes = payload
+                .await
+                .map_err(|_| unreadable())?
+                .to_bytes_limited(limit.bytes)
+                .await
+                .map_err(|_| too_large)?
+                .map_err(|_| unreadable())?;
             serde_json::from_slice(&bytes).map(JsonBody).map_err(|_| {
                 ApiError::bad(
                     StatusCode::BAD_REQUEST,
@@ -328,9 +344,25 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for MaybeJsonBody<T> 
     }
 }
 
-/// The body size limit for [`JsonBody`].
-pub(crate) fn payload_config(limit: usize) -> web::PayloadConfig {
-    web::PayloadConfig::new(limit)
+/// The body size limit [`JsonBody`] enforces where it is registered as
+/// `app_data`, with the refusal that names it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit {
+    bytes: usize,
+    too_large: &'static str,
+}
+
+impl BodyLimit {
+    /// The key routes (and the default).
+    pub(crate) const KEY_ROUTES: Self = Self {
+        bytes: crate::KEY_ROUTE_BODY_LIMIT,
+        too_large: "request body is larger than 16 KiB",
+    };
+    /// The gateway (`/v1`).
+    pub(crate) const GATEWAY: Self = Self {
+        bytes: crate::GATEWAY_BODY_LIMIT,
+        too_large: "request body is larger than 4 MiB",
+    };
 }
 
 /// Query strings that do not parse: a generic 400.
@@ -403,5 +435,22 @@ impl FromRequest for Caller {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod body_limit_tests {
+    use super::BodyLimit;
+
+    #[test]
+    fn each_refusal_names_its_own_limit() {
+        for limit in [BodyLimit::KEY_ROUTES, BodyLimit::GATEWAY] {
+            let named = if limit.bytes % (1024 * 1024) == 0 {
+                format!("{} MiB", limit.bytes / (1024 * 1024))
+            } else {
+                format!("{} KiB", limit.bytes / 1024)
+            };
+            assert!(limit.too_large.ends_with(&named), "{limit:?}");
+        }
     }
 }

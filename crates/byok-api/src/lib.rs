@@ -78,7 +78,7 @@ impl AppState {
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(state))
-            .app_data(http::payload_config(KEY_ROUTE_BODY_LIMIT))
+            .app_data(http::BodyLimit::KEY_ROUTES)
             .app_data(http::query_config())
             .app_data(http::path_config())
             .service(
@@ -101,7 +101,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             )
             .service(
                 web::scope("/v1")
-                    .app_data(http::payload_config(GATEWAY_BODY_LIMIT))
+                    .app_data(http::BodyLimit::GATEWAY)
                     .route(
                         "/chat/completions",
                         web::post().to(routes::gateway::chat_completions),

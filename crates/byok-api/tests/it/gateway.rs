@@ -15,6 +15,7 @@ both_backends!(
     streams_are_translated_to_openai_chunks,
     users_never_use_each_others_keys_under_concurrent_load,
     providers_echoing_the_key_never_put_it_in_logs_or_responses,
+    bad_gateway_input_gets_a_clear_code_and_reaches_no_provider,
 );
 
 fn gemini_key(tag: &str) -> String {
@@ -697,7 +698,8 @@ async fn providers_echoing_the_key_never_put_it_in_logs_or_responses(db: TestDb)
             !response.status().is_success(),
             "every provider refuses, so the call must fail"
         );
-        responses.push_str(&format!("{:?}", response.headers()));
+        std::fmt::Write::write_fmt(&mut responses, format_args!("{:?}", response.headers()))
+            .unwrap();
         responses.push_str(&response.text().await.unwrap());
     }
     for route in ["keys", "status", "services", "usage"] {
@@ -730,4 +732,96 @@ async fn providers_echoing_the_key_never_put_it_in_logs_or_responses(db: TestDb)
     let keys: Vec<&String> = keys.iter().collect();
     crate::leak::assert_absent(&logs, "logs", &keys);
     crate::leak::assert_absent(&responses, "a response", &keys);
+}
+
+/// Hostile or malformed gateway requests: each gets its own status and stable
+/// code with a message, no provider is called, no usage is recorded, and the
+/// stored key is untouched.
+async fn bad_gateway_input_gets_a_clear_code_and_reaches_no_provider(db: TestDb) {
+    let mock = MockServer::start().await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    let saved = app
+        .save_key(&token, "alice", "openai", key_body(&openai_key("bad")))
+        .await;
+    assert_eq!(saved.status(), 201);
+    Mock::given(wiremock::matchers::any())
+        .respond_with(openai_answer("never"))
+        .expect(0)
+        .mount(&mock)
+        .await;
+
+    let user = |content: Value| json!({"model": "auto", "messages": [{"role": "user", "content": content}]});
+    let long_but_allowed = "x".repeat(100 * 1024);
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+        ("chat/completions", "text/plain", vec![], b"{}".to_vec(), 415, "unsupported_media_type"),
+        ("chat/completions", "application/json", vec![], br#"{"model": "auto", "messages": ["#.to_vec(), 400, "invalid_json"),
+        ("chat/completions", "application/json", vec![], br#"{"model": "auto", "messages": [], "stream": "yes"}"#.to_vec(), 400, "invalid_json"),
+        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": []}).to_string().into_bytes(), 400, "no_messages"),
+        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": [{"role": "tool", "content": "x"}]}).to_string().into_bytes(), 400, "unsupported_role"),
+        ("chat/completions", "application/json", vec![], user(json!([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])).to_string().into_bytes(), 400, "unsupported_content"),
+        ("chat/completions", "application/json", vec![("x-byok-task", "not a task!")], user(json!("hi")).to_string().into_bytes(), 400, "invalid_task"),
+        ("chat/completions", "application/json", vec![("x-byok-max-cost-usd", "a lot")], user(json!("hi")).to_string().into_bytes(), 400, "invalid_max_cost"),
+        ("chat/completions", "application/json", vec![("x-byok-exclude", "openai,nobody")], user(json!("hi")).to_string().into_bytes(), 400, "invalid_preference"),
+        // Over 16 KiB is fine here (the key routes' limit is not the gateway's):
+        // the body is read, and the unknown model is what is refused.
+        ("chat/completions", "application/json", vec![], json!({"model": "no-such-model", "messages": [{"role": "user", "content": long_but_allowed}]}).to_string().into_bytes(), 404, "model_not_found"),
+        ("chat/completions", "application/json", vec![], vec![b' '; 4 * 1024 * 1024 + 1], 413, "payload_too_large"),
+        ("embeddings", "application/json", vec![], br#"{"model": "auto", "input": 5}"#.to_vec(), 400, "invalid_json"),
+        ("embeddings", "text/plain", vec![], b"hello".to_vec(), 415, "unsupported_media_type"),
+    ];
+    for (route, content_type, headers, payload, status, code) in cases {
+        let mut request = app
+            .client
+            .post(app.url(&format!("/v1/{route}")))
+            .bearer_auth(&token)
+            .header("content-type", content_type);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let (got, error) = body(request.body(payload).send().await.unwrap()).await;
+        assert_eq!(
+            (got, error["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{route}: {error}"
+        );
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{code} needs a message: {error}"
+        );
+        if code == "payload_too_large" {
+            assert!(
+                error["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("4 MiB"),
+                "{error}"
+            );
+        }
+    }
+
+    let keys = app
+        .client
+        .get(app.url("/api/user/api-keys/alice/keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let (_, keys) = body(keys).await;
+    assert_eq!(
+        keys["keys"][0]["provider"], "openai",
+        "the key is untouched: {keys}"
+    );
+    let store = app.service.store().clone();
+    app.stop().await;
+    let alice = byok_core::UserId::parse("alice").unwrap();
+    let from = byok_store::now() - chrono::Duration::hours(1);
+    let to = byok_store::now() + chrono::Duration::hours(1);
+    let records = store
+        .run(move |c| byok_store::usage::list_for_user(c, &alice, from, to))
+        .await
+        .unwrap();
+    assert!(records.is_empty(), "a refused request records no usage");
 }
