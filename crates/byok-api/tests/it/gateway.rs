@@ -734,6 +734,17 @@ async fn providers_echoing_the_key_never_put_it_in_logs_or_responses(db: TestDb)
     crate::leak::assert_absent(&responses, "a response", &keys);
 }
 
+/// A hostile request: route, content type, extra headers, body; the status
+/// and code it must get.
+type BadCase = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 /// Hostile or malformed gateway requests: each gets its own status and stable
 /// code with a message, no provider is called, no usage is recorded, and the
 /// stored key is untouched.
@@ -753,7 +764,7 @@ async fn bad_gateway_input_gets_a_clear_code_and_reaches_no_provider(db: TestDb)
 
     let user = |content: Value| json!({"model": "auto", "messages": [{"role": "user", "content": content}]});
     let long_but_allowed = "x".repeat(100 * 1024);
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         ("chat/completions", "text/plain", vec![], b"{}".to_vec(), 415, "unsupported_media_type"),
         ("chat/completions", "application/json", vec![], br#"{"model": "auto", "messages": ["#.to_vec(), 400, "invalid_json"),
         ("chat/completions", "application/json", vec![], br#"{"model": "auto", "messages": [], "stream": "yes"}"#.to_vec(), 400, "invalid_json"),
