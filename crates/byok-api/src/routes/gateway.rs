@@ -90,6 +90,17 @@ fn gateway_error(error: &GatewayError) -> HttpResponse {
     }
 }
 
+/// The answer of a host application that mounted the API without a gateway.
+fn gateway_disabled() -> HttpResponse {
+    openai_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        "gateway_disabled",
+        "the gateway is not enabled",
+        None,
+    )
+}
+
 fn bad_request(code: &str, message: &str) -> HttpResponse {
     openai_error(
         StatusCode::BAD_REQUEST,
@@ -334,13 +345,7 @@ pub(crate) async fn chat_completions(
     body: JsonBody<ChatCompletionRequest>,
 ) -> HttpResponse {
     let Some(gateway) = state.gateway.as_ref() else {
-        return openai_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "gateway_disabled",
-            "the gateway is not enabled",
-            None,
-        );
+        return gateway_disabled();
     };
     let task = match task_of(&req) {
         Ok(task) => task,
@@ -491,13 +496,7 @@ fn openai_sse(
 /// `GET /v1/models`: the catalog models this user's keys can reach, and `auto`.
 pub(crate) async fn models(caller: Caller, state: web::Data<AppState>) -> HttpResponse {
     let Some(gateway) = state.gateway.as_ref() else {
-        return openai_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "gateway_disabled",
-            "the gateway is not enabled",
-            None,
-        );
+        return gateway_disabled();
     };
     match gateway.models(&caller.0).await {
         Ok(models) => {
@@ -547,13 +546,7 @@ pub(crate) async fn embeddings(
     body: JsonBody<EmbeddingsRequest>,
 ) -> HttpResponse {
     let Some(gateway) = state.gateway.as_ref() else {
-        return openai_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "gateway_disabled",
-            "the gateway is not enabled",
-            None,
-        );
+        return gateway_disabled();
     };
     let body = body.0;
     let model = (body.model != "auto").then(|| body.model.clone());

@@ -16,6 +16,7 @@ both_backends!(
     users_never_use_each_others_keys_under_concurrent_load,
     providers_echoing_the_key_never_put_it_in_logs_or_responses,
     bad_gateway_input_gets_a_clear_code_and_reaches_no_provider,
+    a_host_without_the_gateway_answers_gateway_disabled,
 );
 
 fn gemini_key(tag: &str) -> String {
@@ -835,4 +836,47 @@ async fn bad_gateway_input_gets_a_clear_code_and_reaches_no_provider(db: TestDb)
         .await
         .unwrap();
     assert!(records.is_empty(), "a refused request records no usage");
+}
+
+/// A host application that mounts byok's routes without a gateway: `/v1`
+/// answers `503 gateway_disabled` in OpenAI's shape; the key routes still work.
+async fn a_host_without_the_gateway_answers_gateway_disabled(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let token = app.create_user("alice").await;
+    let host = actix_web::test::init_service(actix_web::App::new().configure(byok_api::configure(
+        byok_api::AppState::new(app.service.clone()),
+    )))
+    .await;
+    for (method, route) in [
+        (actix_web::http::Method::GET, "/v1/models"),
+        (actix_web::http::Method::POST, "/v1/chat/completions"),
+        (actix_web::http::Method::POST, "/v1/embeddings"),
+    ] {
+        let mut request = actix_web::test::TestRequest::default()
+            .method(method)
+            .uri(route)
+            .insert_header(("authorization", format!("Bearer {token}")));
+        if route == "/v1/chat/completions" {
+            request = request.set_json(hello(false));
+        } else if route == "/v1/embeddings" {
+            request = request.set_json(json!({"model": "auto", "input": "hello"}));
+        }
+        let response = actix_web::test::call_service(&host, request.to_request()).await;
+        assert_eq!(response.status(), 503, "{route}");
+        let error: Value = actix_web::test::read_body_json(response).await;
+        assert_eq!(
+            error["error"]["code"], "gateway_disabled",
+            "{route}: {error}"
+        );
+        assert_eq!(error["error"]["type"], "service_unavailable", "{error}");
+    }
+    let keys = actix_web::test::TestRequest::get()
+        .uri("/api/user/api-keys/alice/keys")
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .to_request();
+    assert_eq!(
+        actix_web::test::call_service(&host, keys).await.status(),
+        200
+    );
+    app.stop().await;
 }
