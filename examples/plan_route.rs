@@ -65,6 +65,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                 max_output_tokens: 1_000,
                 preferences: &preferences,
                 at: monday_peak,
+                needs: &[],
+                refused: &[],
             },
             &health.snapshot(&alice, now + Duration::from_secs(5)),
         );

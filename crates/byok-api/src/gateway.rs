@@ -3,17 +3,20 @@
 //! fall back on retryable failures (never after the first streamed chunk),
 //! feed health, and queue the usage record for the background writer.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use byok_core::{
-    ApiKey, ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
-    ProviderKind, Usage, UserId,
+    ApiKey, Capability, ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
+    ProviderKind, ReasoningEffort, Unsupported, Usage, UserId,
 };
 use byok_providers::{ChatProvider, ChatStream, Credentials, ProviderError};
 use byok_router::{
-    HealthTracker, KeyInfo, Money, Outcome, Preferences, RoutePlan, RoutePlanner, RouteRequest,
-    Skipped, Task,
+    Candidate, HealthTracker, KeyInfo, Money, Outcome, Preferences, RoutePlan, RoutePlanner,
+    RouteRequest, Skipped, Task,
 };
 use byok_store::keys::{self, StoredKey};
 use byok_store::now;
@@ -56,6 +59,14 @@ pub enum GatewayError {
     /// The task is not in the routing policy.
     #[error("no routing policy for this task")]
     UnknownTask,
+    /// The request uses a field or capability that none of the user's
+    /// providers can honour: a 400, not an outage.
+    #[error("no configured provider can honour this request")]
+    Unsupported {
+        /// Why each option was left out (the mismatches name the field or
+        /// capability).
+        skipped: Vec<Skipped>,
+    },
     /// No provider could be tried.
     #[error("no provider can serve this request")]
     NoCandidate {
@@ -109,6 +120,18 @@ pub struct GatewayChat {
     pub request: ChatRequest,
     /// The caller's routing preferences for this request.
     pub preferences: Preferences,
+}
+
+/// One attempt's provider call, owning what it needs.
+type AttemptFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
+
+/// The attempt that answered, and every one before it.
+struct Served<T> {
+    value: T,
+    provider: ProviderKind,
+    model: String,
+    started: Instant,
+    attempts: Vec<Attempt>,
 }
 
 /// The gateway: routing, fallback, health and usage over [`KeyService`].
@@ -171,11 +194,13 @@ impl Gateway {
         &self,
         principal: &Principal,
         call: &GatewayChat,
+        stream: bool,
     ) -> Result<Prepared, GatewayError> {
         let budget = call
             .request
             .max_output_tokens
             .map_or(DEFAULT_OUTPUT_BUDGET, u64::from);
+        let refused = self.refused(|adapter| adapter.unsupported(&call.request, stream));
         self.prepare(
             principal,
             &call.task,
@@ -183,10 +208,29 @@ impl Gateway {
             estimate_tokens(&call.request),
             budget,
             &call.preferences,
+            (&call.request.needs(), &refused),
         )
         .await
     }
 
+    /// The providers whose adapter refuses a field of the request.
+    fn refused(
+        &self,
+        check: impl Fn(&dyn ChatProvider) -> Option<Unsupported>,
+    ) -> Vec<(ProviderKind, Unsupported)> {
+        let Some(adapters) = self.keys.providers() else {
+            return vec![];
+        };
+        ProviderKind::ALL
+            .iter()
+            .filter_map(|p| {
+                let adapter = adapters.get(*p)?;
+                check(adapter.as_ref()).map(|u| (*p, u))
+            })
+            .collect()
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one planning input each")]
     async fn prepare(
         &self,
         principal: &Principal,
@@ -195,6 +239,7 @@ impl Gateway {
         input_tokens: u64,
         output_budget: u64,
         preferences: &Preferences,
+        (needs, refused): (&[Capability], &[(ProviderKind, Unsupported)]),
     ) -> Result<Prepared, GatewayError> {
         let Principal::User { user, .. } = principal else {
             return Err(GatewayError::NotAUser);
@@ -223,10 +268,25 @@ impl Gateway {
                 max_output_tokens: output_budget,
                 preferences,
                 at,
+                needs,
+                refused,
             },
             &self.health().snapshot(user, Instant::now()),
         );
         if plan.candidates.is_empty() {
+            let mismatch = plan.skipped.iter().any(|s| s.reason.is_request_mismatch());
+            let only_mismatch = plan.skipped.iter().all(|s| {
+                s.reason.is_request_mismatch()
+                    || matches!(
+                        s.reason,
+                        byok_router::SkipReason::NoKey | byok_router::SkipReason::Excluded
+                    )
+            });
+            if mismatch && only_mismatch {
+                return Err(GatewayError::Unsupported {
+                    skipped: plan.skipped,
+                });
+            }
             if let Some(model) = model
                 && !self.planner.catalog().models().any(|m| m.model == model)
             {
@@ -400,6 +460,69 @@ impl Gateway {
         })
     }
 
+    /// The fallback loop every door shares: tries the plan's candidates in
+    /// order (at most [`MAX_ATTEMPTS`]), skipping open circuits and keys that
+    /// do not open, learning from each failure, and stopping at a refusal
+    /// another provider would repeat.
+    async fn attempts<'a, T>(
+        &'a self,
+        prepared: &'a Prepared,
+        mut call: impl FnMut(
+            Arc<dyn ChatProvider>,
+            ApiKey,
+            &'a BTreeMap<String, String>,
+            &'a Candidate,
+        ) -> AttemptFuture<'a, T>,
+    ) -> Result<Served<T>, GatewayError> {
+        let mut attempts = Vec::new();
+        for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
+            let provider = candidate.provider;
+            let Some((key, stored, adapter)) =
+                self.begin(prepared, provider, &candidate.model, &mut attempts)
+            else {
+                continue;
+            };
+            let started = Instant::now();
+            match call(adapter, key, &stored.settings, candidate).await {
+                Ok(value) => {
+                    return Ok(Served {
+                        value,
+                        provider,
+                        model: candidate.model.clone(),
+                        started,
+                        attempts,
+                    });
+                }
+                Err(error) => {
+                    if let Some(rejected) = self
+                        .failed(prepared, provider, candidate.model.clone(), error, &mut attempts)
+                        .await
+                    {
+                        return Err(rejected);
+                    }
+                }
+            }
+        }
+        Err(GatewayError::AllFailed { attempts })
+    }
+
+    /// The request as `candidate` gets it: its model id, and `reasoning_effort:
+    /// none` dropped for a model that does not reason (it already honours it).
+    fn request_for(&self, request: &ChatRequest, candidate: &Candidate) -> ChatRequest {
+        let mut request = request.clone();
+        request.model.clone_from(&candidate.model);
+        if request.reasoning == Some(ReasoningEffort::None)
+            && self
+                .planner
+                .catalog()
+                .get(candidate.provider, &candidate.model)
+                .is_none_or(|m| !m.capabilities.contains(&Capability::Reasoning))
+        {
+            request.reasoning = None;
+        }
+        request
+    }
+
     /// A whole chat answer, with fallback.
     ///
     /// # Errors
@@ -410,73 +533,56 @@ impl Gateway {
         call: GatewayChat,
         ctx: &RequestContext,
     ) -> Result<Answered<ChatResponse>, GatewayError> {
-        let prepared = self.prepare_chat(principal, &call).await?;
-        let mut attempts = Vec::new();
-        for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
-            let (provider, model) = (candidate.provider, candidate.model.clone());
-            let Some((key, stored, adapter)) =
-                self.begin(&prepared, provider, &model, &mut attempts)
-            else {
-                continue;
-            };
-            let mut request = call.request.clone();
-            request.model.clone_from(&model);
-            let started = Instant::now();
-            let result = adapter
-                .chat(
-                    Credentials {
-                        key: &key,
-                        settings: &stored.settings,
-                    },
-                    &request,
-                )
-                .await;
-            drop(key);
-            match result {
-                Ok(response) => {
-                    let latency = started.elapsed();
-                    let priced = self.priced_model(provider, &response.model, &model);
-                    let cost = self.cost(provider, &priced, &response.usage, prepared.at);
-                    self.succeeded(
-                        &prepared.user,
-                        provider,
-                        &model,
-                        latency,
-                        cost,
-                        &mut attempts,
-                    );
-                    let record = usage_record(
-                        &prepared.user,
-                        provider,
-                        &priced,
-                        &call.task,
-                        &response.usage,
-                        cost,
-                        attempts.len(),
-                        latency,
-                        "success",
-                        ctx,
-                    );
-                    self.usage.record(record).await;
-                    return Ok(Answered {
-                        value: response,
-                        provider,
-                        model,
-                        cost,
-                        attempts,
-                    });
-                }
-                Err(error) => {
-                    if let Some(rejected) = self
-                        .failed(&prepared, provider, model, error, &mut attempts)
+        let prepared = self.prepare_chat(principal, &call, false).await?;
+        let request = &call.request;
+        let served = self
+            .attempts(&prepared, |adapter, key, settings, candidate| {
+                let request = self.request_for(request, candidate);
+                Box::pin(async move {
+                    adapter
+                        .chat(Credentials { key: &key, settings }, &request)
                         .await
-                    {
-                        return Err(rejected);
-                    }
-                }
-            }
-        }
-        Err(GatewayError::AllFailed { attempts })
+                })
+            })
+            .await?;
+        let Served {
+            value: response,
+            provider,
+            model,
+            started,
+            mut attempts,
+        } = served;
+        let latency = started.elapsed();
+        let priced = self.priced_model(provider, &response.model, &model);
+        let cost = self.cost(provider, &priced, &response.usage, prepared.at);
+        self.succeeded(
+            &prepared.user,
+            provider,
+            &model,
+            latency,
+            cost,
+            &mut attempts,
+        );
+        let record = usage_record(
+            &prepared.user,
+            provider,
+            &priced,
+            &call.task,
+            &response.usage,
+            cost,
+            attempts.len(),
+            latency,
+            "success",
+            ctx,
+        );
+        self.usage.record(record).await;
+        Ok(Answered {
+            value: response,
+            provider,
+            model,
+            cost,
+            attempts,
+        })
     }
 
     /// A streamed chat answer. Fallback happens only until a provider's
@@ -492,79 +598,65 @@ impl Gateway {
         call: GatewayChat,
         ctx: &RequestContext,
     ) -> Result<Answered<ChatStream>, GatewayError> {
-        let prepared = self.prepare_chat(principal, &call).await?;
-        let mut attempts = Vec::new();
-        for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
-            let (provider, model) = (candidate.provider, candidate.model.clone());
-            let Some((key, stored, adapter)) =
-                self.begin(&prepared, provider, &model, &mut attempts)
-            else {
-                continue;
-            };
-            let mut request = call.request.clone();
-            request.model.clone_from(&model);
-            let started = Instant::now();
-            let opened = adapter
-                .chat_stream(
-                    Credentials {
-                        key: &key,
-                        settings: &stored.settings,
-                    },
-                    &request,
-                )
-                .await;
-            drop(key);
-            let failure = match opened {
-                Ok(mut stream) => match stream.next().await {
-                    Some(Ok(first)) => {
-                        let latency = started.elapsed();
-                        self.succeeded(
-                            &prepared.user,
-                            provider,
-                            &model,
-                            latency,
-                            None,
-                            &mut attempts,
-                        );
-                        let tracked = Tracked {
-                            first: Some(first),
-                            inner: stream,
-                            usage: None,
-                            output_chars: 0,
-                            pending: Some(Pending {
-                                user: prepared.user.clone(),
-                                provider,
-                                model: model.clone(),
-                                task: call.task.clone(),
-                                attempts: attempts.len(),
-                                started,
-                                request_id: ctx.request_id.clone(),
-                                at: prepared.at,
-                                input_estimate: prepared.input_estimate,
-                            }),
-                            gateway: self.clone(),
-                        };
-                        return Ok(Answered {
-                            value: Box::pin(tracked.into_stream()),
-                            provider,
-                            model,
-                            cost: None,
-                            attempts,
-                        });
+        let prepared = self.prepare_chat(principal, &call, true).await?;
+        let request = &call.request;
+        let served = self
+            .attempts(&prepared, |adapter, key, settings, candidate| {
+                let request = self.request_for(request, candidate);
+                let provider = candidate.provider;
+                Box::pin(async move {
+                    let mut stream = adapter
+                        .chat_stream(Credentials { key: &key, settings }, &request)
+                        .await?;
+                    drop(key);
+                    match stream.next().await {
+                        Some(Ok(first)) => Ok((first, stream)),
+                        Some(Err(error)) => Err(error),
+                        None => Err(ProviderError::IncompleteStream { provider }),
                     }
-                    Some(Err(error)) => error,
-                    None => ProviderError::IncompleteStream { provider },
-                },
-                Err(error) => error,
-            };
-            if let Some(rejected) = self
-                .failed(&prepared, provider, model, failure, &mut attempts)
-                .await
-            {
-                return Err(rejected);
-            }
-        }
-        Err(GatewayError::AllFailed { attempts })
+                })
+            })
+            .await?;
+        let Served {
+            value: (first, stream),
+            provider,
+            model,
+            started,
+            mut attempts,
+        } = served;
+        self.succeeded(
+            &prepared.user,
+            provider,
+            &model,
+            started.elapsed(),
+            None,
+            &mut attempts,
+        );
+        let tracked = Tracked {
+            first: Some(first),
+            inner: stream,
+            usage: None,
+            output_chars: 0,
+            pending: Some(Pending {
+                user: prepared.user.clone(),
+                provider,
+                model: model.clone(),
+                task: call.task.clone(),
+                attempts: attempts.len(),
+                started,
+                request_id: ctx.request_id.clone(),
+                at: prepared.at,
+                input_estimate: prepared.input_estimate,
+            }),
+            gateway: self.clone(),
+        };
+        Ok(Answered {
+            value: Box::pin(tracked.into_stream()),
+            provider,
+            model,
+            cost: None,
+            attempts,
+        })
     }
 
     /// Embeddings (task `embeddings`), with fallback.
@@ -576,6 +668,7 @@ impl Gateway {
         principal: &Principal,
         model: Option<String>,
         request: EmbeddingRequest,
+        preferences: &Preferences,
         ctx: &RequestContext,
     ) -> Result<Answered<EmbeddingResponse>, GatewayError> {
         let task = Task::new(Task::EMBEDDINGS).map_err(|_| GatewayError::UnknownModel)?;
@@ -584,6 +677,7 @@ impl Gateway {
             .iter()
             .map(|t| (t.len() as u64).div_ceil(4))
             .sum();
+        let refused = self.refused(|adapter| adapter.unsupported_embedding(&request));
         let prepared = self
             .prepare(
                 principal,
@@ -591,78 +685,63 @@ impl Gateway {
                 model.as_deref(),
                 input,
                 0,
-                &Preferences::default(),
+                preferences,
+                (&[], &refused),
             )
             .await?;
-        let mut attempts = Vec::new();
-        for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
-            let (provider, model) = (candidate.provider, candidate.model.clone());
-            let Some((key, stored, adapter)) =
-                self.begin(&prepared, provider, &model, &mut attempts)
-            else {
-                continue;
-            };
-            let mut call = request.clone();
-            call.model.clone_from(&model);
-            let started = Instant::now();
-            let result = adapter
-                .embed(
-                    Credentials {
-                        key: &key,
-                        settings: &stored.settings,
-                    },
-                    &call,
-                )
-                .await;
-            drop(key);
-            match result {
-                Ok(response) => {
-                    let latency = started.elapsed();
-                    let usage = Usage {
-                        input_tokens: response.input_tokens.unwrap_or(input),
-                        ..Usage::default()
-                    };
-                    let cost = self.cost(provider, &model, &usage, prepared.at);
-                    self.succeeded(
-                        &prepared.user,
-                        provider,
-                        &model,
-                        latency,
-                        cost,
-                        &mut attempts,
-                    );
-                    let record = usage_record(
-                        &prepared.user,
-                        provider,
-                        &model,
-                        &task,
-                        &usage,
-                        cost,
-                        attempts.len(),
-                        latency,
-                        "success",
-                        ctx,
-                    );
-                    self.usage.record(record).await;
-                    return Ok(Answered {
-                        value: response,
-                        provider,
-                        model,
-                        cost,
-                        attempts,
-                    });
-                }
-                Err(error) => {
-                    if let Some(rejected) = self
-                        .failed(&prepared, provider, model, error, &mut attempts)
+        let request = &request;
+        let served = self
+            .attempts(&prepared, |adapter, key, settings, candidate| {
+                let mut call = request.clone();
+                call.model.clone_from(&candidate.model);
+                Box::pin(async move {
+                    adapter
+                        .embed(Credentials { key: &key, settings }, &call)
                         .await
-                    {
-                        return Err(rejected);
-                    }
-                }
-            }
-        }
-        Err(GatewayError::AllFailed { attempts })
+                })
+            })
+            .await?;
+        let Served {
+            value: response,
+            provider,
+            model,
+            started,
+            mut attempts,
+        } = served;
+        let latency = started.elapsed();
+        let usage = Usage {
+            input_tokens: response.input_tokens.unwrap_or(input),
+            ..Usage::default()
+        };
+        let cost = self.cost(provider, &model, &usage, prepared.at);
+        self.succeeded(
+            &prepared.user,
+            provider,
+            &model,
+            latency,
+            cost,
+            &mut attempts,
+        );
+        let record = usage_record(
+            &prepared.user,
+            provider,
+            &model,
+            &task,
+            &usage,
+            cost,
+            attempts.len(),
+            latency,
+            "success",
+            ctx,
+        );
+        self.usage.record(record).await;
+        Ok(Answered {
+            value: response,
+            provider,
+            model,
+            cost,
+            attempts,
+        })
     }
 
     /// The catalog's models the user's providers can serve.
@@ -734,12 +813,32 @@ impl Gateway {
 
 /// Input tokens, estimated at four characters a token.
 fn estimate_tokens(request: &ChatRequest) -> u64 {
-    let chars: usize = request.system.as_ref().map_or(0, String::len)
-        + request
-            .messages
+    let message = |m: &byok_core::ChatMessage| {
+        m.content
             .iter()
-            .map(|m| m.content.len())
-            .sum::<usize>();
+            .map(|p| match p {
+                byok_core::ContentPart::Text(t) => t.len(),
+                // A picture is billed in tiles, not bytes: about a thousand tokens.
+                byok_core::ContentPart::Image { .. } => 4096,
+            })
+            .sum::<usize>()
+            + m.tool_calls
+                .iter()
+                .map(|c| c.name.len() + c.arguments.len())
+                .sum::<usize>()
+    };
+    let tools: usize = request
+        .tools
+        .iter()
+        .map(|t| {
+            t.name.len()
+                + t.description.as_ref().map_or(0, String::len)
+                + t.parameters.as_ref().map_or(0, |p| p.to_string().len())
+        })
+        .sum();
+    let chars: usize = request.system.as_ref().map_or(0, String::len)
+        + request.messages.iter().map(message).sum::<usize>()
+        + tools;
     (chars as u64).div_ceil(4)
 }
 
@@ -849,7 +948,12 @@ impl Tracked {
                 Some(Ok(chunk)) => {
                     match &chunk {
                         ChatChunk::Usage(usage) => state.usage = Some(*usage),
-                        ChatChunk::Text(text) => state.output_chars += text.len() as u64,
+                        ChatChunk::Text(text)
+                        | ChatChunk::Reasoning(text)
+                        | ChatChunk::Refusal(text) => state.output_chars += text.len() as u64,
+                        ChatChunk::ToolCall(call) => {
+                            state.output_chars += call.arguments.len() as u64;
+                        }
                         _ => {}
                     }
                     Some((Ok(chunk), state))

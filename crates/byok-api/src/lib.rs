@@ -3,6 +3,7 @@
 
 mod error;
 pub mod gateway;
+pub mod openai;
 mod http;
 pub mod metrics;
 pub mod openapi;
@@ -108,6 +109,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     )
                     .route("/embeddings", web::post().to(routes::gateway::embeddings))
                     .route("/models", web::get().to(routes::gateway::models))
+                    .route("/models/{id}", web::get().to(routes::gateway::model))
                     .default_service(web::to(not_found))
                     .wrap(from_fn(http::json_errors))
                     .wrap(from_fn(http::request_log)),

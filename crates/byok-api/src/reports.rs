@@ -285,6 +285,8 @@ impl Gateway {
                         max_output_tokens: 500,
                         preferences: &preferences,
                         at,
+                        needs: &[],
+                        refused: &[],
                     },
                     &health,
                 );

@@ -9,8 +9,10 @@ mod status;
 mod user;
 
 pub use chat::{
-    ChatChunk, ChatMessage, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
-    FinishReason, Role, Usage,
+    Capability, ChatChoice, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ContentPart,
+    EmbeddingRequest, EmbeddingResponse, FinishReason, ImageSource, JsonSchema,
+    ReasoningEffort, ResponseFormat, Role, Tool, ToolCall, ToolCallDelta, ToolChoice, Unsupported,
+    Usage,
 };
 pub use error::{CoreError, Result};
 pub use provider::ProviderKind;

@@ -4,13 +4,15 @@
 
 use async_trait::async_trait;
 use byok_core::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FinishReason,
-    ProviderKind, Role, Usage,
+    ChatChoice, ChatChunk, ChatRequest, ChatResponse, ContentPart, EmbeddingRequest,
+    EmbeddingResponse, FinishReason, ImageSource, ProviderKind, ReasoningEffort, ResponseFormat,
+    Role, ToolCall, ToolCallDelta, ToolChoice, Unsupported, Usage,
 };
+use serde_json::{Value, json};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::http::{self, HttpClients, by_status, retry_after};
 use crate::{ChatProvider, ChatStream, Credentials, ProviderError};
@@ -94,33 +96,262 @@ impl Anthropic {
         }
     }
 
-    fn body(request: &ChatRequest, stream: bool) -> WireRequest<'_> {
-        WireRequest {
-            model: &request.model,
-            max_tokens: request.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-            system: request.system.as_deref(),
-            messages: request
-                .messages
-                .iter()
-                .map(|m| WireMessage {
-                    role: match m.role {
-                        Role::User => "user",
-                        Role::Assistant => "assistant",
-                    },
-                    content: &m.content,
-                })
-                .collect(),
-            temperature: request.temperature,
-            stop_sequences: (!request.stop.is_empty()).then_some(&request.stop),
-            stream,
+    /// What Anthropic cannot carry (see the matrix in `docs/api.md`).
+    fn refuse(request: &ChatRequest) -> Option<Unsupported> {
+        let refuse = |field: &str, reason: &str| Some(Unsupported::new(field, reason));
+        if let Some(field) = request.openai_only.keys().next() {
+            return Some(Unsupported::new(
+                field.clone(),
+                "Anthropic has no such parameter",
+            ));
+        }
+        for (field, set) in [
+            ("n", request.n.is_some_and(|n| n > 1)),
+            ("seed", request.seed.is_some()),
+            ("presence_penalty", request.presence_penalty.is_some()),
+            ("frequency_penalty", request.frequency_penalty.is_some()),
+            ("logprobs", request.logprobs || request.top_logprobs.is_some()),
+        ] {
+            if set {
+                return refuse(field, "Anthropic has no such parameter");
+            }
+        }
+        if request.messages.iter().any(|m| m.name.is_some()) {
+            return refuse("messages[].name", "Anthropic messages have no participant names");
+        }
+        if matches!(request.response_format, Some(ResponseFormat::JsonObject)) {
+            return refuse(
+                "response_format.json_object",
+                "Anthropic has schema-constrained output only; send a json_schema",
+            );
+        }
+        for message in &request.messages {
+            for call in &message.tool_calls {
+                if serde_json::from_str::<serde_json::Map<String, Value>>(&call.arguments).is_err() {
+                    return refuse(
+                        "messages[].tool_calls[].function.arguments",
+                        "Anthropic needs tool arguments that are a JSON object",
+                    );
+                }
+            }
+        }
+        if request.wants_reasoning() {
+            if request.temperature.is_some_and(|t| (t - 1.0).abs() > f32::EPSILON) {
+                return refuse(
+                    "temperature",
+                    "Anthropic's extended thinking needs temperature 1 (or none)",
+                );
+            }
+            if request.top_p.is_some_and(|p| p < 0.95) {
+                return refuse(
+                    "top_p",
+                    "Anthropic's extended thinking needs top_p of 0.95 or more",
+                );
+            }
+            if matches!(
+                request.tool_choice,
+                Some(ToolChoice::Required | ToolChoice::Function(_))
+            ) {
+                return refuse(
+                    "tool_choice",
+                    "Anthropic's extended thinking allows only tool_choice auto or none",
+                );
+            }
+            if request
+                .max_output_tokens
+                .is_some_and(|m| m <= MIN_THINKING_BUDGET)
+            {
+                return refuse(
+                    "max_completion_tokens",
+                    "Anthropic's extended thinking needs more than 1024 output tokens",
+                );
+            }
+        }
+        None
+    }
+
+    /// The thinking budget for `effort`, below the request's output limit.
+    fn thinking_budget(effort: ReasoningEffort, max_tokens: Option<u32>) -> u32 {
+        let wanted = match effort {
+            ReasoningEffort::None | ReasoningEffort::Minimal | ReasoningEffort::Low => {
+                MIN_THINKING_BUDGET
+            }
+            ReasoningEffort::Medium => 4096,
+            ReasoningEffort::High => 16_384,
+            ReasoningEffort::Xhigh => 32_768,
+        };
+        match max_tokens {
+            Some(max) => wanted.min(max.saturating_sub(1)).max(MIN_THINKING_BUDGET),
+            None => wanted,
         }
     }
+
+    fn body(request: &ChatRequest, stream: bool) -> Value {
+        let thinking = request
+            .reasoning
+            .filter(|e| *e != ReasoningEffort::None)
+            .map(|e| Self::thinking_budget(e, request.max_output_tokens));
+        // Without a caller's limit, the answer gets its default on top of the thinking budget.
+        let max_tokens = request
+            .max_output_tokens
+            .unwrap_or(DEFAULT_MAX_TOKENS + thinking.unwrap_or(0));
+        let mut body = json!({
+            "model": request.model,
+            "max_tokens": max_tokens,
+            "messages": messages(request),
+            "stream": stream,
+        });
+        if let Some(system) = &request.system {
+            body["system"] = json!(system);
+        }
+        if let Some(t) = request.temperature {
+            body["temperature"] = json!(t);
+        }
+        if let Some(p) = request.top_p {
+            body["top_p"] = json!(p);
+        }
+        if !request.stop.is_empty() {
+            body["stop_sequences"] = json!(request.stop);
+        }
+        if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut tool = json!({
+                        "name": t.name,
+                        "input_schema": t.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    });
+                    if let Some(d) = &t.description {
+                        tool["description"] = json!(d);
+                    }
+                    if let Some(strict) = t.strict {
+                        tool["strict"] = json!(strict);
+                    }
+                    tool
+                })
+                .collect();
+        }
+        let mut choice = request.tool_choice.as_ref().map(|c| match c {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+        });
+        if request.parallel_tool_calls == Some(false) && !request.tools.is_empty() {
+            let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+            if c["type"] != "none" {
+                c["disable_parallel_tool_use"] = json!(true);
+            }
+        }
+        if let Some(choice) = choice {
+            body["tool_choice"] = choice;
+        }
+        if let Some(ResponseFormat::JsonSchema(schema)) = &request.response_format {
+            body["output_config"] = json!({"format": {"type": "json_schema", "schema": schema.schema}});
+        }
+        if let Some(budget) = thinking {
+            body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+        }
+        if let Some(user) = &request.user {
+            body["metadata"] = json!({"user_id": user});
+        }
+        body
+    }
 }
+
+/// Anthropic's turns: system prompts out, tool results as `tool_result`
+/// blocks in user turns, consecutive turns of one role merged, and an
+/// assistant turn's signed thinking blocks put back before its tool calls.
+fn messages(request: &ChatRequest) -> Vec<Value> {
+    let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for message in &request.messages {
+        let (role, mut blocks) = match message.role {
+            Role::User => ("user", message.content.iter().map(block).collect()),
+            Role::Tool => {
+                let content = if message.has_images() {
+                    Value::Array(message.content.iter().map(block).collect())
+                } else {
+                    Value::String(message.text_content())
+                };
+                (
+                    "user",
+                    vec![json!({
+                        "type": "tool_result",
+                        "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
+                        "content": content,
+                    })],
+                )
+            }
+            Role::Assistant => {
+                let mut blocks: Vec<Value> = message
+                    .tool_calls
+                    .iter()
+                    .filter_map(|c| c.signature.as_deref())
+                    .filter_map(|s| s.strip_prefix(SIGNATURE_PREFIX))
+                    .take(1)
+                    .filter_map(|s| serde_json::from_str::<Vec<Value>>(s).ok())
+                    .flatten()
+                    .collect();
+                blocks.extend(
+                    message
+                        .content
+                        .iter()
+                        .filter(|p| !matches!(p, ContentPart::Text(t) if t.is_empty()))
+                        .map(block),
+                );
+                blocks.extend(message.tool_calls.iter().map(|c| {
+                    json!({
+                        "type": "tool_use",
+                        "id": c.id,
+                        "name": c.name,
+                        "input": serde_json::from_str::<Value>(&c.arguments).unwrap_or_else(|_| json!({})),
+                    })
+                }));
+                ("assistant", blocks)
+            }
+        };
+        match out.last_mut() {
+            Some((last, previous)) if *last == role => previous.append(&mut blocks),
+            _ => out.push((role, blocks)),
+        }
+    }
+    out.into_iter()
+        .map(|(role, content)| match content.as_slice() {
+            // A lone text block is sent as a plain string, as Anthropic's own examples do.
+            [only] if only["type"] == "text" => {
+                json!({"role": role, "content": only["text"]})
+            }
+            _ => json!({"role": role, "content": content}),
+        })
+        .collect()
+}
+
+fn block(part: &ContentPart) -> Value {
+    match part {
+        ContentPart::Text(text) => json!({"type": "text", "text": text}),
+        ContentPart::Image { source, .. } => match source {
+            ImageSource::Base64 { media_type, data } => {
+                json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+            }
+            ImageSource::Url(url) => json!({"type": "image", "source": {"type": "url", "url": url}}),
+        },
+    }
+}
+
+/// Marks a tool call's signature as Anthropic's signed thinking blocks.
+const SIGNATURE_PREFIX: &str = "anthropic:";
+/// Anthropic's smallest thinking budget.
+const MIN_THINKING_BUDGET: u32 = 1024;
 
 #[async_trait]
 impl ChatProvider for Anthropic {
     fn kind(&self) -> ProviderKind {
         PROVIDER
+    }
+
+    fn unsupported(&self, request: &ChatRequest, _stream: bool) -> Option<Unsupported> {
+        Self::refuse(request)
     }
 
     async fn verify_key(&self, credentials: Credentials<'_>) -> Result<(), ProviderError> {
@@ -156,16 +387,44 @@ impl ChatProvider for Anthropic {
             Self::classify,
         )
         .await?;
-        let text = wire
-            .content
-            .iter()
-            .filter(|b| b.kind == "text")
-            .filter_map(|b| b.text.as_deref())
-            .collect::<String>();
+        let mut choice = ChatChoice {
+            finish_reason: Some(stop_reason(wire.stop_reason.as_deref())),
+            ..ChatChoice::default()
+        };
+        let mut thinking_blocks = Vec::new();
+        for block in wire.content {
+            match block.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    choice
+                        .text
+                        .push_str(block.get("text").and_then(Value::as_str).unwrap_or(""));
+                }
+                Some("thinking") => {
+                    let text = block.get("thinking").and_then(Value::as_str).unwrap_or("");
+                    choice.reasoning.get_or_insert_with(String::new).push_str(text);
+                    thinking_blocks.push(block);
+                }
+                Some("redacted_thinking") => thinking_blocks.push(block),
+                Some("tool_use") => choice.tool_calls.push(ToolCall {
+                    id: block.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    name: block.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    arguments: block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
+                    signature: None,
+                }),
+                _ => {}
+            }
+        }
+        if let Some(first) = choice.tool_calls.first_mut()
+            && !thinking_blocks.is_empty()
+        {
+            first.signature = Some(format!(
+                "{SIGNATURE_PREFIX}{}",
+                Value::Array(thinking_blocks)
+            ));
+        }
         Ok(ChatResponse {
             model: wire.model.unwrap_or_else(|| request.model.clone()),
-            text,
-            finish_reason: stop_reason(wire.stop_reason.as_deref()),
+            choices: vec![choice],
             usage: wire.usage.unwrap_or_default().normalise(),
         })
     }
@@ -214,11 +473,19 @@ fn decode(
         events: std::pin::Pin<Box<S>>,
         usage: WireUsage,
         done: bool,
+        /// Content block index → tool call index, for `input_json_delta`.
+        tools: Vec<(u64, u32)>,
+        /// Signed thinking blocks seen so far, given to the first tool call.
+        thinking: Vec<Value>,
+        thinking_given: bool,
     }
     let state = State {
         events: Box::pin(events),
         usage: WireUsage::default(),
         done: false,
+        tools: Vec::new(),
+        thinking: Vec::new(),
+        thinking_given: false,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         loop {
@@ -252,6 +519,34 @@ fn decode(
                         state.usage.merge(&usage);
                     }
                 }
+                "content_block_start" => {
+                    let block = data.content_block.unwrap_or(Value::Null);
+                    match block.get("type").and_then(Value::as_str) {
+                        Some("tool_use") => {
+                            let index = u32::try_from(state.tools.len()).unwrap_or(u32::MAX);
+                            state.tools.push((data.index.unwrap_or(0), index));
+                            let signature = (!state.thinking_given && !state.thinking.is_empty())
+                                .then(|| {
+                                    format!(
+                                        "{SIGNATURE_PREFIX}{}",
+                                        Value::Array(std::mem::take(&mut state.thinking))
+                                    )
+                                });
+                            state.thinking_given |= signature.is_some();
+                            let text = |k: &str| block.get(k).and_then(Value::as_str).map(str::to_owned);
+                            let delta = ToolCallDelta {
+                                index,
+                                id: text("id"),
+                                name: text("name"),
+                                arguments: String::new(),
+                                signature,
+                            };
+                            return Some((Ok(ChatChunk::ToolCall(delta)), state));
+                        }
+                        Some("thinking" | "redacted_thinking") => state.thinking.push(block),
+                        _ => {}
+                    }
+                }
                 "content_block_delta" => match data.delta {
                     Some(WireDelta {
                         kind: Some(kind),
@@ -265,7 +560,38 @@ fn decode(
                         thinking: Some(thinking),
                         ..
                     }) if kind == "thinking_delta" => {
+                        if let Some(Value::Object(block)) = state.thinking.last_mut()
+                            && let Some(Value::String(so_far)) = block.get_mut("thinking")
+                        {
+                            so_far.push_str(&thinking);
+                        }
                         return Some((Ok(ChatChunk::Reasoning(thinking)), state));
+                    }
+                    Some(WireDelta {
+                        kind: Some(kind),
+                        signature: Some(signature),
+                        ..
+                    }) if kind == "signature_delta" => {
+                        if let Some(Value::Object(block)) = state.thinking.last_mut() {
+                            block.insert("signature".to_owned(), Value::String(signature));
+                        }
+                    }
+                    Some(WireDelta {
+                        kind: Some(kind),
+                        partial_json: Some(json),
+                        ..
+                    }) if kind == "input_json_delta" => {
+                        let block = data.index.unwrap_or(0);
+                        if let Some((_, index)) = state.tools.iter().find(|(b, _)| *b == block) {
+                            let delta = ToolCallDelta {
+                                index: *index,
+                                id: None,
+                                name: None,
+                                arguments: json,
+                                signature: None,
+                            };
+                            return Some((Ok(ChatChunk::ToolCall(delta)), state));
+                        }
                     }
                     _ => {}
                 },
@@ -289,7 +615,7 @@ fn decode(
                         state,
                     ));
                 }
-                _ => {} // ping, content_block_start/stop, unknown future events
+                _ => {} // ping, content_block_stop, unknown future events
             }
         }
     })
@@ -303,26 +629,6 @@ fn stop_reason(reason: Option<&str>) -> FinishReason {
         Some("refusal") => FinishReason::ContentFilter,
         _ => FinishReason::Other,
     }
-}
-
-#[derive(Serialize)]
-struct WireRequest<'a> {
-    model: &'a str,
-    max_tokens: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<&'a str>,
-    messages: Vec<WireMessage<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop_sequences: Option<&'a Vec<String>>,
-    stream: bool,
-}
-
-#[derive(Serialize)]
-struct WireMessage<'a> {
-    role: &'static str,
-    content: &'a str,
 }
 
 #[derive(Deserialize, Default)]
@@ -343,16 +649,9 @@ struct WireError {
 struct WireMessageResponse {
     model: Option<String>,
     #[serde(default)]
-    content: Vec<WireBlock>,
+    content: Vec<Value>,
     stop_reason: Option<String>,
     usage: Option<WireUsage>,
-}
-
-#[derive(Deserialize)]
-struct WireBlock {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -396,7 +695,9 @@ impl WireUsage {
 struct WireEvent {
     #[serde(rename = "type")]
     kind: String,
+    index: Option<u64>,
     message: Option<WireStartMessage>,
+    content_block: Option<Value>,
     delta: Option<WireDelta>,
     usage: Option<WireUsage>,
 }
@@ -412,5 +713,7 @@ struct WireDelta {
     kind: Option<String>,
     text: Option<String>,
     thinking: Option<String>,
+    signature: Option<String>,
+    partial_json: Option<String>,
     stop_reason: Option<String>,
 }

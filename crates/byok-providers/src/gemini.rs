@@ -5,9 +5,11 @@
 
 use async_trait::async_trait;
 use byok_core::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FinishReason,
-    ProviderKind, Role, Usage,
+    ChatChoice, ChatChunk, ChatRequest, ChatResponse, ContentPart, EmbeddingRequest,
+    EmbeddingResponse, FinishReason, ImageSource, ProviderKind, ReasoningEffort, ResponseFormat,
+    Role, ToolCall, ToolCallDelta, ToolChoice, Unsupported, Usage,
 };
+use serde_json::{Value, json};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -122,36 +124,252 @@ impl Gemini {
         }
     }
 
-    fn body(request: &ChatRequest) -> WireRequest<'_> {
-        WireRequest {
-            system_instruction: request.system.as_deref().map(|text| WireContent {
-                role: None,
-                parts: vec![WirePart { text }],
-            }),
-            contents: request
-                .messages
-                .iter()
-                .map(|m| WireContent {
-                    role: Some(match m.role {
-                        Role::User => "user",
-                        Role::Assistant => "model",
-                    }),
-                    parts: vec![WirePart { text: &m.content }],
-                })
-                .collect(),
-            generation_config: WireGenerationConfig {
-                temperature: request.temperature,
-                max_output_tokens: request.max_output_tokens,
-                stop_sequences: (!request.stop.is_empty()).then_some(&request.stop),
-            },
+    /// What Gemini cannot carry (see the matrix in `docs/api.md`).
+    fn refuse(request: &ChatRequest, stream: bool) -> Option<Unsupported> {
+        let refuse = |field: &str, reason: &str| Some(Unsupported::new(field, reason));
+        if let Some(field) = request.openai_only.keys().next() {
+            return Some(Unsupported::new(field.clone(), "Gemini has no such parameter"));
         }
+        if request.logprobs || request.top_logprobs.is_some() {
+            return refuse(
+                "logprobs",
+                "Gemini's log probabilities have another shape; byok does not translate them",
+            );
+        }
+        if stream && request.n.is_some_and(|n| n > 1) {
+            return refuse("n", "byok streams one answer; ask for n > 1 without stream");
+        }
+        if request.parallel_tool_calls == Some(false) && !request.tools.is_empty() {
+            return refuse(
+                "parallel_tool_calls",
+                "Gemini cannot be limited to one tool call per turn",
+            );
+        }
+        if request.messages.iter().any(|m| m.name.is_some()) {
+            return refuse("messages[].name", "Gemini messages have no participant names");
+        }
+        for message in &request.messages {
+            for part in &message.content {
+                if let ContentPart::Image {
+                    source: ImageSource::Url(_),
+                    ..
+                } = part
+                {
+                    return refuse(
+                        "messages[].content[].image_url.url",
+                        "Gemini takes images inline: send a data: URL (byok does not fetch remote images)",
+                    );
+                }
+            }
+            for call in &message.tool_calls {
+                if serde_json::from_str::<serde_json::Map<String, Value>>(&call.arguments).is_err() {
+                    return refuse(
+                        "messages[].tool_calls[].function.arguments",
+                        "Gemini needs tool arguments that are a JSON object",
+                    );
+                }
+            }
+            if message.role == Role::Tool && tool_name(request, message).is_none() {
+                return refuse(
+                    "messages[].tool_call_id",
+                    "a tool result must answer a tool call of an earlier assistant turn",
+                );
+            }
+        }
+        None
+    }
+
+    fn body(request: &ChatRequest) -> Value {
+        let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
+        for message in &request.messages {
+            let (role, mut parts): (&'static str, Vec<Value>) = match message.role {
+                Role::User => ("user", message.content.iter().map(part).collect()),
+                Role::Assistant => {
+                    let mut parts: Vec<Value> = message
+                        .content
+                        .iter()
+                        .filter(|p| !matches!(p, ContentPart::Text(t) if t.is_empty()))
+                        .map(part)
+                        .collect();
+                    parts.extend(message.tool_calls.iter().map(|c| {
+                        let mut call = json!({"functionCall": {
+                            "name": c.name,
+                            "args": serde_json::from_str::<Value>(&c.arguments).unwrap_or_else(|_| json!({})),
+                        }});
+                        if let Some(signature) = c
+                            .signature
+                            .as_deref()
+                            .and_then(|s| s.strip_prefix(SIGNATURE_PREFIX))
+                        {
+                            call["thoughtSignature"] = json!(signature);
+                        }
+                        call
+                    }));
+                    ("model", parts)
+                }
+                Role::Tool => {
+                    let text = message.text_content();
+                    // Gemini wants an object: a JSON object result as it is,
+                    // anything else under "result".
+                    let response = match serde_json::from_str::<Value>(&text) {
+                        Ok(object @ Value::Object(_)) => object,
+                        _ => json!({"result": text}),
+                    };
+                    let name = tool_name(request, message).unwrap_or_default();
+                    ("user", vec![json!({"functionResponse": {"name": name, "response": response}})])
+                }
+            };
+            match contents.last_mut() {
+                Some((last, previous)) if *last == role => previous.append(&mut parts),
+                _ => contents.push((role, parts)),
+            }
+        }
+        let mut config = serde_json::Map::new();
+        let mut set = |k: &str, v: Value| {
+            config.insert(k.to_owned(), v);
+        };
+        if let Some(t) = request.temperature {
+            set("temperature", json!(t));
+        }
+        if let Some(p) = request.top_p {
+            set("topP", json!(p));
+        }
+        if let Some(m) = request.max_output_tokens {
+            set("maxOutputTokens", json!(m));
+        }
+        if !request.stop.is_empty() {
+            set("stopSequences", json!(request.stop));
+        }
+        if let Some(n) = request.n {
+            set("candidateCount", json!(n));
+        }
+        if let Some(seed) = request.seed {
+            set("seed", json!(seed));
+        }
+        if let Some(p) = request.presence_penalty {
+            set("presencePenalty", json!(p));
+        }
+        if let Some(p) = request.frequency_penalty {
+            set("frequencyPenalty", json!(p));
+        }
+        match &request.response_format {
+            Some(ResponseFormat::JsonObject) => set("responseMimeType", json!("application/json")),
+            Some(ResponseFormat::JsonSchema(schema)) => {
+                set("responseMimeType", json!("application/json"));
+                set("responseJsonSchema", schema.schema.clone());
+            }
+            None => {}
+        }
+        if let Some(effort) = request.reasoning {
+            set("thinkingConfig", thinking_config(&request.model, effort));
+        }
+        let mut body = json!({
+            "contents": contents
+                .into_iter()
+                .map(|(role, parts)| json!({"role": role, "parts": parts}))
+                .collect::<Vec<_>>(),
+            "generationConfig": config,
+        });
+        if let Some(system) = &request.system {
+            body["systemInstruction"] = json!({"parts": [{"text": system}]});
+        }
+        if !request.tools.is_empty() {
+            let declarations: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut d = json!({"name": t.name});
+                    if let Some(description) = &t.description {
+                        d["description"] = json!(description);
+                    }
+                    if let Some(parameters) = &t.parameters {
+                        d["parametersJsonSchema"] = parameters.clone();
+                    }
+                    d
+                })
+                .collect();
+            body["tools"] = json!([{"functionDeclarations": declarations}]);
+            let strict = request.tools.iter().any(|t| t.strict == Some(true));
+            let calling = match &request.tool_choice {
+                Some(ToolChoice::None) => json!({"mode": "NONE"}),
+                Some(ToolChoice::Required) => json!({"mode": "ANY"}),
+                Some(ToolChoice::Function(name)) => {
+                    json!({"mode": "ANY", "allowedFunctionNames": [name]})
+                }
+                // OpenAI's `strict` schemas: Gemini's VALIDATED mode keeps
+                // calls to the declared schema.
+                Some(ToolChoice::Auto) | None if strict => json!({"mode": "VALIDATED"}),
+                Some(ToolChoice::Auto) | None => json!({"mode": "AUTO"}),
+            };
+            body["toolConfig"] = json!({"functionCallingConfig": calling});
+        }
+        body
     }
 }
+
+/// The function a tool result answers, from the assistant turn that called it.
+fn tool_name<'a>(request: &'a ChatRequest, result: &byok_core::ChatMessage) -> Option<&'a str> {
+    let id = result.tool_call_id.as_deref()?;
+    request
+        .messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .find(|c| c.id == id)
+        .map(|c| c.name.as_str())
+}
+
+/// Gemini 2.5 takes a token budget; later models a level.
+fn thinking_config(model: &str, effort: ReasoningEffort) -> Value {
+    let thoughts = effort != ReasoningEffort::None;
+    if model.starts_with("gemini-2.5") {
+        let budget = match effort {
+            ReasoningEffort::None => 0,
+            ReasoningEffort::Minimal => 512,
+            ReasoningEffort::Low => 1024,
+            ReasoningEffort::Medium => 8192,
+            ReasoningEffort::High => 24_576,
+            ReasoningEffort::Xhigh => 32_768,
+        };
+        json!({"thinkingBudget": budget, "includeThoughts": thoughts})
+    } else {
+        let level = match effort {
+            ReasoningEffort::None | ReasoningEffort::Minimal | ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High | ReasoningEffort::Xhigh => "high",
+        };
+        json!({"thinkingLevel": level, "includeThoughts": thoughts})
+    }
+}
+
+fn part(part: &ContentPart) -> Value {
+    match part {
+        ContentPart::Text(text) => json!({"text": text}),
+        ContentPart::Image { source, .. } => match source {
+            ImageSource::Base64 { media_type, data } => {
+                json!({"inlineData": {"mimeType": media_type, "data": data}})
+            }
+            // Refused before a request is built.
+            ImageSource::Url(url) => json!({"fileData": {"fileUri": url}}),
+        },
+    }
+}
+
+/// Marks a tool call's signature as Gemini's `thoughtSignature`.
+const SIGNATURE_PREFIX: &str = "gemini:";
 
 #[async_trait]
 impl ChatProvider for Gemini {
     fn kind(&self) -> ProviderKind {
         PROVIDER
+    }
+
+    fn unsupported(&self, request: &ChatRequest, stream: bool) -> Option<Unsupported> {
+        Self::refuse(request, stream)
+    }
+
+    fn unsupported_embedding(&self, request: &EmbeddingRequest) -> Option<Unsupported> {
+        let _ = request;
+        None
     }
 
     async fn verify_key(&self, credentials: Credentials<'_>) -> Result<(), ProviderError> {
@@ -188,20 +406,25 @@ impl ChatProvider for Gemini {
             Self::classify,
         )
         .await?;
-        let (text, finish) = wire.answer();
-        let Some(finish) = finish else {
+        if wire.candidates.is_empty() {
             // No candidates at all: the prompt itself was blocked.
             return Err(ProviderError::BadRequest {
                 provider: PROVIDER,
                 status: 200,
                 kind: BadRequestKind::ContentFilter,
             });
-        };
+        }
+        let usage = wire.usage_metadata.clone().unwrap_or_default().normalise();
+        let model = wire
+            .model_version
+            .clone()
+            .unwrap_or_else(|| request.model.clone());
+        let mut candidates = wire.candidates;
+        candidates.sort_by_key(|c| c.index.unwrap_or(0));
         Ok(ChatResponse {
-            model: wire.model_version.unwrap_or_else(|| request.model.clone()),
-            text,
-            finish_reason: finish,
-            usage: wire.usage_metadata.unwrap_or_default().normalise(),
+            model,
+            choices: candidates.iter().map(WireCandidate::choice).collect(),
+            usage,
         })
     }
 
@@ -252,6 +475,7 @@ impl ChatProvider for Gemini {
                         role: None,
                         parts: vec![WirePart { text }],
                     },
+                    output_dimensionality: request.dimensions,
                 })
                 .collect(),
         };
@@ -284,11 +508,12 @@ fn decode(
         Box::pin(events),
         std::collections::VecDeque::<ChatChunk>::new(),
         false,
+        0_u32,
     );
-    futures_util::stream::unfold(state, |(mut events, mut pending, mut done)| async move {
+    futures_util::stream::unfold(state, |(mut events, mut pending, mut done, mut calls)| async move {
         loop {
             if let Some(chunk) = pending.pop_front() {
-                return Some((Ok(chunk), (events, pending, done)));
+                return Some((Ok(chunk), (events, pending, done, calls)));
             }
             if done {
                 return None;
@@ -298,33 +523,57 @@ fn decode(
                     done = true;
                     return Some((
                         Err(ProviderError::IncompleteStream { provider: PROVIDER }),
-                        (events, pending, done),
+                        (events, pending, done, calls),
                     ));
                 }
                 Some(Err(error)) => {
                     done = true;
-                    return Some((Err(error), (events, pending, done)));
+                    return Some((Err(error), (events, pending, done, calls)));
                 }
                 Some(Ok(event)) => {
                     let Ok(wire) = serde_json::from_str::<WireResponse>(&event.data) else {
                         done = true;
                         return Some((
                             Err(ProviderError::BadResponse { provider: PROVIDER }),
-                            (events, pending, done),
+                            (events, pending, done, calls),
                         ));
                     };
                     if wire.error.is_some() {
                         done = true;
                         return Some((
                             Err(ProviderError::StreamError { provider: PROVIDER }),
-                            (events, pending, done),
+                            (events, pending, done, calls),
                         ));
                     }
                     let usage = wire.usage_metadata.clone();
-                    let (text, finish) = wire.answer();
-                    if !text.is_empty() {
-                        pending.push_back(ChatChunk::Text(text));
+                    let Some(candidate) = wire.candidates.iter().find(|c| c.index.unwrap_or(0) == 0)
+                    else {
+                        continue;
+                    };
+                    let choice = candidate.choice();
+                    if let Some(reasoning) = choice.reasoning {
+                        pending.push_back(ChatChunk::Reasoning(reasoning));
                     }
+                    if !choice.text.is_empty() {
+                        pending.push_back(ChatChunk::Text(choice.text));
+                    }
+                    // Gemini sends each call whole, in one chunk.
+                    for call in choice.tool_calls {
+                        pending.push_back(ChatChunk::ToolCall(ToolCallDelta {
+                            index: calls,
+                            id: Some(call.id),
+                            name: Some(call.name),
+                            arguments: call.arguments,
+                            signature: call.signature,
+                        }));
+                        calls += 1;
+                    }
+                    let finish = candidate.finish_reason.as_deref().map(|r| {
+                        match finish_reason(r) {
+                            FinishReason::Stop if calls > 0 => FinishReason::ToolCalls,
+                            other => other,
+                        }
+                    });
                     if let Some(finish) = finish {
                         pending.push_back(ChatChunk::Finish(finish));
                         if let Some(usage) = usage {
@@ -353,15 +602,6 @@ fn finish_reason(reason: &str) -> FinishReason {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireRequest<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system_instruction: Option<WireContent<'a>>,
-    contents: Vec<WireContent<'a>>,
-    generation_config: WireGenerationConfig<'a>,
-}
-
-#[derive(Serialize)]
 struct WireContent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
@@ -371,17 +611,6 @@ struct WireContent<'a> {
 #[derive(Serialize)]
 struct WirePart<'a> {
     text: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireGenerationConfig<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_output_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop_sequences: Option<&'a Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -420,32 +649,47 @@ struct WireResponse {
     error: Option<serde_json::Value>,
 }
 
-impl WireResponse {
-    /// The first candidate's non-thought text and finish reason.
-    fn answer(&self) -> (String, Option<FinishReason>) {
-        let Some(candidate) = self.candidates.first() else {
-            return (String::new(), None);
-        };
-        let text = candidate
-            .content
-            .as_ref()
-            .map(|c| {
-                c.parts
-                    .iter()
-                    .filter(|p| !p.thought.unwrap_or(false))
-                    .filter_map(|p| p.text.as_deref())
-                    .collect()
-            })
-            .unwrap_or_default();
-        (text, candidate.finish_reason.as_deref().map(finish_reason))
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireCandidate {
     content: Option<WireCandidateContent>,
     finish_reason: Option<String>,
+    index: Option<u32>,
+}
+
+impl WireCandidate {
+    /// Text, thoughts and function calls; a finished turn with calls ends
+    /// for `tool_calls` (Gemini says `STOP`).
+    fn choice(&self) -> ChatChoice {
+        let mut choice = ChatChoice::default();
+        for part in self.content.iter().flat_map(|c| &c.parts) {
+            if let Some(call) = &part.function_call {
+                choice.tool_calls.push(ToolCall {
+                    id: call
+                        .id
+                        .clone()
+                        .unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple())),
+                    name: call.name.clone(),
+                    arguments: call.args.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string),
+                    signature: part
+                        .thought_signature
+                        .as_ref()
+                        .map(|s| format!("{SIGNATURE_PREFIX}{s}")),
+                });
+            } else if let Some(text) = &part.text {
+                if part.thought.unwrap_or(false) {
+                    choice.reasoning.get_or_insert_with(String::new).push_str(text);
+                } else {
+                    choice.text.push_str(text);
+                }
+            }
+        }
+        choice.finish_reason = self.finish_reason.as_deref().map(|r| match finish_reason(r) {
+            FinishReason::Stop if !choice.tool_calls.is_empty() => FinishReason::ToolCalls,
+            other => other,
+        });
+        choice
+    }
 }
 
 #[derive(Deserialize)]
@@ -455,9 +699,19 @@ struct WireCandidateContent {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct WireAnswerPart {
     text: Option<String>,
     thought: Option<bool>,
+    function_call: Option<WireFunctionCall>,
+    thought_signature: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionCall {
+    id: Option<String>,
+    name: String,
+    args: Option<Value>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -491,9 +745,12 @@ struct WireEmbedRequest<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct WireEmbedItem<'a> {
     model: &'a str,
     content: WireContent<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_dimensionality: Option<u32>,
 }
 
 #[derive(Deserialize)]

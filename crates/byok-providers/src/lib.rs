@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use byok_core::{
     ApiKey, ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ProviderKind,
+    Unsupported,
 };
 use futures_util::Stream;
 
@@ -45,6 +46,18 @@ pub struct Credentials<'a> {
 pub trait ChatProvider: Send + Sync + std::fmt::Debug {
     /// Which provider this is.
     fn kind(&self) -> ProviderKind;
+
+    /// The first field of `request` this provider cannot honour, in its
+    /// native form or by translation; `None` when it can carry all of it.
+    /// The gateway never sends a request an adapter refuses here: it routes
+    /// to another provider, or answers 400 naming the field.
+    fn unsupported(&self, request: &ChatRequest, stream: bool) -> Option<Unsupported>;
+
+    /// As [`ChatProvider::unsupported`], for embeddings.
+    fn unsupported_embedding(&self, request: &EmbeddingRequest) -> Option<Unsupported> {
+        let _ = request;
+        None
+    }
 
     /// The cheapest authenticated call that proves the key works.
     async fn verify_key(&self, credentials: Credentials<'_>) -> Result<(), ProviderError>;

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use byok_core::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FinishReason,
-    ProviderKind, Role, Usage,
+    ChatChoice, ChatChunk, ChatRequest, ChatResponse, ContentPart, EmbeddingRequest,
+    EmbeddingResponse, FinishReason, ImageSource, ProviderKind, ReasoningEffort, ResponseFormat,
+    Role, ToolCall, ToolCallDelta, ToolChoice, Unsupported, Usage,
 };
 use futures_util::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -178,26 +179,84 @@ impl OpenAiCompatible {
         }
     }
 
+    /// Whether DeepSeek's thinking mode is on for `request`: when the request
+    /// asks for reasoning, or its task prefers it and it names no effort.
+    fn deepseek_thinks(request: &ChatRequest) -> bool {
+        request.wants_reasoning() || (request.prefer_reasoning && request.reasoning.is_none())
+    }
+
     fn body<'a>(&self, request: &'a ChatRequest, stream: bool) -> WireRequest<'a> {
+        let deepseek = self.flavor == Flavor::DeepSeek;
         let mut messages = Vec::with_capacity(request.messages.len() + 1);
         if let Some(system) = &request.system {
             messages.push(WireMessage {
                 role: "system",
-                content: system,
+                content: Some(WireContent::Text(system)),
+                ..WireMessage::default()
             });
         }
-        messages.extend(request.messages.iter().map(|m| WireMessage {
-            role: match m.role {
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            },
-            content: &m.content,
+        messages.extend(request.messages.iter().map(|m| {
+            let content = match m.content.as_slice() {
+                [] => None,
+                [ContentPart::Text(text)] => Some(WireContent::Text(text)),
+                parts => Some(WireContent::Parts(parts.iter().map(WirePart::from).collect())),
+            };
+            WireMessage {
+                role: match m.role {
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                    Role::Tool => "tool",
+                },
+                // An assistant turn with only tool calls has `content: null`.
+                content: content.or_else(|| {
+                    (m.role != Role::Assistant || m.tool_calls.is_empty())
+                        .then_some(WireContent::Text(""))
+                }),
+                name: m.name.as_deref(),
+                tool_calls: m
+                    .tool_calls
+                    .iter()
+                    .map(|c| WireToolCallOut {
+                        id: &c.id,
+                        kind: "function",
+                        function: WireFunctionOut {
+                            name: &c.name,
+                            arguments: &c.arguments,
+                        },
+                    })
+                    .collect(),
+                tool_call_id: m.tool_call_id.as_deref(),
+                // DeepSeek needs the reasoning of tool-calling turns back.
+                reasoning_content: if deepseek && !m.tool_calls.is_empty() {
+                    m.reasoning.as_deref()
+                } else {
+                    None
+                },
+            }
         }));
-        let deepseek = self.flavor == Flavor::DeepSeek;
+        let thinking = deepseek.then(|| WireThinking {
+            kind: if Self::deepseek_thinks(request) {
+                "enabled"
+            } else {
+                "disabled"
+            },
+        });
+        let reasoning_effort = match (self.flavor, request.reasoning) {
+            (Flavor::DeepSeek, Some(effort)) if effort != ReasoningEffort::None => {
+                Some(if effort == ReasoningEffort::Xhigh {
+                    "max"
+                } else {
+                    "high"
+                })
+            }
+            (Flavor::DeepSeek, _) => None,
+            (_, effort) => effort.map(ReasoningEffort::as_str),
+        };
         WireRequest {
             model: (self.flavor != Flavor::Azure).then_some(request.model.as_str()),
             messages,
             temperature: request.temperature,
+            top_p: request.top_p,
             max_completion_tokens: if deepseek {
                 None
             } else {
@@ -213,7 +272,115 @@ impl OpenAiCompatible {
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
+            tools: request
+                .tools
+                .iter()
+                .map(|t| WireTool {
+                    kind: "function",
+                    function: WireFunctionDef {
+                        name: &t.name,
+                        description: t.description.as_deref(),
+                        parameters: t.parameters.as_ref(),
+                        strict: t.strict,
+                    },
+                })
+                .collect(),
+            tool_choice: request.tool_choice.as_ref().map(|c| match c {
+                ToolChoice::Auto => serde_json::json!("auto"),
+                ToolChoice::None => serde_json::json!("none"),
+                ToolChoice::Required => serde_json::json!("required"),
+                ToolChoice::Function(name) => {
+                    serde_json::json!({"type": "function", "function": {"name": name}})
+                }
+            }),
+            parallel_tool_calls: request.parallel_tool_calls,
+            response_format: request.response_format.as_ref().map(|f| match f {
+                ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+                ResponseFormat::JsonSchema(schema) => {
+                    let mut inner = serde_json::json!({"name": schema.name, "schema": schema.schema});
+                    if let Some(description) = &schema.description {
+                        inner["description"] = serde_json::json!(description);
+                    }
+                    if let Some(strict) = schema.strict {
+                        inner["strict"] = serde_json::json!(strict);
+                    }
+                    serde_json::json!({"type": "json_schema", "json_schema": inner})
+                }
+            }),
+            reasoning_effort,
+            thinking,
+            seed: request.seed,
+            presence_penalty: request.presence_penalty,
+            frequency_penalty: request.frequency_penalty,
+            logprobs: request.logprobs.then_some(true),
+            top_logprobs: request.top_logprobs,
+            n: request.n,
+            user: if deepseek {
+                None
+            } else {
+                request.user.as_deref()
+            },
+            user_id: if deepseek {
+                request.user.as_deref()
+            } else {
+                None
+            },
+            openai_only: (!deepseek).then_some(&request.openai_only),
+            openai_hints: (!deepseek).then_some(&request.openai_hints),
         }
+    }
+
+    /// What this flavour cannot carry (see the matrix in `docs/api.md`).
+    fn refuse(&self, request: &ChatRequest, stream: bool) -> Option<Unsupported> {
+        let name = self.provider().display_name();
+        if stream && request.n.is_some_and(|n| n > 1) {
+            return Some(Unsupported::new(
+                "n",
+                "byok streams one answer; ask for n > 1 without stream",
+            ));
+        }
+        if self.flavor != Flavor::DeepSeek {
+            return None;
+        }
+        if let Some(field) = request.openai_only.keys().next() {
+            return Some(Unsupported::new(
+                field.clone(),
+                format!("{name} has no such parameter"),
+            ));
+        }
+        let refuse = |field: &str, reason: &str| Some(Unsupported::new(field, reason));
+        if request.n.is_some_and(|n| n > 1) {
+            return refuse("n", "DeepSeek answers once per request");
+        }
+        if request.seed.is_some() {
+            return refuse("seed", "DeepSeek has no sampling seed");
+        }
+        if request.messages.iter().any(byok_core::ChatMessage::has_images) {
+            return refuse("messages[].content[].image_url", "DeepSeek models take no images");
+        }
+        if matches!(request.response_format, Some(ResponseFormat::JsonSchema(_))) {
+            return refuse(
+                "response_format.json_schema",
+                "DeepSeek has JSON mode (json_object) but no schema-constrained output",
+            );
+        }
+        if Self::deepseek_thinks(request) {
+            for (field, set) in [
+                ("temperature", request.temperature.is_some()),
+                ("top_p", request.top_p.is_some()),
+                ("presence_penalty", request.presence_penalty.is_some()),
+                ("frequency_penalty", request.frequency_penalty.is_some()),
+                ("logprobs", request.logprobs || request.top_logprobs.is_some()),
+            ] {
+                if set {
+                    return refuse(
+                        field,
+                        "DeepSeek ignores or rejects it in thinking mode; send reasoning_effort \"none\" to turn thinking off",
+                    );
+                }
+            }
+        }
+        None
     }
 }
 
@@ -236,6 +403,15 @@ fn code_text(code: &serde_json::Value) -> Option<String> {
 impl ChatProvider for OpenAiCompatible {
     fn kind(&self) -> ProviderKind {
         self.provider()
+    }
+
+    fn unsupported(&self, request: &ChatRequest, stream: bool) -> Option<Unsupported> {
+        self.refuse(request, stream)
+    }
+
+    fn unsupported_embedding(&self, request: &EmbeddingRequest) -> Option<Unsupported> {
+        (self.flavor == Flavor::DeepSeek && request.dimensions.is_some())
+            .then(|| Unsupported::new("dimensions", "DeepSeek has no embeddings"))
     }
 
     async fn verify_key(&self, credentials: Credentials<'_>) -> Result<(), ProviderError> {
@@ -308,15 +484,14 @@ impl ChatProvider for OpenAiCompatible {
             Self::classify,
         )
         .await?;
-        let choice = wire
-            .choices
-            .into_iter()
-            .next()
-            .ok_or(ProviderError::BadResponse { provider })?;
+        let mut choices = wire.choices;
+        if choices.is_empty() {
+            return Err(ProviderError::BadResponse { provider });
+        }
+        choices.sort_by_key(|c| c.index);
         Ok(ChatResponse {
             model: wire.model.unwrap_or_else(|| request.model.clone()),
-            text: choice.message.and_then(|m| m.content).unwrap_or_default(),
-            finish_reason: finish_reason(choice.finish_reason.as_deref()),
+            choices: choices.into_iter().map(WireChoice::into_choice).collect(),
             usage: wire.usage.map(WireUsage::normalise).unwrap_or_default(),
         })
     }
@@ -366,6 +541,8 @@ impl ChatProvider for OpenAiCompatible {
         let body = WireEmbeddingRequest {
             model: (self.flavor != Flavor::Azure).then_some(request.model.as_str()),
             input: &request.inputs,
+            dimensions: request.dimensions,
+            user: request.user.as_deref(),
         };
         let http_request = self
             .request(
@@ -477,6 +654,8 @@ struct WireRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
@@ -485,12 +664,131 @@ struct WireRequest<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<WireThinking>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    /// DeepSeek's end-user field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    openai_only: Option<&'a BTreeMap<String, serde_json::Value>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    openai_hints: Option<&'a BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Serialize)]
+struct WireThinking {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize, Default)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<WireContent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts(Vec<WirePart<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WirePart<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: WireImageUrl<'a> },
+}
+
+#[derive(Serialize)]
+struct WireImageUrl<'a> {
+    url: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+impl<'a> From<&'a ContentPart> for WirePart<'a> {
+    fn from(part: &'a ContentPart) -> Self {
+        match part {
+            ContentPart::Text(text) => Self::Text { text },
+            ContentPart::Image { source, detail } => Self::ImageUrl {
+                image_url: WireImageUrl {
+                    url: match source {
+                        ImageSource::Url(url) => std::borrow::Cow::Borrowed(url.as_str()),
+                        ImageSource::Base64 { media_type, data } => {
+                            std::borrow::Cow::Owned(format!("data:{media_type};base64,{data}"))
+                        }
+                    },
+                    detail: detail.as_deref(),
+                },
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionDef<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionDef<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -526,13 +824,58 @@ struct WireResponse {
 
 #[derive(Deserialize)]
 struct WireChoice {
+    #[serde(default)]
+    index: u32,
     message: Option<WireAnswer>,
     finish_reason: Option<String>,
+    logprobs: Option<serde_json::Value>,
+}
+
+impl WireChoice {
+    fn into_choice(self) -> ChatChoice {
+        let message = self.message.unwrap_or_default();
+        ChatChoice {
+            text: message.content.unwrap_or_default(),
+            reasoning: message.reasoning_content.filter(|r| !r.is_empty()),
+            tool_calls: message
+                .tool_calls
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id.unwrap_or_default(),
+                    name: c.function.name.unwrap_or_default(),
+                    arguments: c.function.arguments.unwrap_or_default(),
+                    signature: None,
+                })
+                .collect(),
+            finish_reason: Some(finish_reason(self.finish_reason.as_deref())),
+            logprobs: self.logprobs.filter(|l| !l.is_null()),
+            refusal: message.refusal,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct WireAnswer {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCallIn>,
 }
 
 #[derive(Deserialize)]
-struct WireAnswer {
-    content: Option<String>,
+struct WireToolCallIn {
+    #[serde(default)]
+    index: u32,
+    id: Option<String>,
+    #[serde(default)]
+    function: WireFunctionIn,
+}
+
+#[derive(Deserialize, Default)]
+struct WireFunctionIn {
+    name: Option<String>,
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -579,21 +922,28 @@ struct WireChunk {
 
 #[derive(Deserialize)]
 struct WireChunkChoice {
+    #[serde(default)]
+    index: u32,
     delta: Option<WireDelta>,
     finish_reason: Option<String>,
+    logprobs: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct WireDelta {
     content: Option<String>,
     reasoning_content: Option<String>,
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCallIn>,
 }
 
 impl WireChunk {
     fn into_chunks(self) -> Vec<ChatChunk> {
         let mut out = Vec::new();
-        // Azure's first chunk and filter-only chunks have no delta: nothing to emit.
-        for choice in self.choices.into_iter().take(1) {
+        // Azure's first chunk and filter-only chunks have no delta: nothing to
+        // emit. Streams carry one answer (n > 1 is refused for streams).
+        for choice in self.choices.into_iter().filter(|c| c.index == 0) {
             if let Some(delta) = choice.delta {
                 if let Some(reasoning) = delta.reasoning_content.filter(|t| !t.is_empty()) {
                     out.push(ChatChunk::Reasoning(reasoning));
@@ -601,6 +951,21 @@ impl WireChunk {
                 if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                     out.push(ChatChunk::Text(text));
                 }
+                if let Some(refusal) = delta.refusal.filter(|t| !t.is_empty()) {
+                    out.push(ChatChunk::Refusal(refusal));
+                }
+                out.extend(delta.tool_calls.into_iter().map(|c| {
+                    ChatChunk::ToolCall(ToolCallDelta {
+                        index: c.index,
+                        id: c.id,
+                        name: c.function.name,
+                        arguments: c.function.arguments.unwrap_or_default(),
+                        signature: None,
+                    })
+                }));
+            }
+            if let Some(logprobs) = choice.logprobs.filter(|l| !l.is_null()) {
+                out.push(ChatChunk::Logprobs(logprobs));
             }
             if let Some(reason) = choice.finish_reason {
                 out.push(ChatChunk::Finish(finish_reason(Some(&reason))));
@@ -618,6 +983,10 @@ struct WireEmbeddingRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<&'a str>,
     input: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
 }
 
 #[derive(Deserialize)]

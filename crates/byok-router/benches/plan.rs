@@ -45,6 +45,8 @@ fn plan_benches(c: &mut Criterion) {
                     max_output_tokens: 800,
                     preferences: &preferences,
                     at,
+                    needs: &[],
+                    refused: &[],
                 }),
                 &health,
             )
@@ -62,6 +64,8 @@ fn plan_benches(c: &mut Criterion) {
                     max_output_tokens: 800,
                     preferences: &preferences,
                     at,
+                    needs: &[],
+                    refused: &[],
                 }),
                 &health,
             )

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use byok_core::{ProviderKind, Usage};
+use byok_core::{Capability, ProviderKind, Usage};
 use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
 use serde::Deserialize;
 
@@ -45,6 +45,14 @@ pub struct ModelPrice {
     pub off_peak: Option<OffPeak>,
     /// Largest prompt plus output, in tokens.
     pub context_window: u64,
+    /// Most output tokens per answer, where the provider states it.
+    #[serde(default)]
+    pub max_output: Option<u64>,
+    /// What the model can do beyond plain text chat: `tools`,
+    /// `parallel_tools`, `vision`, `json_object`, `json_schema`,
+    /// `reasoning`. A request using one is routed only to models listing it.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
     /// The tasks it is good for.
     pub tasks: Vec<Task>,
     /// Quality tier: 1 basic, 2 strong, 3 frontier.

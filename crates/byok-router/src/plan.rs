@@ -6,7 +6,7 @@
 use std::fmt;
 use std::fmt::Write as _;
 
-use byok_core::{KeyStatus, ProviderKind};
+use byok_core::{Capability, KeyStatus, ProviderKind, Unsupported};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -50,6 +50,10 @@ pub struct RouteRequest<'a> {
     pub preferences: &'a Preferences,
     /// When the request is made (prices can depend on the hour).
     pub at: DateTime<Utc>,
+    /// What the model must be able to do (tools, vision, ...).
+    pub needs: &'a [Capability],
+    /// Providers whose adapter cannot carry a field of the request, and which field.
+    pub refused: &'a [(ProviderKind, Unsupported)],
 }
 
 /// Why a candidate is where it is.
@@ -98,7 +102,7 @@ impl fmt::Display for Candidate {
 }
 
 /// Why an option was left out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum SkipReason {
     /// The user has no key for the provider.
@@ -126,6 +130,34 @@ pub enum SkipReason {
     },
     /// The catalog has no price for the model.
     Unpriced,
+    /// The model lacks a capability the request uses.
+    Lacks {
+        /// The capability.
+        capability: Capability,
+    },
+    /// The provider cannot carry a field of the request.
+    Refuses {
+        /// The field and why.
+        #[serde(flatten)]
+        unsupported: Unsupported,
+    },
+    /// The request's output limit is above the model's.
+    OutputTooLarge {
+        /// The model's most output tokens.
+        max_output: u64,
+    },
+}
+
+impl SkipReason {
+    /// Whether the request itself, not the provider's state, rules the
+    /// option out: another moment would not change it.
+    #[must_use]
+    pub fn is_request_mismatch(&self) -> bool {
+        matches!(
+            self,
+            Self::Lacks { .. } | Self::Refuses { .. } | Self::OutputTooLarge { .. }
+        )
+    }
 }
 
 /// An option left out, and why.
@@ -143,7 +175,7 @@ pub struct Skipped {
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{} skipped: ", self.provider, self.model)?;
-        match self.reason {
+        match &self.reason {
             SkipReason::NoKey => f.write_str("no key for this provider"),
             SkipReason::KeyInvalid => f.write_str("the key was rejected"),
             SkipReason::NoCredit => f.write_str("the account is out of credit"),
@@ -160,6 +192,11 @@ impl fmt::Display for Skipped {
                 write!(f, "request exceeds its {context_window}-token context")
             }
             SkipReason::Unpriced => f.write_str("no price in the catalog"),
+            SkipReason::Lacks { capability } => write!(f, "the model has no {capability} capability"),
+            SkipReason::Refuses { unsupported } => write!(f, "cannot carry {unsupported}"),
+            SkipReason::OutputTooLarge { max_output } => {
+                write!(f, "the output limit is above the model's {max_output} tokens")
+            }
         }
     }
 }
@@ -276,6 +313,27 @@ impl RoutePlanner {
         if request.preferences.excluded.contains(&provider) {
             return Err(SkipReason::Excluded);
         }
+        if let Some((_, unsupported)) = request.refused.iter().find(|(p, _)| *p == provider) {
+            return Err(SkipReason::Refuses {
+                unsupported: unsupported.clone(),
+            });
+        }
+        if let Some(price) = self.catalog.get(provider, model) {
+            if let Some(capability) = request
+                .needs
+                .iter()
+                .find(|c| !price.capabilities.contains(c))
+            {
+                return Err(SkipReason::Lacks {
+                    capability: *capability,
+                });
+            }
+            if let Some(max_output) = price.max_output
+                && request.max_output_tokens > max_output
+            {
+                return Err(SkipReason::OutputTooLarge { max_output });
+            }
+        }
         match key.status {
             Some(KeyStatus::Invalid) => return Err(SkipReason::KeyInvalid),
             Some(KeyStatus::NoCredit) => return Err(SkipReason::NoCredit),
@@ -374,6 +432,8 @@ mod tests {
             max_output_tokens: 500,
             preferences: prefs,
             at: monday_peak(),
+            needs: &[],
+            refused: &[],
         };
         planner.plan(&request, health)
     }
@@ -500,6 +560,8 @@ mod tests {
             max_output_tokens: 10,
             preferences: &prefs,
             at: monday_peak(),
+            needs: &[],
+            refused: &[],
         };
         let plan = planner.plan(&request, &HealthSnapshot::default());
         let providers: Vec<_> = plan.candidates.iter().map(|c| c.provider).collect();
@@ -520,6 +582,8 @@ mod tests {
             max_output_tokens: 1_000,
             preferences: &prefs,
             at: monday_peak(),
+            needs: &[],
+            refused: &[],
         };
         let plan = planner.plan(&request, &HealthSnapshot::default());
         assert_eq!(

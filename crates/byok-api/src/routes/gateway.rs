@@ -1,19 +1,23 @@
-//! The OpenAI-compatible gateway: `/v1/chat/completions`, `/v1/embeddings`
-//! and `/v1/models`, authenticated with the user's byok token. Any OpenAI SDK
-//! pointed at `http://HOST/v1` with a byok token as its API key works.
+//! The OpenAI-compatible gateway: `/v1/chat/completions`, `/v1/embeddings`,
+//! `/v1/models` and `/v1/models/{id}`, authenticated with the user's byok
+//! token. Any OpenAI SDK pointed at `http://HOST/v1` with a byok token as its
+//! API key works. The wire types live in [`crate::openai`].
 
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use byok_core::{ChatChunk, ChatMessage, ChatRequest, EmbeddingRequest, FinishReason, Role, Usage};
+use byok_core::{ChatChunk, Usage};
 use byok_router::{Preferences, Task};
 use futures_util::StreamExt as _;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::gateway::{Answered, Attempt, GatewayChat, GatewayError};
 use crate::http::{Caller, JsonBody, context};
+use crate::openai::{
+    ChatChunkOut, ChatCompletion, ChatCompletionRequest, Delta, EmbeddingsRequest, OutVector,
+    Refusal, finish,
+};
 
 /// An OpenAI-shaped error response.
 fn openai_error(
@@ -23,7 +27,18 @@ fn openai_error(
     message: &str,
     attempts: Option<&[Attempt]>,
 ) -> HttpResponse {
-    let mut error = json!({ "message": message, "type": kind, "code": code, "param": null });
+    openai_error_param(status, kind, code, message, None, attempts)
+}
+
+fn openai_error_param(
+    status: StatusCode,
+    kind: &str,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+    attempts: Option<&[Attempt]>,
+) -> HttpResponse {
+    let mut error = json!({ "message": message, "type": kind, "code": code, "param": param });
     if let Some(attempts) = attempts {
         error["attempts"] = json!(attempts);
     }
@@ -55,6 +70,7 @@ fn gateway_error(error: &GatewayError) -> HttpResponse {
             "no configured provider serves this model; use \"auto\" or a model from /v1/models",
             None,
         ),
+        GatewayError::Unsupported { skipped } => unsupported(skipped),
         GatewayError::NoCandidate { skipped } => {
             let reasons: Vec<String> = skipped.iter().map(ToString::to_string).collect();
             let body = json!({ "error": { "message": "none of your providers can serve this request now",
@@ -111,124 +127,73 @@ fn bad_request(code: &str, message: &str) -> HttpResponse {
     )
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Deserialize)]
-struct Part {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct InMessage {
-    role: String,
-    content: Option<Content>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize, Default)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-/// The subset of OpenAI's request byok routes. Other fields are ignored.
-#[derive(Deserialize)]
-pub(crate) struct ChatCompletionRequest {
-    model: String,
-    messages: Vec<InMessage>,
-    temperature: Option<f32>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    stop: Option<Stop>,
-    #[serde(default)]
-    stream: bool,
-    stream_options: Option<StreamOptions>,
-}
-
-impl std::fmt::Debug for ChatCompletionRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatCompletionRequest")
-            .field("model", &self.model)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A refused request: a code and a message.
 type Bad = (&'static str, &'static str);
 
-fn text_of(content: Option<Content>) -> Result<String, Bad> {
-    match content {
-        None => Ok(String::new()),
-        Some(Content::Text(text)) => Ok(text),
-        Some(Content::Parts(parts)) => parts
-            .into_iter()
-            .map(|p| {
-                if p.kind == "text" {
-                    p.text.ok_or(())
-                } else {
-                    Err(())
-                }
-            })
-            .collect::<Result<Vec<_>, ()>>()
-            .map(|t| t.join(""))
-            .map_err(|()| ("unsupported_content", "only text content is supported")),
-    }
+fn refused(refusal: &Refusal) -> HttpResponse {
+    openai_error_param(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        refusal.code,
+        &refusal.message,
+        refusal.param.as_deref(),
+        None,
+    )
 }
 
-fn into_chat(body: ChatCompletionRequest) -> Result<ChatRequest, Bad> {
-    let mut system = Vec::new();
-    let mut messages = Vec::new();
-    for message in body.messages {
-        let text = text_of(message.content)?;
-        match message.role.as_str() {
-            "system" | "developer" => system.push(text),
-            "user" => messages.push(ChatMessage {
-                role: Role::User,
-                content: text,
-            }),
-            "assistant" => messages.push(ChatMessage {
-                role: Role::Assistant,
-                content: text,
-            }),
-            _ => {
-                return Err((
-                    "unsupported_role",
-                    "roles are system, developer, user and assistant",
-                ));
+/// The 400 for a request none of the user's providers can honour: names
+/// each field or capability, and which provider (or model) lacks it.
+fn unsupported(skipped: &[byok_router::Skipped]) -> HttpResponse {
+    use byok_router::SkipReason;
+    let mismatches: Vec<&byok_router::Skipped> = skipped
+        .iter()
+        .filter(|s| s.reason.is_request_mismatch())
+        .collect();
+    let param = mismatches.iter().find_map(|s| match &s.reason {
+        SkipReason::Refuses { unsupported } => Some(unsupported.field.clone()),
+        SkipReason::Lacks { capability } => Some(capability.as_str().to_owned()),
+        _ => None,
+    });
+    let code = if mismatches
+        .iter()
+        .any(|s| matches!(s.reason, SkipReason::Refuses { .. }))
+    {
+        "unsupported_parameter"
+    } else {
+        "unsupported_capability"
+    };
+    let reasons: Vec<String> = mismatches
+        .iter()
+        .map(|s| {
+            let name = s.provider.display_name();
+            match &s.reason {
+                SkipReason::Refuses { unsupported } => format!("{name} cannot carry {unsupported}"),
+                SkipReason::Lacks { capability } => {
+                    format!("{name} model {} has no {capability} capability", s.model)
+                }
+                other => format!("{name} model {}: {}", s.model, s_reason(other)),
             }
+        })
+        .collect();
+    let message = format!(
+        "none of your providers can honour this request: {}",
+        reasons.join("; ")
+    );
+    let all: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    let body = json!({ "error": { "message": message, "type": "invalid_request_error",
+        "code": code, "param": param, "skipped": all } });
+    HttpResponse::BadRequest()
+        .insert_header(("cache-control", "no-store"))
+        .json(body)
+}
+
+fn s_reason(reason: &byok_router::SkipReason) -> String {
+    match reason {
+        byok_router::SkipReason::OutputTooLarge { max_output } => {
+            format!("the output limit is above its {max_output} tokens")
         }
+        _ => "not suitable".to_owned(),
     }
-    if messages.is_empty() {
-        return Err((
-            "no_messages",
-            "messages must contain at least one user message",
-        ));
-    }
-    Ok(ChatRequest {
-        model: String::new(),
-        system: (!system.is_empty()).then(|| system.join("\n\n")),
-        messages,
-        temperature: body.temperature,
-        max_output_tokens: body.max_completion_tokens.or(body.max_tokens),
-        stop: match body.stop {
-            None => vec![],
-            Some(Stop::One(s)) => vec![s],
-            Some(Stop::Many(v)) => v,
-        },
-    })
 }
 
 fn task_of(req: &HttpRequest) -> Result<Task, Bad> {
@@ -298,25 +263,6 @@ fn preferences_of(req: &HttpRequest) -> Result<Preferences, Bad> {
     })
 }
 
-fn finish(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop | FinishReason::Other => "stop",
-        FinishReason::Length => "length",
-        FinishReason::ContentFilter => "content_filter",
-        FinishReason::ToolCalls => "tool_calls",
-    }
-}
-
-fn usage_json(usage: &Usage) -> Value {
-    json!({
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-        "prompt_tokens_details": { "cached_tokens": usage.cached_input_tokens },
-        "completion_tokens_details": { "reasoning_tokens": usage.reasoning_tokens },
-    })
-}
-
 fn with_headers<T>(
     mut response: actix_web::HttpResponseBuilder,
     answered: &Answered<T>,
@@ -353,20 +299,18 @@ pub(crate) async fn chat_completions(
     };
     let body = body.0;
     let model = (body.model != "auto").then(|| body.model.clone());
-    let (stream, include_usage) = (
-        body.stream,
-        body.stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
-    );
-    let request = match into_chat(body) {
-        Ok(request) => request,
-        Err((code, message)) => return bad_request(code, message),
+    let stream = body.stream;
+    let call = match body.into_chat() {
+        Ok(call) => call,
+        Err(refusal) => return refused(&refusal),
     };
     let preferences = match preferences_of(&req) {
         Ok(preferences) => preferences,
         Err((code, message)) => return bad_request(code, message),
     };
+    let include_usage = call.include_usage;
+    let mut request = call.request;
+    request.prefer_reasoning = task.as_str() == Task::REASONING;
     let call = GatewayChat {
         task,
         model,
@@ -380,11 +324,13 @@ pub(crate) async fn chat_completions(
         return match gateway.chat(&caller.0, call, &ctx).await {
             Ok(answered) => {
                 let response = &answered.value;
-                let body = json!({
-                    "id": id, "object": "chat.completion", "created": created, "model": response.model,
-                    "choices": [{ "index": 0, "message": { "role": "assistant", "content": response.text }, "finish_reason": finish(response.finish_reason) }],
-                    "usage": usage_json(&response.usage),
-                });
+                let body = ChatCompletion::new(
+                    &id,
+                    created,
+                    &response.model,
+                    &response.choices,
+                    &response.usage,
+                );
                 with_headers(HttpResponse::Ok(), &answered, true).json(body)
             }
             Err(error) => gateway_error(&error),
@@ -409,16 +355,34 @@ struct Framer {
 }
 
 impl Framer {
-    fn delta(&self, delta: &Value, finish: Option<&str>) -> Bytes {
-        let chunk = json!({ "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] });
-        Bytes::from(format!("data: {chunk}\n\n"))
+    fn frame(chunk: &ChatChunkOut<'_>) -> Bytes {
+        let json = serde_json::to_string(chunk).unwrap_or_default();
+        Bytes::from(format!("data: {json}\n\n"))
     }
 
-    fn usage(&self, usage: &Usage) -> String {
-        let chunk = json!({ "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [], "usage": usage_json(usage) });
-        format!("data: {chunk}\n\n")
+    fn delta(
+        &self,
+        delta: Delta<'_>,
+        logprobs: Option<&Value>,
+        finish: Option<&'static str>,
+    ) -> Bytes {
+        Self::frame(&ChatChunkOut::delta(
+            &self.id,
+            self.created,
+            &self.model,
+            delta,
+            logprobs,
+            finish,
+        ))
+    }
+
+    fn usage(&self, usage: &Usage) -> Bytes {
+        Self::frame(&ChatChunkOut::usage(
+            &self.id,
+            self.created,
+            &self.model,
+            usage,
+        ))
     }
 }
 
@@ -429,6 +393,17 @@ struct SseState {
     first: bool,
     usage: Option<Usage>,
     done: bool,
+}
+
+impl SseState {
+    /// The first delta of the answer also says who speaks.
+    fn opening<'a>(&mut self, delta: Delta<'a>) -> Delta<'a> {
+        if std::mem::take(&mut self.first) {
+            delta.role()
+        } else {
+            delta
+        }
+    }
 }
 
 /// Translates any provider's chunks into OpenAI's chunk format, ending with
@@ -455,40 +430,53 @@ fn openai_sse(
             return None;
         }
         loop {
-            match state.chunks.next().await {
+            let bytes = match state.chunks.next().await {
                 Some(Ok(ChatChunk::Text(text))) => {
-                    let delta = if state.first {
-                        json!({ "role": "assistant", "content": text })
-                    } else {
-                        json!({ "content": text })
-                    };
-                    state.first = false;
-                    let bytes = state.framer.delta(&delta, None);
-                    return Some((Ok(bytes), state));
+                    let delta = state.opening(Delta::text(&text));
+                    state.framer.delta(delta, None, None)
+                }
+                Some(Ok(ChatChunk::Reasoning(text))) => {
+                    let delta = state.opening(Delta::reasoning(&text));
+                    state.framer.delta(delta, None, None)
+                }
+                Some(Ok(ChatChunk::Refusal(text))) => {
+                    let delta = state.opening(Delta::refusal(&text));
+                    state.framer.delta(delta, None, None)
+                }
+                Some(Ok(ChatChunk::ToolCall(call))) => {
+                    let delta = state.opening(Delta::tool_call(&call));
+                    state.framer.delta(delta, None, None)
+                }
+                Some(Ok(ChatChunk::Logprobs(logprobs))) => {
+                    let delta = state.opening(Delta::default());
+                    state.framer.delta(delta, Some(&logprobs), None)
                 }
                 Some(Ok(ChatChunk::Finish(reason))) => {
-                    let bytes = state.framer.delta(&json!({}), Some(finish(reason)));
-                    return Some((Ok(bytes), state));
+                    let delta = state.opening(Delta::default());
+                    state.framer.delta(delta, None, Some(finish(reason)))
                 }
-                Some(Ok(ChatChunk::Usage(usage))) => state.usage = Some(usage),
-                Some(Ok(ChatChunk::Reasoning(_))) => {}
+                Some(Ok(ChatChunk::Usage(usage))) => {
+                    state.usage = Some(usage);
+                    continue;
+                }
                 Some(Err(error)) => {
                     let event = json!({ "error": { "message": error.to_string(), "type": "upstream_error", "code": error.code(), "param": null } });
                     state.done = true;
-                    return Some((Ok(Bytes::from(format!("data: {event}\n\n"))), state));
+                    Bytes::from(format!("data: {event}\n\n"))
                 }
                 None => {
-                    let mut tail = String::new();
+                    let mut tail = Vec::new();
                     if state.include_usage
                         && let Some(usage) = &state.usage
                     {
-                        tail.push_str(&state.framer.usage(usage));
+                        tail.extend_from_slice(&state.framer.usage(usage));
                     }
-                    tail.push_str("data: [DONE]\n\n");
+                    tail.extend_from_slice(b"data: [DONE]\n\n");
                     state.done = true;
-                    return Some((Ok(Bytes::from(tail)), state));
+                    Bytes::from(tail)
                 }
-            }
+            };
+            return Some((Ok(bytes), state));
         }
     })
 }
@@ -516,25 +504,41 @@ pub(crate) async fn models(caller: Caller, state: web::Data<AppState>) -> HttpRe
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum EmbeddingInput {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// The subset of OpenAI's embeddings request byok routes.
-#[derive(Deserialize)]
-pub(crate) struct EmbeddingsRequest {
-    model: String,
-    input: EmbeddingInput,
-}
-
-impl std::fmt::Debug for EmbeddingsRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddingsRequest")
-            .field("model", &self.model)
-            .finish_non_exhaustive()
+/// `GET /v1/models/{id}`: one model as OpenAI describes it, or OpenAI's 404.
+pub(crate) async fn model(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let Some(gateway) = state.gateway.as_ref() else {
+        return gateway_disabled();
+    };
+    let id = id.into_inner();
+    match gateway.models(&caller.0).await {
+        Ok(models) => {
+            let owner = if id == "auto" {
+                Some("byok")
+            } else {
+                models
+                    .iter()
+                    .find(|(_, m)| *m == id)
+                    .map(|(p, _)| p.as_str())
+            };
+            match owner {
+                Some(owner) => HttpResponse::Ok()
+                    .insert_header(("cache-control", "no-store"))
+                    .json(json!({ "id": id, "object": "model", "created": 0, "owned_by": owner })),
+                None => openai_error_param(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "model_not_found",
+                    "none of your providers serves this model; see /v1/models",
+                    Some("model"),
+                    None,
+                ),
+            }
+        }
+        Err(error) => gateway_error(&error),
     }
 }
 
@@ -550,16 +554,16 @@ pub(crate) async fn embeddings(
     };
     let body = body.0;
     let model = (body.model != "auto").then(|| body.model.clone());
-    let inputs = match body.input {
-        EmbeddingInput::One(text) => vec![text],
-        EmbeddingInput::Many(texts) => texts,
+    let call = match body.into_embed() {
+        Ok(call) => call,
+        Err(refusal) => return refused(&refusal),
     };
-    let request = EmbeddingRequest {
-        model: String::new(),
-        inputs,
+    let preferences = match preferences_of(&req) {
+        Ok(preferences) => preferences,
+        Err((code, message)) => return bad_request(code, message),
     };
     match gateway
-        .embed(&caller.0, model, request, &context(&req))
+        .embed(&caller.0, model, call.request, &preferences, &context(&req))
         .await
     {
         Ok(answered) => {
@@ -568,7 +572,7 @@ pub(crate) async fn embeddings(
                 .vectors
                 .iter()
                 .enumerate()
-                .map(|(index, vector)| json!({ "object": "embedding", "index": index, "embedding": vector }))
+                .map(|(index, vector)| json!({ "object": "embedding", "index": index, "embedding": OutVector::new(vector, call.base64) }))
                 .collect();
             let tokens = answered.value.input_tokens.unwrap_or(0);
             let body = json!({ "object": "list", "data": data, "model": answered.model,

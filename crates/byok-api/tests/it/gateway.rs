@@ -770,8 +770,15 @@ async fn bad_gateway_input_gets_a_clear_code_and_reaches_no_provider(db: TestDb)
         ("chat/completions", "application/json", vec![], br#"{"model": "auto", "messages": ["#.to_vec(), 400, "invalid_json"),
         ("chat/completions", "application/json", vec![], br#"{"model": "auto", "messages": [], "stream": "yes"}"#.to_vec(), 400, "invalid_json"),
         ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": []}).to_string().into_bytes(), 400, "no_messages"),
-        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": [{"role": "tool", "content": "x"}]}).to_string().into_bytes(), 400, "unsupported_role"),
-        ("chat/completions", "application/json", vec![], user(json!([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])).to_string().into_bytes(), 400, "unsupported_content"),
+        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": [{"role": "tool", "content": "x"}]}).to_string().into_bytes(), 400, "invalid_request"),
+        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": [{"role": "robot", "content": "x"}]}).to_string().into_bytes(), 400, "unsupported_role"),
+        ("chat/completions", "application/json", vec![], user(json!([{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}])).to_string().into_bytes(), 400, "invalid_image_url"),
+        ("chat/completions", "application/json", vec![], user(json!([{"type": "image_url", "image_url": {"url": "data:text/html;base64,PGgxPg=="}}])).to_string().into_bytes(), 400, "invalid_image_url"),
+        ("chat/completions", "application/json", vec![], user(json!([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}])).to_string().into_bytes(), 400, "unsupported_parameter"),
+        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "frobnicate": true}).to_string().into_bytes(), 400, "unsupported_parameter"),
+        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "functions": [{"name": "f"}]}).to_string().into_bytes(), 400, "unsupported_parameter"),
+        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "service_tier": "priority"}).to_string().into_bytes(), 400, "unsupported_parameter"),
+        ("chat/completions", "application/json", vec![], json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "extreme"}).to_string().into_bytes(), 400, "invalid_request"),
         ("chat/completions", "application/json", vec![("x-byok-task", "not a task!")], user(json!("hi")).to_string().into_bytes(), 400, "invalid_task"),
         ("chat/completions", "application/json", vec![("x-byok-max-cost-usd", "a lot")], user(json!("hi")).to_string().into_bytes(), 400, "invalid_max_cost"),
         ("chat/completions", "application/json", vec![("x-byok-exclude", "openai,nobody")], user(json!("hi")).to_string().into_bytes(), 400, "invalid_preference"),
@@ -779,7 +786,9 @@ async fn bad_gateway_input_gets_a_clear_code_and_reaches_no_provider(db: TestDb)
         // the body is read, and the unknown model is what is refused.
         ("chat/completions", "application/json", vec![], json!({"model": "no-such-model", "messages": [{"role": "user", "content": long_but_allowed}]}).to_string().into_bytes(), 404, "model_not_found"),
         ("chat/completions", "application/json", vec![], vec![b' '; 4 * 1024 * 1024 + 1], 413, "payload_too_large"),
-        ("embeddings", "application/json", vec![], br#"{"model": "auto", "input": 5}"#.to_vec(), 400, "invalid_json"),
+        ("embeddings", "application/json", vec![], br#"{"model": "auto", "input": 5}"#.to_vec(), 400, "unsupported_parameter"),
+        ("embeddings", "application/json", vec![], br#"{"model": "auto", "input": "x", "encoding_format": "int8"}"#.to_vec(), 400, "invalid_request"),
+        ("embeddings", "application/json", vec![("x-byok-exclude", "nobody")], br#"{"model": "auto", "input": "x"}"#.to_vec(), 400, "invalid_preference"),
         ("embeddings", "text/plain", vec![], b"hello".to_vec(), 415, "unsupported_media_type"),
     ];
     for (route, content_type, headers, payload, status, code) in cases {

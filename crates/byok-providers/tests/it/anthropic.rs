@@ -122,8 +122,8 @@ async fn chat_puts_the_system_prompt_on_top_and_counts_cache_as_input() {
         )
         .await
         .unwrap();
-    assert_eq!(answer.text, "Hello!");
-    assert_eq!(answer.finish_reason, FinishReason::Stop);
+    assert_eq!(answer.text(), "Hello!");
+    assert_eq!(answer.choices[0].finish_reason.unwrap(), FinishReason::Stop);
     let u = answer.usage;
     assert_eq!(
         (

@@ -74,7 +74,7 @@ async fn verify_and_chat_use_the_deployment_path_api_version_and_api_key() {
         .await
         .unwrap();
     assert_eq!(
-        (answer.text.as_str(), answer.model.as_str()),
+        (answer.text(), answer.model.as_str()),
         ("Hello!", "gpt-4o-2024-11-20")
     );
 }
@@ -326,6 +326,7 @@ async fn embeddings_use_the_embedding_deployment() {
     let request = byok_core::EmbeddingRequest {
         model: "ignored".into(),
         inputs: vec!["hi".into()],
+        ..Default::default()
     };
     let out = adapter(&server, ProviderKind::AzureOpenAi)
         .embed(

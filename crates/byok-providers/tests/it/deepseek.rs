@@ -99,7 +99,7 @@ async fn chat_skips_keep_alive_padding_and_counts_cache_hits() {
         )
         .await
         .unwrap();
-    assert_eq!(answer.text, "9.8 is greater.");
+    assert_eq!(answer.text(), "9.8 is greater.");
     assert_eq!(
         (answer.usage.input_tokens, answer.usage.cached_input_tokens),
         (18, 12)

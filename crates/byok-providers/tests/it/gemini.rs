@@ -115,7 +115,7 @@ async fn chat_uses_system_instruction_and_counts_thoughts_as_output() {
         )
         .await
         .unwrap();
-    assert_eq!(answer.text, "Bonjour !");
+    assert_eq!(answer.text(), "Bonjour !");
     let u = answer.usage;
     assert_eq!(
         (
@@ -227,6 +227,7 @@ async fn embeddings_use_batch_embed_contents() {
     let request = EmbeddingRequest {
         model: "gemini-embedding-001".into(),
         inputs: vec!["a".into(), "b".into()],
+        ..Default::default()
     };
     let out = adapter(&server, ProviderKind::Gemini)
         .embed(

@@ -68,13 +68,10 @@ pub(crate) fn hello(model: &str) -> ChatRequest {
     ChatRequest {
         model: model.to_owned(),
         system: Some("You are terse.".to_owned()),
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: "Say hello.".to_owned(),
-        }],
+        messages: vec![ChatMessage::text(Role::User, "Say hello.")],
         temperature: Some(0.2),
         max_output_tokens: Some(64),
-        stop: vec![],
+        ..ChatRequest::default()
     }
 }
 

@@ -168,9 +168,9 @@ async fn chat_sends_the_normalised_request_and_reads_usage() {
         )
         .await
         .unwrap();
-    assert_eq!(answer.text, "Hello!");
+    assert_eq!(answer.text(), "Hello!");
     assert_eq!(answer.model, "gpt-4o-mini-2024-07-18");
-    assert_eq!(answer.finish_reason, FinishReason::Stop);
+    assert_eq!(answer.choices[0].finish_reason.unwrap(), FinishReason::Stop);
     assert_eq!(
         (answer.usage.input_tokens, answer.usage.cached_input_tokens),
         (19, 7)
@@ -281,6 +281,7 @@ async fn embeddings() {
     let request = EmbeddingRequest {
         model: "text-embedding-3-small".into(),
         inputs: vec!["a".into(), "b".into()],
+        ..Default::default()
     };
     let out = adapter(&server, ProviderKind::OpenAi)
         .embed(
