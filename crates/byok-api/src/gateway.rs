@@ -495,7 +495,13 @@ impl Gateway {
                 }
                 Err(error) => {
                     if let Some(rejected) = self
-                        .failed(prepared, provider, candidate.model.clone(), error, &mut attempts)
+                        .failed(
+                            prepared,
+                            provider,
+                            candidate.model.clone(),
+                            error,
+                            &mut attempts,
+                        )
                         .await
                     {
                         return Err(rejected);
@@ -540,7 +546,13 @@ impl Gateway {
                 let request = self.request_for(request, candidate);
                 Box::pin(async move {
                     adapter
-                        .chat(Credentials { key: &key, settings }, &request)
+                        .chat(
+                            Credentials {
+                                key: &key,
+                                settings,
+                            },
+                            &request,
+                        )
                         .await
                 })
             })
@@ -606,7 +618,13 @@ impl Gateway {
                 let provider = candidate.provider;
                 Box::pin(async move {
                     let mut stream = adapter
-                        .chat_stream(Credentials { key: &key, settings }, &request)
+                        .chat_stream(
+                            Credentials {
+                                key: &key,
+                                settings,
+                            },
+                            &request,
+                        )
                         .await?;
                     drop(key);
                     match stream.next().await {
@@ -696,7 +714,13 @@ impl Gateway {
                 call.model.clone_from(&candidate.model);
                 Box::pin(async move {
                     adapter
-                        .embed(Credentials { key: &key, settings }, &call)
+                        .embed(
+                            Credentials {
+                                key: &key,
+                                settings,
+                            },
+                            &call,
+                        )
                         .await
                 })
             })

@@ -3,9 +3,9 @@
 
 mod error;
 pub mod gateway;
-pub mod openai;
 mod http;
 pub mod metrics;
+pub mod openai;
 pub mod openapi;
 pub mod providers;
 pub mod reports;

@@ -320,9 +320,13 @@ fn image(url: InImageUrl) -> Result<ContentPart, Refusal> {
     refuse_unknown("messages[].content[].image_url.", &url.extra)?;
     let param = "messages[].content[].image_url.url";
     let source = if let Some(rest) = url.url.strip_prefix("data:") {
-        let (media_type, data) = rest
-            .split_once(";base64,")
-            .ok_or_else(|| Refusal::invalid("invalid_image_url", param, "a data: image URL must be base64: data:image/png;base64,..."))?;
+        let (media_type, data) = rest.split_once(";base64,").ok_or_else(|| {
+            Refusal::invalid(
+                "invalid_image_url",
+                param,
+                "a data: image URL must be base64: data:image/png;base64,...",
+            )
+        })?;
         if !IMAGE_TYPES.contains(&media_type) {
             return Err(Refusal::invalid(
                 "invalid_image_url",
@@ -482,7 +486,9 @@ fn message(message: InMessage, system: &mut Vec<String>) -> Result<Option<ChatMe
         content: parts,
         tool_calls,
         tool_call_id,
-        reasoning: message.reasoning_content.filter(|_| role == Role::Assistant),
+        reasoning: message
+            .reasoning_content
+            .filter(|_| role == Role::Assistant),
         name: message.name,
     }))
 }
@@ -599,7 +605,10 @@ impl ChatCompletionRequest {
         if let Some(modalities) = &self.modalities
             && modalities.iter().any(|m| m != "text")
         {
-            return Err(Refusal::unsupported("modalities", "byok answers with text only"));
+            return Err(Refusal::unsupported(
+                "modalities",
+                "byok answers with text only",
+            ));
         }
         if let Some(tier) = self.service_tier.as_deref()
             && !matches!(tier, "auto" | "default")
@@ -659,7 +668,10 @@ impl ChatCompletionRequest {
         for (field, value) in [
             ("prompt_cache_key", self.prompt_cache_key),
             ("prompt_cache_retention", self.prompt_cache_retention),
-            ("store", (self.store == Some(false)).then_some(Value::Bool(false))),
+            (
+                "store",
+                (self.store == Some(false)).then_some(Value::Bool(false)),
+            ),
         ] {
             if let Some(value) = value.filter(|v| !v.is_null()) {
                 openai_hints.insert(field.to_owned(), value);
@@ -1015,7 +1027,11 @@ impl EmbeddingsRequest {
             }
         };
         if inputs.is_empty() {
-            return Err(Refusal::invalid("invalid_request", "input", "input is empty"));
+            return Err(Refusal::invalid(
+                "invalid_request",
+                "input",
+                "input is empty",
+            ));
         }
         let base64 = match self.encoding_format.as_deref() {
             None | Some("float") => false,

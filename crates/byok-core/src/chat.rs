@@ -253,6 +253,20 @@ impl Capability {
     }
 }
 
+impl Capability {
+    /// The request field that uses it, as OpenAI's API names it.
+    #[must_use]
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::ParallelTools => "parallel_tool_calls",
+            Self::Vision => "messages[].content[].image_url",
+            Self::JsonObject | Self::JsonSchema => "response_format",
+            Self::Reasoning => "reasoning_effort",
+        }
+    }
+}
+
 impl std::fmt::Display for Capability {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -8,11 +8,11 @@ use byok_core::{
     EmbeddingResponse, FinishReason, ImageSource, ProviderKind, ReasoningEffort, ResponseFormat,
     Role, ToolCall, ToolCallDelta, ToolChoice, Unsupported, Usage,
 };
-use serde_json::{Value, json};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::http::{self, HttpClients, by_status, retry_after};
 use crate::{ChatProvider, ChatStream, Credentials, ProviderError};
@@ -110,14 +110,20 @@ impl Anthropic {
             ("seed", request.seed.is_some()),
             ("presence_penalty", request.presence_penalty.is_some()),
             ("frequency_penalty", request.frequency_penalty.is_some()),
-            ("logprobs", request.logprobs || request.top_logprobs.is_some()),
+            (
+                "logprobs",
+                request.logprobs || request.top_logprobs.is_some(),
+            ),
         ] {
             if set {
                 return refuse(field, "Anthropic has no such parameter");
             }
         }
         if request.messages.iter().any(|m| m.name.is_some()) {
-            return refuse("messages[].name", "Anthropic messages have no participant names");
+            return refuse(
+                "messages[].name",
+                "Anthropic messages have no participant names",
+            );
         }
         if matches!(request.response_format, Some(ResponseFormat::JsonObject)) {
             return refuse(
@@ -127,7 +133,8 @@ impl Anthropic {
         }
         for message in &request.messages {
             for call in &message.tool_calls {
-                if serde_json::from_str::<serde_json::Map<String, Value>>(&call.arguments).is_err() {
+                if serde_json::from_str::<serde_json::Map<String, Value>>(&call.arguments).is_err()
+                {
                     return refuse(
                         "messages[].tool_calls[].function.arguments",
                         "Anthropic needs tool arguments that are a JSON object",
@@ -136,7 +143,10 @@ impl Anthropic {
             }
         }
         if request.wants_reasoning() {
-            if request.temperature.is_some_and(|t| (t - 1.0).abs() > f32::EPSILON) {
+            if request
+                .temperature
+                .is_some_and(|t| (t - 1.0).abs() > f32::EPSILON)
+            {
                 return refuse(
                     "temperature",
                     "Anthropic's extended thinking needs temperature 1 (or none)",
@@ -248,7 +258,8 @@ impl Anthropic {
             body["tool_choice"] = choice;
         }
         if let Some(ResponseFormat::JsonSchema(schema)) = &request.response_format {
-            body["output_config"] = json!({"format": {"type": "json_schema", "schema": schema.schema}});
+            body["output_config"] =
+                json!({"format": {"type": "json_schema", "schema": schema.schema}});
         }
         if let Some(budget) = thinking {
             body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
@@ -334,7 +345,9 @@ fn block(part: &ContentPart) -> Value {
             ImageSource::Base64 { media_type, data } => {
                 json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
             }
-            ImageSource::Url(url) => json!({"type": "image", "source": {"type": "url", "url": url}}),
+            ImageSource::Url(url) => {
+                json!({"type": "image", "source": {"type": "url", "url": url}})
+            }
         },
     }
 }
@@ -401,14 +414,27 @@ impl ChatProvider for Anthropic {
                 }
                 Some("thinking") => {
                     let text = block.get("thinking").and_then(Value::as_str).unwrap_or("");
-                    choice.reasoning.get_or_insert_with(String::new).push_str(text);
+                    choice
+                        .reasoning
+                        .get_or_insert_with(String::new)
+                        .push_str(text);
                     thinking_blocks.push(block);
                 }
                 Some("redacted_thinking") => thinking_blocks.push(block),
                 Some("tool_use") => choice.tool_calls.push(ToolCall {
-                    id: block.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    name: block.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    arguments: block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
+                    id: block
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    name: block
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    arguments: block
+                        .get("input")
+                        .map_or_else(|| "{}".to_owned(), Value::to_string),
                     signature: None,
                 }),
                 _ => {}
@@ -533,7 +559,8 @@ fn decode(
                                     )
                                 });
                             state.thinking_given |= signature.is_some();
-                            let text = |k: &str| block.get(k).and_then(Value::as_str).map(str::to_owned);
+                            let text =
+                                |k: &str| block.get(k).and_then(Value::as_str).map(str::to_owned);
                             let delta = ToolCallDelta {
                                 index,
                                 id: text("id"),

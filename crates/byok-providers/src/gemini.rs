@@ -9,11 +9,11 @@ use byok_core::{
     EmbeddingResponse, FinishReason, ImageSource, ProviderKind, ReasoningEffort, ResponseFormat,
     Role, ToolCall, ToolCallDelta, ToolChoice, Unsupported, Usage,
 };
-use serde_json::{Value, json};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::http::{self, HttpClients, by_status, parse_duration};
 use crate::{BadRequestKind, ChatProvider, ChatStream, Credentials, ProviderError};
@@ -128,7 +128,10 @@ impl Gemini {
     fn refuse(request: &ChatRequest, stream: bool) -> Option<Unsupported> {
         let refuse = |field: &str, reason: &str| Some(Unsupported::new(field, reason));
         if let Some(field) = request.openai_only.keys().next() {
-            return Some(Unsupported::new(field.clone(), "Gemini has no such parameter"));
+            return Some(Unsupported::new(
+                field.clone(),
+                "Gemini has no such parameter",
+            ));
         }
         if request.logprobs || request.top_logprobs.is_some() {
             return refuse(
@@ -146,7 +149,10 @@ impl Gemini {
             );
         }
         if request.messages.iter().any(|m| m.name.is_some()) {
-            return refuse("messages[].name", "Gemini messages have no participant names");
+            return refuse(
+                "messages[].name",
+                "Gemini messages have no participant names",
+            );
         }
         for message in &request.messages {
             for part in &message.content {
@@ -162,7 +168,8 @@ impl Gemini {
                 }
             }
             for call in &message.tool_calls {
-                if serde_json::from_str::<serde_json::Map<String, Value>>(&call.arguments).is_err() {
+                if serde_json::from_str::<serde_json::Map<String, Value>>(&call.arguments).is_err()
+                {
                     return refuse(
                         "messages[].tool_calls[].function.arguments",
                         "Gemini needs tool arguments that are a JSON object",
@@ -216,7 +223,10 @@ impl Gemini {
                         _ => json!({"result": text}),
                     };
                     let name = tool_name(request, message).unwrap_or_default();
-                    ("user", vec![json!({"functionResponse": {"name": name, "response": response}})])
+                    (
+                        "user",
+                        vec![json!({"functionResponse": {"name": name, "response": response}})],
+                    )
                 }
             };
             match contents.last_mut() {
@@ -510,81 +520,87 @@ fn decode(
         false,
         0_u32,
     );
-    futures_util::stream::unfold(state, |(mut events, mut pending, mut done, mut calls)| async move {
-        loop {
-            if let Some(chunk) = pending.pop_front() {
-                return Some((Ok(chunk), (events, pending, done, calls)));
-            }
-            if done {
-                return None;
-            }
-            match events.next().await {
-                None => {
-                    done = true;
-                    return Some((
-                        Err(ProviderError::IncompleteStream { provider: PROVIDER }),
-                        (events, pending, done, calls),
-                    ));
+    futures_util::stream::unfold(
+        state,
+        |(mut events, mut pending, mut done, mut calls)| async move {
+            loop {
+                if let Some(chunk) = pending.pop_front() {
+                    return Some((Ok(chunk), (events, pending, done, calls)));
                 }
-                Some(Err(error)) => {
-                    done = true;
-                    return Some((Err(error), (events, pending, done, calls)));
+                if done {
+                    return None;
                 }
-                Some(Ok(event)) => {
-                    let Ok(wire) = serde_json::from_str::<WireResponse>(&event.data) else {
+                match events.next().await {
+                    None => {
                         done = true;
                         return Some((
-                            Err(ProviderError::BadResponse { provider: PROVIDER }),
-                            (events, pending, done, calls),
-                        ));
-                    };
-                    if wire.error.is_some() {
-                        done = true;
-                        return Some((
-                            Err(ProviderError::StreamError { provider: PROVIDER }),
+                            Err(ProviderError::IncompleteStream { provider: PROVIDER }),
                             (events, pending, done, calls),
                         ));
                     }
-                    let usage = wire.usage_metadata.clone();
-                    let Some(candidate) = wire.candidates.iter().find(|c| c.index.unwrap_or(0) == 0)
-                    else {
-                        continue;
-                    };
-                    let choice = candidate.choice();
-                    if let Some(reasoning) = choice.reasoning {
-                        pending.push_back(ChatChunk::Reasoning(reasoning));
-                    }
-                    if !choice.text.is_empty() {
-                        pending.push_back(ChatChunk::Text(choice.text));
-                    }
-                    // Gemini sends each call whole, in one chunk.
-                    for call in choice.tool_calls {
-                        pending.push_back(ChatChunk::ToolCall(ToolCallDelta {
-                            index: calls,
-                            id: Some(call.id),
-                            name: Some(call.name),
-                            arguments: call.arguments,
-                            signature: call.signature,
-                        }));
-                        calls += 1;
-                    }
-                    let finish = candidate.finish_reason.as_deref().map(|r| {
-                        match finish_reason(r) {
-                            FinishReason::Stop if calls > 0 => FinishReason::ToolCalls,
-                            other => other,
-                        }
-                    });
-                    if let Some(finish) = finish {
-                        pending.push_back(ChatChunk::Finish(finish));
-                        if let Some(usage) = usage {
-                            pending.push_back(ChatChunk::Usage(usage.normalise()));
-                        }
+                    Some(Err(error)) => {
                         done = true;
+                        return Some((Err(error), (events, pending, done, calls)));
+                    }
+                    Some(Ok(event)) => {
+                        let Ok(wire) = serde_json::from_str::<WireResponse>(&event.data) else {
+                            done = true;
+                            return Some((
+                                Err(ProviderError::BadResponse { provider: PROVIDER }),
+                                (events, pending, done, calls),
+                            ));
+                        };
+                        if wire.error.is_some() {
+                            done = true;
+                            return Some((
+                                Err(ProviderError::StreamError { provider: PROVIDER }),
+                                (events, pending, done, calls),
+                            ));
+                        }
+                        let usage = wire.usage_metadata.clone();
+                        let Some(candidate) =
+                            wire.candidates.iter().find(|c| c.index.unwrap_or(0) == 0)
+                        else {
+                            continue;
+                        };
+                        let choice = candidate.choice();
+                        if let Some(reasoning) = choice.reasoning {
+                            pending.push_back(ChatChunk::Reasoning(reasoning));
+                        }
+                        if !choice.text.is_empty() {
+                            pending.push_back(ChatChunk::Text(choice.text));
+                        }
+                        // Gemini sends each call whole, in one chunk.
+                        for call in choice.tool_calls {
+                            pending.push_back(ChatChunk::ToolCall(ToolCallDelta {
+                                index: calls,
+                                id: Some(call.id),
+                                name: Some(call.name),
+                                arguments: call.arguments,
+                                signature: call.signature,
+                            }));
+                            calls += 1;
+                        }
+                        let finish =
+                            candidate
+                                .finish_reason
+                                .as_deref()
+                                .map(|r| match finish_reason(r) {
+                                    FinishReason::Stop if calls > 0 => FinishReason::ToolCalls,
+                                    other => other,
+                                });
+                        if let Some(finish) = finish {
+                            pending.push_back(ChatChunk::Finish(finish));
+                            if let Some(usage) = usage {
+                                pending.push_back(ChatChunk::Usage(usage.normalise()));
+                            }
+                            done = true;
+                        }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -670,7 +686,10 @@ impl WireCandidate {
                         .clone()
                         .unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple())),
                     name: call.name.clone(),
-                    arguments: call.args.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string),
+                    arguments: call
+                        .args
+                        .as_ref()
+                        .map_or_else(|| "{}".to_owned(), Value::to_string),
                     signature: part
                         .thought_signature
                         .as_ref()
@@ -678,16 +697,22 @@ impl WireCandidate {
                 });
             } else if let Some(text) = &part.text {
                 if part.thought.unwrap_or(false) {
-                    choice.reasoning.get_or_insert_with(String::new).push_str(text);
+                    choice
+                        .reasoning
+                        .get_or_insert_with(String::new)
+                        .push_str(text);
                 } else {
                     choice.text.push_str(text);
                 }
             }
         }
-        choice.finish_reason = self.finish_reason.as_deref().map(|r| match finish_reason(r) {
-            FinishReason::Stop if !choice.tool_calls.is_empty() => FinishReason::ToolCalls,
-            other => other,
-        });
+        choice.finish_reason = self
+            .finish_reason
+            .as_deref()
+            .map(|r| match finish_reason(r) {
+                FinishReason::Stop if !choice.tool_calls.is_empty() => FinishReason::ToolCalls,
+                other => other,
+            });
         choice
     }
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use byok_core::{
-    ApiKey, ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ProviderKind,
-    Unsupported,
+    ApiKey, ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
+    ProviderKind, Unsupported,
 };
 use futures_util::Stream;
 

@@ -199,7 +199,9 @@ impl OpenAiCompatible {
             let content = match m.content.as_slice() {
                 [] => None,
                 [ContentPart::Text(text)] => Some(WireContent::Text(text)),
-                parts => Some(WireContent::Parts(parts.iter().map(WirePart::from).collect())),
+                parts => Some(WireContent::Parts(
+                    parts.iter().map(WirePart::from).collect(),
+                )),
             };
             WireMessage {
                 role: match m.role {
@@ -293,11 +295,17 @@ impl OpenAiCompatible {
                     serde_json::json!({"type": "function", "function": {"name": name}})
                 }
             }),
-            parallel_tool_calls: request.parallel_tool_calls,
+            // DeepSeek has no switch: calls in parallel are its only behaviour.
+            parallel_tool_calls: if deepseek {
+                None
+            } else {
+                request.parallel_tool_calls
+            },
             response_format: request.response_format.as_ref().map(|f| match f {
                 ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
                 ResponseFormat::JsonSchema(schema) => {
-                    let mut inner = serde_json::json!({"name": schema.name, "schema": schema.schema});
+                    let mut inner =
+                        serde_json::json!({"name": schema.name, "schema": schema.schema});
                     if let Some(description) = &schema.description {
                         inner["description"] = serde_json::json!(description);
                     }
@@ -355,8 +363,11 @@ impl OpenAiCompatible {
         if request.seed.is_some() {
             return refuse("seed", "DeepSeek has no sampling seed");
         }
-        if request.messages.iter().any(byok_core::ChatMessage::has_images) {
-            return refuse("messages[].content[].image_url", "DeepSeek models take no images");
+        if request.parallel_tool_calls == Some(false) && !request.tools.is_empty() {
+            return refuse(
+                "parallel_tool_calls",
+                "DeepSeek cannot be limited to one tool call per turn",
+            );
         }
         if matches!(request.response_format, Some(ResponseFormat::JsonSchema(_))) {
             return refuse(
@@ -370,7 +381,10 @@ impl OpenAiCompatible {
                 ("top_p", request.top_p.is_some()),
                 ("presence_penalty", request.presence_penalty.is_some()),
                 ("frequency_penalty", request.frequency_penalty.is_some()),
-                ("logprobs", request.logprobs || request.top_logprobs.is_some()),
+                (
+                    "logprobs",
+                    request.logprobs || request.top_logprobs.is_some(),
+                ),
             ] {
                 if set {
                     return refuse(

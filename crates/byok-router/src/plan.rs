@@ -192,10 +192,15 @@ impl fmt::Display for Skipped {
                 write!(f, "request exceeds its {context_window}-token context")
             }
             SkipReason::Unpriced => f.write_str("no price in the catalog"),
-            SkipReason::Lacks { capability } => write!(f, "the model has no {capability} capability"),
+            SkipReason::Lacks { capability } => {
+                write!(f, "the model has no {capability} capability")
+            }
             SkipReason::Refuses { unsupported } => write!(f, "cannot carry {unsupported}"),
             SkipReason::OutputTooLarge { max_output } => {
-                write!(f, "the output limit is above the model's {max_output} tokens")
+                write!(
+                    f,
+                    "the output limit is above the model's {max_output} tokens"
+                )
             }
         }
     }

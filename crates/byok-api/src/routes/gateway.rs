@@ -151,7 +151,7 @@ fn unsupported(skipped: &[byok_router::Skipped]) -> HttpResponse {
         .collect();
     let param = mismatches.iter().find_map(|s| match &s.reason {
         SkipReason::Refuses { unsupported } => Some(unsupported.field.clone()),
-        SkipReason::Lacks { capability } => Some(capability.as_str().to_owned()),
+        SkipReason::Lacks { capability } => Some(capability.field().to_owned()),
         _ => None,
     });
     let code = if mismatches

@@ -14,6 +14,7 @@ mod admin;
 mod auth;
 mod disconnect;
 mod errors;
+mod fidelity;
 mod gateway;
 mod isolation;
 mod key_test;
@@ -44,4 +45,19 @@ pub(crate) async fn body(response: reqwest::Response) -> (u16, Value) {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     (status, value)
+}
+
+/// `POST /v1/chat/completions` with `token`.
+pub(crate) async fn gateway_chat(
+    app: &byok_test_support::TestApp,
+    token: &str,
+    request: &Value,
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(request)
+        .send()
+        .await
+        .unwrap()
 }

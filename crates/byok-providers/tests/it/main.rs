@@ -14,6 +14,7 @@
 mod anthropic;
 mod azure;
 mod deepseek;
+mod fidelity;
 mod gemini;
 mod openai;
 mod redirects;
