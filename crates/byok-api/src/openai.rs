@@ -103,9 +103,11 @@ impl Refusal {
 
 type Extra = BTreeMap<String, Value>;
 
-/// Refuses the first unknown field of `extra`, named under `prefix`.
+/// Refuses the first unknown field of `extra`, named under `prefix`. A
+/// field whose value is `null` says nothing, so nothing is dropped by
+/// ignoring it (SDKs echo answers back with `null`s in them).
 fn refuse_unknown(prefix: &str, extra: &Extra) -> Result<(), Refusal> {
-    match extra.keys().next() {
+    match extra.iter().find(|(_, v)| !v.is_null()).map(|(k, _)| k) {
         None => Ok(()),
         Some(field) => Err(Refusal::unsupported(
             &format!("{prefix}{field}"),
@@ -193,6 +195,10 @@ struct InMessage {
     refusal: Option<String>,
     function_call: Option<Value>,
     audio: Option<Value>,
+    /// An earlier answer's citations, echoed back by SDKs: metadata about
+    /// that answer, not input, so no provider needs it.
+    #[expect(dead_code, reason = "accepted and not sent: output metadata")]
+    annotations: Option<Value>,
     #[serde(flatten)]
     extra: Extra,
 }
@@ -396,13 +402,13 @@ fn content(content: Option<InContent>, images: bool) -> Result<Vec<ContentPart>,
 
 fn message(message: InMessage, system: &mut Vec<String>) -> Result<Option<ChatMessage>, Refusal> {
     refuse_unknown("messages[].", &message.extra)?;
-    if message.function_call.is_some() {
+    if message.function_call.as_ref().is_some_and(|f| !f.is_null()) {
         return Err(Refusal::unsupported(
             "messages[].function_call",
             "the deprecated function call format; use tool_calls",
         ));
     }
-    if message.audio.is_some() {
+    if message.audio.as_ref().is_some_and(|a| !a.is_null()) {
         return Err(Refusal::unsupported(
             "messages[].audio",
             "byok carries no audio",
@@ -580,8 +586,8 @@ pub(crate) struct ChatCall {
 }
 
 impl ChatCompletionRequest {
-    /// Translates the request, refusing what byok cannot honour anywhere.
-    pub(crate) fn into_chat(self) -> Result<ChatCall, Refusal> {
+    /// Fields refused for every provider, and unknown fields.
+    fn refuse_everywhere(&self) -> Result<(), Refusal> {
         refuse_unknown("", &self.extra)?;
         for (field, set) in [
             ("audio", self.audio.is_some()),
@@ -618,6 +624,43 @@ impl ChatCompletionRequest {
                 "byok prices the standard tier; flex, scale and priority tiers bill differently",
             ));
         }
+        Ok(())
+    }
+
+    /// The OpenAI-only fields (refused elsewhere) and the hints (not needed elsewhere).
+    fn openai_fields(&mut self) -> (Extra, Extra) {
+        let mut openai_only = BTreeMap::new();
+        for (field, value) in [
+            ("logit_bias", self.logit_bias.take()),
+            ("verbosity", self.verbosity.take()),
+            ("metadata", self.metadata.take()),
+            ("prediction", self.prediction.take()),
+            ("store", self.store.filter(|s| *s).map(Value::Bool)),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_null()) {
+                openai_only.insert(field.to_owned(), value);
+            }
+        }
+        let mut openai_hints = BTreeMap::new();
+        for (field, value) in [
+            ("prompt_cache_key", self.prompt_cache_key.take()),
+            ("prompt_cache_retention", self.prompt_cache_retention.take()),
+            (
+                "store",
+                (self.store == Some(false)).then_some(Value::Bool(false)),
+            ),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_null()) {
+                openai_hints.insert(field.to_owned(), value);
+            }
+        }
+        (openai_only, openai_hints)
+    }
+
+    /// Translates the request, refusing what byok cannot honour anywhere.
+    pub(crate) fn into_chat(mut self) -> Result<ChatCall, Refusal> {
+        self.refuse_everywhere()?;
+        let (openai_only, openai_hints) = self.openai_fields();
         let include_usage = match self.stream_options {
             Some(options) => {
                 refuse_unknown("stream_options.", &options.extra)?;
@@ -651,31 +694,6 @@ impl ChatCompletionRequest {
                 "messages",
                 "messages must contain at least one user message",
             ));
-        }
-        let mut openai_only = BTreeMap::new();
-        for (field, value) in [
-            ("logit_bias", self.logit_bias),
-            ("verbosity", self.verbosity),
-            ("metadata", self.metadata),
-            ("prediction", self.prediction),
-            ("store", self.store.filter(|s| *s).map(Value::Bool)),
-        ] {
-            if let Some(value) = value.filter(|v| !v.is_null()) {
-                openai_only.insert(field.to_owned(), value);
-            }
-        }
-        let mut openai_hints = BTreeMap::new();
-        for (field, value) in [
-            ("prompt_cache_key", self.prompt_cache_key),
-            ("prompt_cache_retention", self.prompt_cache_retention),
-            (
-                "store",
-                (self.store == Some(false)).then_some(Value::Bool(false)),
-            ),
-        ] {
-            if let Some(value) = value.filter(|v| !v.is_null()) {
-                openai_hints.insert(field.to_owned(), value);
-            }
         }
         let request = ChatRequest {
             model: String::new(),

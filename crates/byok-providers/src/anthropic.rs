@@ -489,161 +489,143 @@ impl ChatProvider for Anthropic {
     }
 }
 
+/// What the decoder remembers between events.
+#[derive(Default)]
+struct Decoder {
+    usage: WireUsage,
+    done: bool,
+    /// Content block index → tool call index, for `input_json_delta`.
+    tools: Vec<(u64, u32)>,
+    /// Signed thinking blocks seen so far, given to the first tool call.
+    thinking: Vec<Value>,
+    thinking_given: bool,
+}
+
+impl Decoder {
+    /// The chunk one event yields, if any.
+    fn event(&mut self, data: WireEvent) -> Option<Result<ChatChunk, ProviderError>> {
+        match data.kind.as_str() {
+            "message_start" => {
+                if let Some(usage) = data.message.and_then(|m| m.usage) {
+                    self.usage.merge(&usage);
+                }
+                None
+            }
+            "content_block_start" => self.block_start(
+                data.index.unwrap_or(0),
+                data.content_block.unwrap_or(Value::Null),
+            ),
+            "content_block_delta" => self.delta(data.index.unwrap_or(0), data.delta?),
+            "message_delta" => {
+                if let Some(usage) = &data.usage {
+                    self.usage.merge(usage);
+                }
+                let reason = data.delta.and_then(|d| d.stop_reason)?;
+                Some(Ok(ChatChunk::Finish(stop_reason(Some(&reason)))))
+            }
+            "message_stop" => {
+                self.done = true;
+                Some(Ok(ChatChunk::Usage(self.usage.normalise())))
+            }
+            "error" => {
+                self.done = true;
+                Some(Err(ProviderError::StreamError { provider: PROVIDER }))
+            }
+            _ => None, // ping, content_block_stop, unknown future events
+        }
+    }
+
+    /// A tool call starts (with the signed thinking before it, once), or a
+    /// thinking block starts.
+    fn block_start(&mut self, at: u64, block: Value) -> Option<Result<ChatChunk, ProviderError>> {
+        match block.get("type").and_then(Value::as_str) {
+            Some("tool_use") => {
+                let index = u32::try_from(self.tools.len()).unwrap_or(u32::MAX);
+                self.tools.push((at, index));
+                let signature = (!self.thinking_given && !self.thinking.is_empty()).then(|| {
+                    format!(
+                        "{SIGNATURE_PREFIX}{}",
+                        Value::Array(std::mem::take(&mut self.thinking))
+                    )
+                });
+                self.thinking_given |= signature.is_some();
+                let text = |k: &str| block.get(k).and_then(Value::as_str).map(str::to_owned);
+                Some(Ok(ChatChunk::ToolCall(ToolCallDelta {
+                    index,
+                    id: text("id"),
+                    name: text("name"),
+                    arguments: String::new(),
+                    signature,
+                })))
+            }
+            Some("thinking" | "redacted_thinking") => {
+                self.thinking.push(block);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn delta(&mut self, at: u64, delta: WireDelta) -> Option<Result<ChatChunk, ProviderError>> {
+        match delta.kind.as_deref()? {
+            "text_delta" => Some(Ok(ChatChunk::Text(delta.text?))),
+            "thinking_delta" => {
+                let thinking = delta.thinking?;
+                if let Some(Value::Object(block)) = self.thinking.last_mut()
+                    && let Some(Value::String(so_far)) = block.get_mut("thinking")
+                {
+                    so_far.push_str(&thinking);
+                }
+                Some(Ok(ChatChunk::Reasoning(thinking)))
+            }
+            "signature_delta" => {
+                if let (Some(Value::Object(block)), Some(signature)) =
+                    (self.thinking.last_mut(), delta.signature)
+                {
+                    block.insert("signature".to_owned(), Value::String(signature));
+                }
+                None
+            }
+            "input_json_delta" => {
+                let (_, index) = self.tools.iter().find(|(b, _)| *b == at)?;
+                Some(Ok(ChatChunk::ToolCall(ToolCallDelta {
+                    index: *index,
+                    id: None,
+                    name: None,
+                    arguments: delta.partial_json?,
+                    signature: None,
+                })))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Decodes the named events. Input usage comes with `message_start`; output
 /// usage in `message_delta` is cumulative, so the last one counts; the
 /// stream is complete only at `message_stop`.
 fn decode(
     events: impl futures_util::Stream<Item = Result<crate::sse::Event, ProviderError>> + Send + 'static,
 ) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send + 'static {
-    struct State<S> {
-        events: std::pin::Pin<Box<S>>,
-        usage: WireUsage,
-        done: bool,
-        /// Content block index → tool call index, for `input_json_delta`.
-        tools: Vec<(u64, u32)>,
-        /// Signed thinking blocks seen so far, given to the first tool call.
-        thinking: Vec<Value>,
-        thinking_given: bool,
-    }
-    let state = State {
-        events: Box::pin(events),
-        usage: WireUsage::default(),
-        done: false,
-        tools: Vec::new(),
-        thinking: Vec::new(),
-        thinking_given: false,
-    };
-    futures_util::stream::unfold(state, |mut state| async move {
+    let state = (Box::pin(events), Decoder::default());
+    futures_util::stream::unfold(state, |(mut events, mut decoder)| async move {
         loop {
-            if state.done {
+            if decoder.done {
                 return None;
             }
-            let event = match state.events.next().await {
-                None => {
-                    state.done = true;
-                    return Some((
-                        Err(ProviderError::IncompleteStream { provider: PROVIDER }),
-                        state,
-                    ));
-                }
-                Some(Err(error)) => {
-                    state.done = true;
-                    return Some((Err(error), state));
-                }
-                Some(Ok(event)) => event,
-            };
-            let Ok(data) = serde_json::from_str::<WireEvent>(&event.data) else {
-                state.done = true;
-                return Some((
-                    Err(ProviderError::BadResponse { provider: PROVIDER }),
-                    state,
-                ));
-            };
-            match data.kind.as_str() {
-                "message_start" => {
-                    if let Some(usage) = data.message.and_then(|m| m.usage) {
-                        state.usage.merge(&usage);
-                    }
-                }
-                "content_block_start" => {
-                    let block = data.content_block.unwrap_or(Value::Null);
-                    match block.get("type").and_then(Value::as_str) {
-                        Some("tool_use") => {
-                            let index = u32::try_from(state.tools.len()).unwrap_or(u32::MAX);
-                            state.tools.push((data.index.unwrap_or(0), index));
-                            let signature = (!state.thinking_given && !state.thinking.is_empty())
-                                .then(|| {
-                                    format!(
-                                        "{SIGNATURE_PREFIX}{}",
-                                        Value::Array(std::mem::take(&mut state.thinking))
-                                    )
-                                });
-                            state.thinking_given |= signature.is_some();
-                            let text =
-                                |k: &str| block.get(k).and_then(Value::as_str).map(str::to_owned);
-                            let delta = ToolCallDelta {
-                                index,
-                                id: text("id"),
-                                name: text("name"),
-                                arguments: String::new(),
-                                signature,
-                            };
-                            return Some((Ok(ChatChunk::ToolCall(delta)), state));
-                        }
-                        Some("thinking" | "redacted_thinking") => state.thinking.push(block),
-                        _ => {}
-                    }
-                }
-                "content_block_delta" => match data.delta {
-                    Some(WireDelta {
-                        kind: Some(kind),
-                        text: Some(text),
-                        ..
-                    }) if kind == "text_delta" => {
-                        return Some((Ok(ChatChunk::Text(text)), state));
-                    }
-                    Some(WireDelta {
-                        kind: Some(kind),
-                        thinking: Some(thinking),
-                        ..
-                    }) if kind == "thinking_delta" => {
-                        if let Some(Value::Object(block)) = state.thinking.last_mut()
-                            && let Some(Value::String(so_far)) = block.get_mut("thinking")
-                        {
-                            so_far.push_str(&thinking);
-                        }
-                        return Some((Ok(ChatChunk::Reasoning(thinking)), state));
-                    }
-                    Some(WireDelta {
-                        kind: Some(kind),
-                        signature: Some(signature),
-                        ..
-                    }) if kind == "signature_delta" => {
-                        if let Some(Value::Object(block)) = state.thinking.last_mut() {
-                            block.insert("signature".to_owned(), Value::String(signature));
-                        }
-                    }
-                    Some(WireDelta {
-                        kind: Some(kind),
-                        partial_json: Some(json),
-                        ..
-                    }) if kind == "input_json_delta" => {
-                        let block = data.index.unwrap_or(0);
-                        if let Some((_, index)) = state.tools.iter().find(|(b, _)| *b == block) {
-                            let delta = ToolCallDelta {
-                                index: *index,
-                                id: None,
-                                name: None,
-                                arguments: json,
-                                signature: None,
-                            };
-                            return Some((Ok(ChatChunk::ToolCall(delta)), state));
-                        }
-                    }
-                    _ => {}
+            let item = match events.next().await {
+                None => Err(ProviderError::IncompleteStream { provider: PROVIDER }),
+                Some(Err(error)) => Err(error),
+                Some(Ok(event)) => match serde_json::from_str::<WireEvent>(&event.data) {
+                    Ok(data) => match decoder.event(data) {
+                        Some(item) => item,
+                        None => continue,
+                    },
+                    Err(_) => Err(ProviderError::BadResponse { provider: PROVIDER }),
                 },
-                "message_delta" => {
-                    if let Some(usage) = &data.usage {
-                        state.usage.merge(usage);
-                    }
-                    if let Some(reason) = data.delta.and_then(|d| d.stop_reason) {
-                        return Some((Ok(ChatChunk::Finish(stop_reason(Some(&reason)))), state));
-                    }
-                }
-                "message_stop" => {
-                    state.done = true;
-                    let usage = state.usage.normalise();
-                    return Some((Ok(ChatChunk::Usage(usage)), state));
-                }
-                "error" => {
-                    state.done = true;
-                    return Some((
-                        Err(ProviderError::StreamError { provider: PROVIDER }),
-                        state,
-                    ));
-                }
-                _ => {} // ping, content_block_stop, unknown future events
-            }
+            };
+            decoder.done |= item.is_err();
+            return Some((item, (events, decoder)));
         }
     })
 }

@@ -187,18 +187,37 @@ impl Gemini {
     }
 
     fn body(request: &ChatRequest) -> Value {
-        let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
-        for message in &request.messages {
-            let (role, mut parts): (&'static str, Vec<Value>) = match message.role {
-                Role::User => ("user", message.content.iter().map(part).collect()),
-                Role::Assistant => {
-                    let mut parts: Vec<Value> = message
-                        .content
-                        .iter()
-                        .filter(|p| !matches!(p, ContentPart::Text(t) if t.is_empty()))
-                        .map(part)
-                        .collect();
-                    parts.extend(message.tool_calls.iter().map(|c| {
+        let mut body = json!({
+            "contents": contents(request),
+            "generationConfig": generation_config(request),
+        });
+        if let Some(system) = &request.system {
+            body["systemInstruction"] = json!({"parts": [{"text": system}]});
+        }
+        if let Some((tools, config)) = tools(request) {
+            body["tools"] = tools;
+            body["toolConfig"] = config;
+        }
+        body
+    }
+}
+
+/// Gemini's turns: `model` for the assistant, function calls with their
+/// thought signatures, tool results as `functionResponse` parts by name,
+/// consecutive turns of one role merged.
+fn contents(request: &ChatRequest) -> Vec<Value> {
+    let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for message in &request.messages {
+        let (role, mut parts): (&'static str, Vec<Value>) = match message.role {
+            Role::User => ("user", message.content.iter().map(part).collect()),
+            Role::Assistant => {
+                let mut parts: Vec<Value> = message
+                    .content
+                    .iter()
+                    .filter(|p| !matches!(p, ContentPart::Text(t) if t.is_empty()))
+                    .map(part)
+                    .collect();
+                parts.extend(message.tool_calls.iter().map(|c| {
                         let mut call = json!({"functionCall": {
                             "name": c.name,
                             "args": serde_json::from_str::<Value>(&c.arguments).unwrap_or_else(|_| json!({})),
@@ -212,109 +231,112 @@ impl Gemini {
                         }
                         call
                     }));
-                    ("model", parts)
-                }
-                Role::Tool => {
-                    let text = message.text_content();
-                    // Gemini wants an object: a JSON object result as it is,
-                    // anything else under "result".
-                    let response = match serde_json::from_str::<Value>(&text) {
-                        Ok(object @ Value::Object(_)) => object,
-                        _ => json!({"result": text}),
-                    };
-                    let name = tool_name(request, message).unwrap_or_default();
-                    (
-                        "user",
-                        vec![json!({"functionResponse": {"name": name, "response": response}})],
-                    )
-                }
-            };
-            match contents.last_mut() {
-                Some((last, previous)) if *last == role => previous.append(&mut parts),
-                _ => contents.push((role, parts)),
+                ("model", parts)
             }
-        }
-        let mut config = serde_json::Map::new();
-        let mut set = |k: &str, v: Value| {
-            config.insert(k.to_owned(), v);
+            Role::Tool => {
+                let text = message.text_content();
+                // Gemini wants an object: a JSON object result as it is,
+                // anything else under "result".
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(object @ Value::Object(_)) => object,
+                    _ => json!({"result": text}),
+                };
+                let name = tool_name(request, message).unwrap_or_default();
+                (
+                    "user",
+                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                )
+            }
         };
-        if let Some(t) = request.temperature {
-            set("temperature", json!(t));
+        match contents.last_mut() {
+            Some((last, previous)) if *last == role => previous.append(&mut parts),
+            _ => contents.push((role, parts)),
         }
-        if let Some(p) = request.top_p {
-            set("topP", json!(p));
-        }
-        if let Some(m) = request.max_output_tokens {
-            set("maxOutputTokens", json!(m));
-        }
-        if !request.stop.is_empty() {
-            set("stopSequences", json!(request.stop));
-        }
-        if let Some(n) = request.n {
-            set("candidateCount", json!(n));
-        }
-        if let Some(seed) = request.seed {
-            set("seed", json!(seed));
-        }
-        if let Some(p) = request.presence_penalty {
-            set("presencePenalty", json!(p));
-        }
-        if let Some(p) = request.frequency_penalty {
-            set("frequencyPenalty", json!(p));
-        }
-        match &request.response_format {
-            Some(ResponseFormat::JsonObject) => set("responseMimeType", json!("application/json")),
-            Some(ResponseFormat::JsonSchema(schema)) => {
-                set("responseMimeType", json!("application/json"));
-                set("responseJsonSchema", schema.schema.clone());
-            }
-            None => {}
-        }
-        if let Some(effort) = request.reasoning {
-            set("thinkingConfig", thinking_config(&request.model, effort));
-        }
-        let mut body = json!({
-            "contents": contents
-                .into_iter()
-                .map(|(role, parts)| json!({"role": role, "parts": parts}))
-                .collect::<Vec<_>>(),
-            "generationConfig": config,
-        });
-        if let Some(system) = &request.system {
-            body["systemInstruction"] = json!({"parts": [{"text": system}]});
-        }
-        if !request.tools.is_empty() {
-            let declarations: Vec<Value> = request
-                .tools
-                .iter()
-                .map(|t| {
-                    let mut d = json!({"name": t.name});
-                    if let Some(description) = &t.description {
-                        d["description"] = json!(description);
-                    }
-                    if let Some(parameters) = &t.parameters {
-                        d["parametersJsonSchema"] = parameters.clone();
-                    }
-                    d
-                })
-                .collect();
-            body["tools"] = json!([{"functionDeclarations": declarations}]);
-            let strict = request.tools.iter().any(|t| t.strict == Some(true));
-            let calling = match &request.tool_choice {
-                Some(ToolChoice::None) => json!({"mode": "NONE"}),
-                Some(ToolChoice::Required) => json!({"mode": "ANY"}),
-                Some(ToolChoice::Function(name)) => {
-                    json!({"mode": "ANY", "allowedFunctionNames": [name]})
-                }
-                // OpenAI's `strict` schemas: Gemini's VALIDATED mode keeps
-                // calls to the declared schema.
-                Some(ToolChoice::Auto) | None if strict => json!({"mode": "VALIDATED"}),
-                Some(ToolChoice::Auto) | None => json!({"mode": "AUTO"}),
-            };
-            body["toolConfig"] = json!({"functionCallingConfig": calling});
-        }
-        body
     }
+    contents
+        .into_iter()
+        .map(|(role, parts)| json!({"role": role, "parts": parts}))
+        .collect()
+}
+
+fn generation_config(request: &ChatRequest) -> serde_json::Map<String, Value> {
+    let mut config = serde_json::Map::new();
+    let mut set = |k: &str, v: Value| {
+        config.insert(k.to_owned(), v);
+    };
+    if let Some(t) = request.temperature {
+        set("temperature", json!(t));
+    }
+    if let Some(p) = request.top_p {
+        set("topP", json!(p));
+    }
+    if let Some(m) = request.max_output_tokens {
+        set("maxOutputTokens", json!(m));
+    }
+    if !request.stop.is_empty() {
+        set("stopSequences", json!(request.stop));
+    }
+    if let Some(n) = request.n {
+        set("candidateCount", json!(n));
+    }
+    if let Some(seed) = request.seed {
+        set("seed", json!(seed));
+    }
+    if let Some(p) = request.presence_penalty {
+        set("presencePenalty", json!(p));
+    }
+    if let Some(p) = request.frequency_penalty {
+        set("frequencyPenalty", json!(p));
+    }
+    match &request.response_format {
+        Some(ResponseFormat::JsonObject) => set("responseMimeType", json!("application/json")),
+        Some(ResponseFormat::JsonSchema(schema)) => {
+            set("responseMimeType", json!("application/json"));
+            set("responseJsonSchema", schema.schema.clone());
+        }
+        None => {}
+    }
+    if let Some(effort) = request.reasoning {
+        set("thinkingConfig", thinking_config(&request.model, effort));
+    }
+    config
+}
+
+/// Function declarations, and how the model may call them.
+fn tools(request: &ChatRequest) -> Option<(Value, Value)> {
+    if request.tools.is_empty() {
+        return None;
+    }
+    let declarations: Vec<Value> = request
+        .tools
+        .iter()
+        .map(|t| {
+            let mut d = json!({"name": t.name});
+            if let Some(description) = &t.description {
+                d["description"] = json!(description);
+            }
+            if let Some(parameters) = &t.parameters {
+                d["parametersJsonSchema"] = parameters.clone();
+            }
+            d
+        })
+        .collect();
+    let strict = request.tools.iter().any(|t| t.strict == Some(true));
+    let calling = match &request.tool_choice {
+        Some(ToolChoice::None) => json!({"mode": "NONE"}),
+        Some(ToolChoice::Required) => json!({"mode": "ANY"}),
+        Some(ToolChoice::Function(name)) => {
+            json!({"mode": "ANY", "allowedFunctionNames": [name]})
+        }
+        // OpenAI's `strict` schemas: Gemini's VALIDATED mode keeps
+        // calls to the declared schema.
+        Some(ToolChoice::Auto) | None if strict => json!({"mode": "VALIDATED"}),
+        Some(ToolChoice::Auto) | None => json!({"mode": "AUTO"}),
+    };
+    Some((
+        json!([{"functionDeclarations": declarations}]),
+        json!({"functionCallingConfig": calling}),
+    ))
 }
 
 /// The function a tool result answers, from the assistant turn that called it.

@@ -187,55 +187,7 @@ impl OpenAiCompatible {
 
     fn body<'a>(&self, request: &'a ChatRequest, stream: bool) -> WireRequest<'a> {
         let deepseek = self.flavor == Flavor::DeepSeek;
-        let mut messages = Vec::with_capacity(request.messages.len() + 1);
-        if let Some(system) = &request.system {
-            messages.push(WireMessage {
-                role: "system",
-                content: Some(WireContent::Text(system)),
-                ..WireMessage::default()
-            });
-        }
-        messages.extend(request.messages.iter().map(|m| {
-            let content = match m.content.as_slice() {
-                [] => None,
-                [ContentPart::Text(text)] => Some(WireContent::Text(text)),
-                parts => Some(WireContent::Parts(
-                    parts.iter().map(WirePart::from).collect(),
-                )),
-            };
-            WireMessage {
-                role: match m.role {
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                    Role::Tool => "tool",
-                },
-                // An assistant turn with only tool calls has `content: null`.
-                content: content.or_else(|| {
-                    (m.role != Role::Assistant || m.tool_calls.is_empty())
-                        .then_some(WireContent::Text(""))
-                }),
-                name: m.name.as_deref(),
-                tool_calls: m
-                    .tool_calls
-                    .iter()
-                    .map(|c| WireToolCallOut {
-                        id: &c.id,
-                        kind: "function",
-                        function: WireFunctionOut {
-                            name: &c.name,
-                            arguments: &c.arguments,
-                        },
-                    })
-                    .collect(),
-                tool_call_id: m.tool_call_id.as_deref(),
-                // DeepSeek needs the reasoning of tool-calling turns back.
-                reasoning_content: if deepseek && !m.tool_calls.is_empty() {
-                    m.reasoning.as_deref()
-                } else {
-                    None
-                },
-            }
-        }));
+        let messages = wire_messages(request, deepseek);
         let thinking = deepseek.then(|| WireThinking {
             kind: if Self::deepseek_thinks(request) {
                 "enabled"
@@ -274,47 +226,14 @@ impl OpenAiCompatible {
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
-            tools: request
-                .tools
-                .iter()
-                .map(|t| WireTool {
-                    kind: "function",
-                    function: WireFunctionDef {
-                        name: &t.name,
-                        description: t.description.as_deref(),
-                        parameters: t.parameters.as_ref(),
-                        strict: t.strict,
-                    },
-                })
-                .collect(),
-            tool_choice: request.tool_choice.as_ref().map(|c| match c {
-                ToolChoice::Auto => serde_json::json!("auto"),
-                ToolChoice::None => serde_json::json!("none"),
-                ToolChoice::Required => serde_json::json!("required"),
-                ToolChoice::Function(name) => {
-                    serde_json::json!({"type": "function", "function": {"name": name}})
-                }
-            }),
-            // DeepSeek has no switch: calls in parallel are its only behaviour.
+            tools: request.tools.iter().map(WireTool::from).collect(),
+            tool_choice: request.tool_choice.as_ref().map(tool_choice),
             parallel_tool_calls: if deepseek {
                 None
             } else {
                 request.parallel_tool_calls
             },
-            response_format: request.response_format.as_ref().map(|f| match f {
-                ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
-                ResponseFormat::JsonSchema(schema) => {
-                    let mut inner =
-                        serde_json::json!({"name": schema.name, "schema": schema.schema});
-                    if let Some(description) = &schema.description {
-                        inner["description"] = serde_json::json!(description);
-                    }
-                    if let Some(strict) = schema.strict {
-                        inner["strict"] = serde_json::json!(strict);
-                    }
-                    serde_json::json!({"type": "json_schema", "json_schema": inner})
-                }
-            }),
+            response_format: request.response_format.as_ref().map(response_format),
             reasoning_effort,
             thinking,
             seed: request.seed,
@@ -395,6 +314,103 @@ impl OpenAiCompatible {
             }
         }
         None
+    }
+}
+
+/// The conversation in OpenAI's shape: the system prompt first, an
+/// assistant turn with only tool calls as `content: null`, and (DeepSeek) the
+/// reasoning of tool-calling turns sent back.
+fn wire_messages(request: &ChatRequest, deepseek: bool) -> Vec<WireMessage<'_>> {
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    if let Some(system) = &request.system {
+        messages.push(WireMessage {
+            role: "system",
+            content: Some(WireContent::Text(system)),
+            ..WireMessage::default()
+        });
+    }
+    messages.extend(request.messages.iter().map(|m| {
+        let content = match m.content.as_slice() {
+            [] => None,
+            [ContentPart::Text(text)] => Some(WireContent::Text(text)),
+            parts => Some(WireContent::Parts(
+                parts.iter().map(WirePart::from).collect(),
+            )),
+        };
+        WireMessage {
+            role: match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool => "tool",
+            },
+            // An assistant turn with only tool calls has `content: null`.
+            content: content.or_else(|| {
+                (m.role != Role::Assistant || m.tool_calls.is_empty())
+                    .then_some(WireContent::Text(""))
+            }),
+            name: m.name.as_deref(),
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| WireToolCallOut {
+                    id: &c.id,
+                    kind: "function",
+                    function: WireFunctionOut {
+                        name: &c.name,
+                        arguments: &c.arguments,
+                    },
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
+            // DeepSeek needs the reasoning of tool-calling turns back.
+            reasoning_content: if deepseek && !m.tool_calls.is_empty() {
+                m.reasoning.as_deref()
+            } else {
+                None
+            },
+        }
+    }));
+    messages
+}
+
+impl<'a> From<&'a byok_core::Tool> for WireTool<'a> {
+    fn from(t: &'a byok_core::Tool) -> Self {
+        WireTool {
+            kind: "function",
+            function: WireFunctionDef {
+                name: &t.name,
+                description: t.description.as_deref(),
+                parameters: t.parameters.as_ref(),
+                strict: t.strict,
+            },
+        }
+    }
+}
+
+fn tool_choice(choice: &ToolChoice) -> serde_json::Value {
+    match choice {
+        ToolChoice::Auto => serde_json::json!("auto"),
+        ToolChoice::None => serde_json::json!("none"),
+        ToolChoice::Required => serde_json::json!("required"),
+        ToolChoice::Function(name) => {
+            serde_json::json!({"type": "function", "function": {"name": name}})
+        }
+    }
+}
+
+fn response_format(format: &ResponseFormat) -> serde_json::Value {
+    match format {
+        ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema(schema) => {
+            let mut inner = serde_json::json!({"name": schema.name, "schema": schema.schema});
+            if let Some(description) = &schema.description {
+                inner["description"] = serde_json::json!(description);
+            }
+            if let Some(strict) = schema.strict {
+                inner["strict"] = serde_json::json!(strict);
+            }
+            serde_json::json!({"type": "json_schema", "json_schema": inner})
+        }
     }
 }
 

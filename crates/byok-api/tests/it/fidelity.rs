@@ -98,7 +98,7 @@ fn tool() -> Value {
 }
 
 /// One sample per row: the field, extra request fields, the task, and the
-/// expectation on openai, deepseek, anthropic, gemini, azure_openai.
+/// expectation on `openai`, `deepseek`, `anthropic`, `gemini`, `azure_openai`.
 #[expect(clippy::too_many_lines, reason = "one table")]
 fn table() -> Vec<(&'static str, Value, &'static str, [Exp; 5])> {
     let same = |e: Exp| [e.clone(), e.clone(), e.clone(), e.clone(), e];
@@ -485,6 +485,62 @@ fn table() -> Vec<(&'static str, Value, &'static str, [Exp; 5])> {
     ]
 }
 
+/// Checks one cell of the matrix against what the client got and what the
+/// provider received.
+fn check(
+    exp: &Exp,
+    (status, answer): (u16, &Value),
+    upstream: &[Value],
+    case: &str,
+    (field, extra): (&str, &Value),
+) {
+    match exp {
+        Refused => {
+            assert_eq!(status, 400, "{case}: {answer}");
+            let code = answer["error"]["code"].as_str().unwrap_or_default();
+            assert!(
+                code == "unsupported_parameter" || code == "unsupported_capability",
+                "{case}: {answer}"
+            );
+            let named = answer["error"]["param"].as_str().unwrap_or_default();
+            // The param names the field, or another field of the sample
+            // refused first (`top_logprobs` needs `logprobs`).
+            let sample_field = extra
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|k| named.contains(k.as_str()));
+            assert!(
+                named.contains(field) || sample_field,
+                "{case}: param {named}: {answer}"
+            );
+            assert!(
+                upstream.is_empty(),
+                "{case}: a refused request reached a provider"
+            );
+        }
+        Answered | Sent(..) | NotSent(_) => {
+            assert_eq!(status, 200, "{case}: {answer}");
+            assert_eq!(upstream.len(), 1, "{case}");
+            match exp {
+                Sent(pointer, value) => assert_eq!(
+                    upstream[0].pointer(pointer),
+                    Some(value),
+                    "{case}: {}",
+                    upstream[0]
+                ),
+                NotSent(pointer) => assert_eq!(
+                    upstream[0].pointer(pointer),
+                    None,
+                    "{case}: {}",
+                    upstream[0]
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_chat_field_has_a_fate_on_every_provider() {
     let rows = table();
@@ -546,51 +602,7 @@ async fn every_chat_field_has_a_fate_on_every_provider() {
                 .map(|r| serde_json::from_slice(&r.body).unwrap())
                 .collect();
             let case = format!("{field} {extra} on {provider}");
-            match exp {
-                Refused => {
-                    assert_eq!(status, 400, "{case}: {answer}");
-                    let code = answer["error"]["code"].as_str().unwrap_or_default();
-                    assert!(
-                        code == "unsupported_parameter" || code == "unsupported_capability",
-                        "{case}: {answer}"
-                    );
-                    let named = answer["error"]["param"].as_str().unwrap_or_default();
-                    // The param names the field, or another field of the sample
-                    // refused first (`top_logprobs` needs `logprobs`).
-                    let sample_field = extra
-                        .as_object()
-                        .unwrap()
-                        .keys()
-                        .any(|k| named.contains(k.as_str()));
-                    assert!(
-                        named.contains(field) || sample_field,
-                        "{case}: param {named}: {answer}"
-                    );
-                    assert!(
-                        upstream.is_empty(),
-                        "{case}: a refused request reached a provider"
-                    );
-                }
-                Answered | Sent(..) | NotSent(_) => {
-                    assert_eq!(status, 200, "{case}: {answer}");
-                    assert_eq!(upstream.len(), 1, "{case}");
-                    match exp {
-                        Sent(pointer, value) => assert_eq!(
-                            upstream[0].pointer(pointer),
-                            Some(&value),
-                            "{case}: {}",
-                            upstream[0]
-                        ),
-                        NotSent(pointer) => assert_eq!(
-                            upstream[0].pointer(pointer),
-                            None,
-                            "{case}: {}",
-                            upstream[0]
-                        ),
-                        _ => {}
-                    }
-                }
-            }
+            check(&exp, (status, &answer), &upstream, &case, (field, &extra));
         }
     }
     app.stop().await;
