@@ -32,6 +32,10 @@ pub struct ChainLink {
     /// The provider's circuit for this user.
     #[schema(value_type = Object)]
     pub circuit: Circuit,
+    /// What the model can do beyond plain text (`tools`, `parallel_tools`,
+    /// `vision`, `json_object`, `json_schema`, `reasoning`).
+    #[schema(value_type = Vec<String>)]
+    pub capabilities: Vec<byok_core::Capability>,
 }
 
 /// The chain for one task.
@@ -303,6 +307,7 @@ impl Gateway {
                                 input_usd_per_million: price.input.to_string(),
                                 output_usd_per_million: price.output.to_string(),
                                 circuit: health.get(c.provider).circuit,
+                                capabilities: price.capabilities.clone(),
                             })
                         })
                         .collect(),

@@ -200,7 +200,10 @@ function renderRoutes(tasks) {
   list.replaceChildren();
   for (const task of tasks) {
     const item = document.createElement("li");
-    const chain = task.chain.map((link) => `${link.provider} ${link.model} ($${link.input_usd_per_million} in / $${link.output_usd_per_million} out per 1M)`);
+    const chain = task.chain.map((link) => {
+      const can = (link.capabilities || []).map((c) => c.replace("_", " ")).join(", ");
+      return `${link.provider} ${link.model} ($${link.input_usd_per_million} in / $${link.output_usd_per_million} out per 1M${can ? `; ${can}` : ""})`;
+    });
     item.textContent = chain.length
       ? `${task.task}: ${chain[0]}${chain.length > 1 ? ` — then ${chain.slice(1).join(", then ")}` : ""}`
       : `${task.task}: no provider available${task.skipped.length ? ` (${task.skipped[0]})` : ""}`;

@@ -5,6 +5,7 @@ use byok_store::usage::UsageRecord;
 use byok_test_support::{TestApp, TestDb, both_backends};
 
 use crate::{body, key_body, openai_key};
+use serde_json::json;
 
 both_backends!(
     the_usage_report_matches_a_hand_computed_figure,
@@ -150,6 +151,16 @@ async fn services_and_status_reflect_keys_and_health(db: TestDb) {
         .unwrap();
     assert_eq!(general["chain"][0]["provider"], "openai");
     assert_eq!(general["chain"][0]["input_usd_per_million"], "0.15");
+    assert_eq!(
+        general["chain"][0]["capabilities"],
+        json!([
+            "tools",
+            "parallel_tools",
+            "vision",
+            "json_object",
+            "json_schema"
+        ])
+    );
     assert!(general["skipped"].as_array().unwrap().iter().any(|s| {
         s.as_str()
             .unwrap()
