@@ -557,44 +557,11 @@ impl Gateway {
                 })
             })
             .await?;
-        let Served {
-            value: response,
-            provider,
-            model,
-            started,
-            mut attempts,
-        } = served;
-        let latency = started.elapsed();
-        let priced = self.priced_model(provider, &response.model, &model);
-        let cost = self.cost(provider, &priced, &response.usage, prepared.at);
-        self.succeeded(
-            &prepared.user,
-            provider,
-            &model,
-            latency,
-            cost,
-            &mut attempts,
-        );
-        let record = usage_record(
-            &prepared.user,
-            provider,
-            &priced,
-            &call.task,
-            &response.usage,
-            cost,
-            attempts.len(),
-            latency,
-            "success",
-            ctx,
-        );
-        self.usage.record(record).await;
-        Ok(Answered {
-            value: response,
-            provider,
-            model,
-            cost,
-            attempts,
-        })
+        let priced = self.priced_model(served.provider, &served.value.model, &served.model);
+        let usage = served.value.usage;
+        Ok(self
+            .settle(&prepared, &call.task, served, &priced, &usage, ctx)
+            .await)
     }
 
     /// A streamed chat answer. Fallback happens only until a provider's
@@ -725,19 +692,36 @@ impl Gateway {
                 })
             })
             .await?;
+        let usage = Usage {
+            input_tokens: served.value.input_tokens.unwrap_or(input),
+            ..Usage::default()
+        };
+        let priced = served.model.clone();
+        Ok(self
+            .settle(&prepared, &task, served, &priced, &usage, ctx)
+            .await)
+    }
+
+    /// Health, metrics and the usage record of an answer whose usage is
+    /// known, priced as `priced`; the answer with its cost.
+    async fn settle<T>(
+        &self,
+        prepared: &Prepared,
+        task: &Task,
+        served: Served<T>,
+        priced: &str,
+        usage: &Usage,
+        ctx: &RequestContext,
+    ) -> Answered<T> {
         let Served {
-            value: response,
+            value,
             provider,
             model,
             started,
             mut attempts,
         } = served;
         let latency = started.elapsed();
-        let usage = Usage {
-            input_tokens: response.input_tokens.unwrap_or(input),
-            ..Usage::default()
-        };
-        let cost = self.cost(provider, &model, &usage, prepared.at);
+        let cost = self.cost(provider, priced, usage, prepared.at);
         self.succeeded(
             &prepared.user,
             provider,
@@ -749,9 +733,9 @@ impl Gateway {
         let record = usage_record(
             &prepared.user,
             provider,
-            &model,
-            &task,
-            &usage,
+            priced,
+            task,
+            usage,
             cost,
             attempts.len(),
             latency,
@@ -759,13 +743,13 @@ impl Gateway {
             ctx,
         );
         self.usage.record(record).await;
-        Ok(Answered {
-            value: response,
+        Answered {
+            value,
             provider,
             model,
             cost,
             attempts,
-        })
+        }
     }
 
     /// The catalog's models the user's providers can serve.

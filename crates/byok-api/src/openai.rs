@@ -110,7 +110,8 @@ fn refuse_unknown(prefix: &str, extra: &Extra) -> Result<(), Refusal> {
     match extra.iter().find(|(_, v)| !v.is_null()).map(|(k, _)| k) {
         None => Ok(()),
         Some(field) => Err(Refusal::unsupported(
-            &format!("{prefix}{field}"),
+            // A client's own field name, bounded: a 4 MiB name is not echoed.
+            &format!("{prefix}{}", field.chars().take(64).collect::<String>()),
             "byok does not know this field; it was not sent to any provider",
         )),
     }

@@ -303,6 +303,11 @@ fn messages(request: &ChatRequest) -> Vec<Value> {
                     .take(1)
                     .filter_map(|s| serde_json::from_str::<Vec<Value>>(s).ok())
                     .flatten()
+                    // Only thinking blocks come back this way: the signature is
+                    // client-held, so nothing else may ride in it.
+                    .filter(|b| {
+                        matches!(b["type"].as_str(), Some("thinking" | "redacted_thinking"))
+                    })
                     .collect();
                 blocks.extend(
                     message

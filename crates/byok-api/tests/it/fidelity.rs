@@ -8,26 +8,12 @@ use base64::Engine as _;
 use byok_api::openai::{CHAT_FIELDS, Fate};
 use byok_test_support::{TestApp, TestDb};
 use serde_json::{Value, json};
-use url::Url;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::{body, openai_key};
+use crate::{body, openai_key, providers};
 
 const PROVIDERS: [&str; 5] = ["openai", "deepseek", "anthropic", "gemini", "azure_openai"];
-
-fn settings(mock: &MockServer) -> byok_providers::ProviderSettings {
-    let base = Url::parse(&mock.uri()).unwrap();
-    byok_providers::ProviderSettings {
-        openai_base_url: base.join("/v1").unwrap(),
-        deepseek_base_url: base.clone(),
-        anthropic_base_url: base.clone(),
-        gemini_base_url: base,
-        allow_private_endpoints: true,
-        request_timeout: std::time::Duration::from_secs(2),
-        ..byok_providers::ProviderSettings::default()
-    }
-}
 
 fn key_for(provider: &str, mock: &MockServer) -> Value {
     match provider {
@@ -560,7 +546,7 @@ async fn every_chat_field_has_a_fate_on_every_provider() {
     let mock = MockServer::start().await;
     mount_answers(&mock).await;
     let db = TestDb::sqlite();
-    let app = TestApp::spawn_with_providers(&db, settings(&mock)).await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
     let mut tokens = Vec::new();
     for provider in PROVIDERS {
         let user = format!("u-{provider}").replace('_', "-");
@@ -613,7 +599,7 @@ async fn requests_route_by_capability_and_say_which_one_is_missing() {
     let mock = MockServer::start().await;
     mount_answers(&mock).await;
     let db = TestDb::sqlite();
-    let app = TestApp::spawn_with_providers(&db, settings(&mock)).await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
     let token = app.create_user("alice").await;
     for provider in ["deepseek", "openai"] {
         assert_eq!(
@@ -687,7 +673,7 @@ async fn gemini_thought_signatures_survive_a_tool_loop_through_the_gateway() {
         .mount(&mock)
         .await;
     let db = TestDb::sqlite();
-    let app = TestApp::spawn_with_providers(&db, settings(&mock)).await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
     let token = app.create_user("alice").await;
     assert_eq!(
         app.save_key(&token, "alice", "gemini", key_for("gemini", &mock))
@@ -755,7 +741,7 @@ async fn embeddings_carry_dimensions_base64_and_routing_headers() {
         .mount(&mock)
         .await;
     let db = TestDb::sqlite();
-    let app = TestApp::spawn_with_providers(&db, settings(&mock)).await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
     let token = app.create_user("alice").await;
     for provider in ["openai", "gemini"] {
         assert_eq!(
@@ -808,7 +794,7 @@ async fn embeddings_carry_dimensions_base64_and_routing_headers() {
 async fn one_model_is_described_like_openai_does() {
     let mock = MockServer::start().await;
     let db = TestDb::sqlite();
-    let app = TestApp::spawn_with_providers(&db, settings(&mock)).await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
     let token = app.create_user("alice").await;
     assert_eq!(
         app.save_key(&token, "alice", "openai", key_for("openai", &mock))

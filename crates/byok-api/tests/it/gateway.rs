@@ -3,11 +3,10 @@
 
 use byok_test_support::{TestApp, TestDb, both_backends};
 use serde_json::{Value, json};
-use url::Url;
 use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::{body, key_body, openai_key};
+use crate::{body, key_body, openai_key, providers};
 
 both_backends!(
     cheapest_fails_then_the_next_answers_and_usage_is_recorded_once,
@@ -23,19 +22,6 @@ fn gemini_key(tag: &str) -> String {
     format!("AIza{tag:_<35}")
 }
 
-fn providers(mock: &MockServer) -> byok_providers::ProviderSettings {
-    let base = Url::parse(&mock.uri()).unwrap();
-    byok_providers::ProviderSettings {
-        openai_base_url: base.join("/v1").unwrap(),
-        deepseek_base_url: base.clone(),
-        anthropic_base_url: base.clone(),
-        gemini_base_url: base,
-        allow_private_endpoints: true,
-        request_timeout: std::time::Duration::from_secs(2),
-        ..byok_providers::ProviderSettings::default()
-    }
-}
-
 fn openai_answer(text: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
@@ -46,16 +32,6 @@ fn openai_answer(text: &str) -> ResponseTemplate {
 
 fn hello(stream: bool) -> Value {
     json!({"model": "auto", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}], "max_tokens": 64, "stream": stream, "stream_options": {"include_usage": true}})
-}
-
-async fn chat(app: &TestApp, token: &str, request: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(token)
-        .json(request)
-        .send()
-        .await
-        .unwrap()
 }
 
 /// Metrics after one failed Gemini attempt and an OpenAI success; admin token only.
@@ -124,7 +100,7 @@ async fn cheapest_fails_then_the_next_answers_and_usage_is_recorded_once(db: Tes
         .mount(&mock)
         .await;
 
-    let response = chat(&app, &token, &hello(false)).await;
+    let response = crate::gateway_chat(&app, &token, &hello(false)).await;
     let headers = response.headers().clone();
     let (status, answer) = body(response).await;
     assert_eq!(status, 200, "{answer}");
@@ -193,7 +169,7 @@ async fn a_rejected_key_is_skipped_next_time_and_bad_requests_are_not_retried(db
         .mount(&mock)
         .await;
     for expected in ["gemini,openai", "openai"] {
-        let response = chat(&app, &token, &hello(false)).await;
+        let response = crate::gateway_chat(&app, &token, &hello(false)).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-byok-attempts"], expected);
     }
@@ -242,7 +218,7 @@ async fn a_rejected_key_is_skipped_next_time_and_bad_requests_are_not_retried(db
         .expect(0)
         .mount(&mock)
         .await;
-    let (status, error) = body(chat(&app, &token, &hello(false)).await).await;
+    let (status, error) = body(crate::gateway_chat(&app, &token, &hello(false)).await).await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["error"]["code"], "provider_bad_request");
     assert_eq!(error["error"]["attempts"][0]["provider"], "gemini");
@@ -287,7 +263,7 @@ async fn streams_are_translated_to_openai_chunks(db: TestDb) {
         .expect(1)
         .mount(&mock)
         .await;
-    let response = chat(&app, &token, &hello(true)).await;
+    let response = crate::gateway_chat(&app, &token, &hello(true)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-byok-provider"], "anthropic");
@@ -338,7 +314,8 @@ async fn users_never_use_each_others_keys_under_concurrent_load(db: TestDb) {
     let answers = futures_util::future::join_all(requests.map(|(name, token)| {
         let app = &app;
         async move {
-            let (status, answer) = body(chat(app, &token, &hello(false)).await).await;
+            let (status, answer) =
+                body(crate::gateway_chat(app, &token, &hello(false)).await).await;
             (
                 name,
                 status,
@@ -424,7 +401,7 @@ async fn every_providers_stream_becomes_openai_chunks(db: TestDb) {
             .expect(1)
             .mount(&mock)
             .await;
-        let response = chat(&app, &token, &hello(true)).await;
+        let response = crate::gateway_chat(&app, &token, &hello(true)).await;
         assert_eq!(response.status(), 200, "{provider}");
         assert_eq!(response.headers()["x-byok-provider"], provider);
         let frames = parse_sse(&response.text().await.unwrap());
@@ -468,10 +445,10 @@ async fn a_rate_limited_provider_is_skipped_for_its_retry_delay(db: TestDb) {
         .expect(2)
         .mount(&mock)
         .await;
-    let first = chat(&app, &token, &hello(false)).await;
+    let first = crate::gateway_chat(&app, &token, &hello(false)).await;
     assert_eq!(first.headers()["x-byok-attempts"], "gemini,openai");
     // Within the 30 s Gemini asked for, it is not called again.
-    let second = chat(&app, &token, &hello(false)).await;
+    let second = crate::gateway_chat(&app, &token, &hello(false)).await;
     assert_eq!(second.headers()["x-byok-attempts"], "openai");
     let alice = byok_core::UserId::parse("alice").unwrap();
     let health = app
@@ -508,7 +485,7 @@ async fn preferences_and_timeouts_shape_the_route(db: TestDb) {
         .expect(2)
         .mount(&mock)
         .await;
-    let timed_out = chat(&app, &token, &hello(false)).await;
+    let timed_out = crate::gateway_chat(&app, &token, &hello(false)).await;
     assert_eq!(timed_out.headers()["x-byok-attempts"], "gemini,openai");
 
     // Preferred first, whatever it costs; excluded never; over budget skipped.
@@ -591,7 +568,7 @@ async fn streams_fall_back_only_before_their_first_chunk(db: TestDb) {
         .expect(1)
         .mount(&mock)
         .await;
-    let response = chat(&app, &token, &hello(true)).await;
+    let response = crate::gateway_chat(&app, &token, &hello(true)).await;
     assert_eq!(response.headers()["x-byok-attempts"], "gemini,openai");
     let frames = parse_sse(&response.text().await.unwrap());
     assert_eq!(frames.last().unwrap(), &json!("[DONE]"));
@@ -619,7 +596,7 @@ async fn streams_fall_back_only_before_their_first_chunk(db: TestDb) {
         .expect(0)
         .mount(&mock2)
         .await;
-    let response = chat(&app2, &token2, &hello(true)).await;
+    let response = crate::gateway_chat(&app2, &token2, &hello(true)).await;
     assert_eq!(response.headers()["x-byok-attempts"], "gemini");
     let frames = parse_sse(&response.text().await.unwrap());
     assert_eq!(frames[0]["choices"][0]["delta"]["content"], "Okay, let's");
@@ -694,7 +671,7 @@ async fn providers_echoing_the_key_never_put_it_in_logs_or_responses(db: TestDb)
 
     let mut responses = String::new();
     for stream in [false, true] {
-        let response = chat(&app, &token, &hello(stream)).await;
+        let response = crate::gateway_chat(&app, &token, &hello(stream)).await;
         assert!(
             !response.status().is_success(),
             "every provider refuses, so the call must fail"

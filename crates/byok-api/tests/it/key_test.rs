@@ -2,30 +2,16 @@
 
 use byok_test_support::{TestApp, TestDb, both_backends};
 use serde_json::{Value, json};
-use url::Url;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::{body, key_body, openai_key};
+use crate::{body, key_body, openai_key, providers};
 
 both_backends!(
     testing_stored_and_candidate_keys,
     test_results_by_provider_failure,
     tests_are_rate_limited_per_user
 );
-
-fn providers(mock: &MockServer) -> byok_providers::ProviderSettings {
-    let base = Url::parse(&mock.uri()).unwrap();
-    byok_providers::ProviderSettings {
-        openai_base_url: base.join("/v1").unwrap(),
-        deepseek_base_url: base.clone(),
-        anthropic_base_url: base.clone(),
-        gemini_base_url: base,
-        allow_private_endpoints: true,
-        request_timeout: std::time::Duration::from_secs(2),
-        ..byok_providers::ProviderSettings::default()
-    }
-}
 
 async fn test(
     app: &TestApp,

@@ -61,3 +61,40 @@ pub(crate) async fn gateway_chat(
         .await
         .unwrap()
 }
+
+/// Provider settings whose fixed providers all point at `mock` (OpenAI at
+/// `/v1`), private addresses allowed for Azure endpoints on the mock.
+pub(crate) fn providers(mock: &wiremock::MockServer) -> byok_providers::ProviderSettings {
+    let base = url::Url::parse(&mock.uri()).unwrap();
+    byok_providers::ProviderSettings {
+        openai_base_url: base.join("/v1").unwrap(),
+        deepseek_base_url: base.clone(),
+        anthropic_base_url: base.clone(),
+        gemini_base_url: base,
+        allow_private_endpoints: true,
+        request_timeout: std::time::Duration::from_secs(2),
+        ..byok_providers::ProviderSettings::default()
+    }
+}
+
+/// Whether `python3` can import `module`; when it cannot, a skip that is
+/// loud, or a failure when `CI=true`.
+pub(crate) fn python_has(module: &str) -> bool {
+    use std::io::Write as _;
+    let found = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "CI=true but python3 cannot import {module}; .ci/run installs it"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n## SKIPPING a Python SDK test: python3 -c 'import {module}' failed\n"
+        );
+    }
+    found
+}

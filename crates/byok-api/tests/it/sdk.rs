@@ -3,7 +3,6 @@
 //! `openai` package (`.ci/run` installs it); skipped loudly elsewhere, and a
 //! failure when `CI=true`.
 
-use std::io::Write as _;
 use std::process::Command;
 
 use byok_test_support::{TestApp, TestDb};
@@ -33,29 +32,9 @@ print(json.dumps({"plain": plain.choices[0].message.content, "provider": raw.hea
                   "streamed": streamed, "usage": usage, "models": models}))
 "#;
 
-fn python_with_openai() -> bool {
-    Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_sdk_works_against_the_gateway() {
-    if !python_with_openai() {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "CI decides whether a skip is allowed"
-        )]
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "CI=true but python3 with the openai package is missing; .ci/run installs it"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n## SKIPPING the OpenAI SDK test: python3 -c 'import openai' failed (pip install openai)\n"
-        );
+    if !crate::python_has("openai") {
         return;
     }
     let mock = MockServer::start().await;
@@ -345,35 +324,13 @@ async fn mount_gemini(mock: &MockServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_runs_tool_loops_structured_output_images_and_refusals() {
-    if !python_with_openai() {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "CI decides whether a skip is allowed"
-        )]
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "CI=true but python3 with the openai package is missing"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n## SKIPPING the OpenAI SDK fidelity test: pip install openai\n"
-        );
+    if !crate::python_has("openai") {
         return;
     }
     let mock = MockServer::start().await;
     mount_tool_loops(&mock).await;
-    let base = Url::parse(&mock.uri()).unwrap();
-    let providers = byok_providers::ProviderSettings {
-        openai_base_url: base.join("/v1").unwrap(),
-        deepseek_base_url: base.clone(),
-        anthropic_base_url: base.clone(),
-        gemini_base_url: base,
-        allow_private_endpoints: true,
-        ..byok_providers::ProviderSettings::default()
-    };
     let db = TestDb::sqlite();
-    let app = TestApp::spawn_with_providers(&db, providers).await;
+    let app = TestApp::spawn_with_providers(&db, crate::providers(&mock)).await;
     let mut tokens = serde_json::Map::new();
     for (provider, key) in [
         ("openai", json!({"api_key": crate::openai_key("sdk")})),
