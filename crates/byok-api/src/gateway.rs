@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use byok_core::{
-    ApiKey, Capability, ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse,
-    ProviderKind, ReasoningEffort, Unsupported, Usage, UserId,
+    ApiKey, Capability, ChatChunk, ChatRequest, ChatResponse, CostReport, CostSource,
+    EmbeddingRequest, EmbeddingResponse, ProviderKind, ReasoningEffort, Unsupported, Usage, UserId,
 };
 use byok_providers::{ChatProvider, ChatStream, Credentials, ProviderError};
 use byok_router::{
@@ -100,13 +100,27 @@ pub struct Answered<T> {
     pub value: T,
     /// The provider that answered.
     pub provider: ProviderKind,
-    /// The model that answered.
+    /// The model that answered, as the provider named it (`unknown` when
+    /// an Azure deployment named none).
     pub model: String,
-    /// What it cost: `None` for streams (known when the stream ends) and for
-    /// unpriced models.
+    /// What it cost: `None` for streams (known when the stream ends; the
+    /// last chunk says) and for models without a price.
     pub cost: Option<Money>,
+    /// How `cost` was obtained and the token counts it was computed from;
+    /// `None` for streams (their last chunk carries it).
+    pub report: Option<CostReport>,
     /// Every provider tried, in order, the answering one last.
     pub attempts: Vec<Attempt>,
+}
+
+/// The model an answer is recorded under, and what it cost.
+#[derive(Debug, Clone)]
+struct Priced {
+    /// The model that answered, as the provider named it.
+    answered: String,
+    /// The catalog row it was priced by, or the answered model when none.
+    recorded: String,
+    report: CostReport,
 }
 
 /// A chat request for the gateway.
@@ -145,8 +159,6 @@ pub struct Gateway {
 
 struct Prepared {
     user: UserId,
-    /// The request's input tokens, estimated before any provider counts them.
-    input_estimate: u64,
     stored: Vec<StoredKey>,
     plan: RoutePlan,
     at: chrono::DateTime<chrono::Utc>,
@@ -301,7 +313,6 @@ impl Gateway {
         }
         Ok(Prepared {
             user: user.clone(),
-            input_estimate: input_tokens,
             stored,
             plan,
             at,
@@ -557,10 +568,15 @@ impl Gateway {
                 })
             })
             .await?;
-        let priced = self.priced_model(served.provider, &served.value.model, &served.model);
-        let usage = served.value.usage;
+        let priced = self.price(
+            served.provider,
+            &served.value.model,
+            served.value.usage,
+            prepared.at,
+            || estimate_chat(served.provider, request, &served.value),
+        );
         Ok(self
-            .settle(&prepared, &call.task, served, &priced, &usage, ctx)
+            .settle(&prepared, &call.task, "chat", served, priced, ctx)
             .await)
     }
 
@@ -594,21 +610,34 @@ impl Gateway {
                         )
                         .await?;
                     drop(key);
-                    match stream.next().await {
-                        Some(Ok(first)) => Ok((first, stream)),
-                        Some(Err(error)) => Err(error),
-                        None => Err(ProviderError::IncompleteStream { provider }),
+                    // The model a stream names comes before its first piece.
+                    let mut named = None;
+                    loop {
+                        match stream.next().await {
+                            Some(Ok(ChatChunk::Model(model))) => named = Some(model),
+                            Some(Ok(first)) => return Ok((first, named, stream)),
+                            Some(Err(error)) => return Err(error),
+                            None => return Err(ProviderError::IncompleteStream { provider }),
+                        }
                     }
                 })
             })
             .await?;
         let Served {
-            value: (first, stream),
+            value: (first, named, stream),
             provider,
             model,
             started,
             mut attempts,
         } = served;
+        // Azure names its model in the stream; the others answer as asked.
+        let answered = named.unwrap_or_else(|| {
+            if provider == ProviderKind::AzureOpenAi {
+                String::new()
+            } else {
+                model.clone()
+            }
+        });
         self.succeeded(
             &prepared.user,
             provider,
@@ -621,25 +650,27 @@ impl Gateway {
             first: Some(first),
             inner: stream,
             usage: None,
-            output_chars: 0,
+            output: String::new(),
+            finished: false,
             pending: Some(Pending {
                 user: prepared.user.clone(),
                 provider,
-                model: model.clone(),
+                answered: answered.clone(),
                 task: call.task.clone(),
                 attempts: attempts.len(),
                 started,
                 request_id: ctx.request_id.clone(),
                 at: prepared.at,
-                input_estimate: prepared.input_estimate,
+                request: Arc::new(call.request),
             }),
             gateway: self.clone(),
         };
         Ok(Answered {
             value: Box::pin(tracked.into_stream()),
             provider,
-            model,
+            model: display_model(&answered),
             cost: None,
+            report: None,
             attempts,
         })
     }
@@ -692,25 +723,35 @@ impl Gateway {
                 })
             })
             .await?;
-        let usage = Usage {
-            input_tokens: served.value.input_tokens.unwrap_or(input),
+        let usage = served.value.input_tokens.map(|input_tokens| Usage {
+            input_tokens,
             ..Usage::default()
-        };
-        let priced = served.model.clone();
+        });
+        let provider = served.provider;
+        let priced = self.price(provider, &served.value.model, usage, prepared.at, || {
+            Usage {
+                input_tokens: byok_router::estimate::tokens(
+                    provider,
+                    request.inputs.iter().map(String::as_str),
+                )
+                .0,
+                ..Usage::default()
+            }
+        });
         Ok(self
-            .settle(&prepared, &task, served, &priced, &usage, ctx)
+            .settle(&prepared, &task, "embeddings", served, priced, ctx)
             .await)
     }
 
-    /// Health, metrics and the usage record of an answer whose usage is
-    /// known, priced as `priced`; the answer with its cost.
+    /// Health, metrics and the usage record of a whole answer; the answer
+    /// with its cost.
     async fn settle<T>(
         &self,
         prepared: &Prepared,
         task: &Task,
+        door: &str,
         served: Served<T>,
-        priced: &str,
-        usage: &Usage,
+        priced: Priced,
         ctx: &RequestContext,
     ) -> Answered<T> {
         let Served {
@@ -721,7 +762,7 @@ impl Gateway {
             mut attempts,
         } = served;
         let latency = started.elapsed();
-        let cost = self.cost(provider, priced, usage, prepared.at);
+        let cost = priced.report.picodollars.map(Money::from_picodollars);
         self.succeeded(
             &prepared.user,
             provider,
@@ -733,10 +774,8 @@ impl Gateway {
         let record = usage_record(
             &prepared.user,
             provider,
-            priced,
-            task,
-            usage,
-            cost,
+            &priced,
+            (task, door),
             attempts.len(),
             latency,
             "success",
@@ -746,8 +785,9 @@ impl Gateway {
         Answered {
             value,
             provider,
-            model,
+            model: display_model(&priced.answered),
             cost,
+            report: Some(priced.report),
             attempts,
         }
     }
@@ -779,32 +819,59 @@ impl Gateway {
             .collect())
     }
 
-    /// What `usage` cost, or `None` for a model the catalog does not price
-    /// (recorded as unknown, never as free).
-    fn cost(
+    /// What an answer from `provider`, naming `answered` as its model,
+    /// cost: from the provider's `usage` (exact), or from `estimate` when it
+    /// reported none (estimated); unknown when the model has no price —
+    /// never another model's price, never zero.
+    fn price(
         &self,
         provider: ProviderKind,
-        model: &str,
-        usage: &Usage,
+        answered: &str,
+        usage: Option<Usage>,
         at: chrono::DateTime<chrono::Utc>,
-    ) -> Option<Money> {
-        match self.planner.catalog().cost(provider, model, usage, at) {
-            Ok(cost) => Some(cost),
-            Err(error) => {
-                tracing::warn!(%error, "answer from an unpriced model; cost recorded as unknown");
-                None
-            }
+        estimate: impl FnOnce() -> Usage,
+    ) -> Priced {
+        let (usage, source) = match usage {
+            Some(usage) => (usage, CostSource::Exact),
+            None => (estimate(), CostSource::Estimated),
+        };
+        let row = self.priced_model(provider, answered);
+        let cost = row
+            .as_deref()
+            .and_then(|row| self.planner.catalog().cost(provider, row, &usage, at).ok());
+        if cost.is_none() {
+            tracing::warn!(
+                %provider,
+                model = answered,
+                "answer from a model without a price; cost recorded as unknown"
+            );
+        }
+        Priced {
+            answered: answered.to_owned(),
+            recorded: row.unwrap_or_else(|| display_model(answered)),
+            report: CostReport {
+                picodollars: cost.map(Money::picodollars),
+                source: if cost.is_some() {
+                    source
+                } else {
+                    CostSource::Unknown
+                },
+                usage,
+            },
         }
     }
 
     /// The catalog row for the model a provider says answered: exact, or the
     /// longest catalog id it is a dated snapshot of (`gpt-4o-2024-11-20` is
-    /// `gpt-4o`); the planned model otherwise. Azure's deployment decides its
-    /// model, so this is what prices an Azure answer.
-    fn priced_model(&self, provider: ProviderKind, reported: &str, planned: &str) -> String {
+    /// `gpt-4o`); `None` otherwise (an Azure deployment's model byok has no
+    /// price for, or none named).
+    fn priced_model(&self, provider: ProviderKind, reported: &str) -> Option<String> {
         let catalog = self.planner.catalog();
+        if reported.is_empty() {
+            return None;
+        }
         if catalog.get(provider, reported).is_some() {
-            return reported.to_owned();
+            return Some(reported.to_owned());
         }
         catalog
             .models()
@@ -815,7 +882,52 @@ impl Gateway {
                         .is_some_and(|rest| rest.starts_with('-'))
             })
             .max_by_key(|m| m.model.len())
-            .map_or_else(|| planned.to_owned(), |m| m.model.clone())
+            .map(|m| m.model.clone())
+    }
+}
+
+/// The model name people see: `unknown` when the provider named none.
+fn display_model(answered: &str) -> String {
+    if answered.is_empty() {
+        "unknown".to_owned()
+    } else {
+        answered.to_owned()
+    }
+}
+
+/// The texts of a request, for token estimates.
+fn request_texts(request: &ChatRequest) -> impl Iterator<Item = &str> {
+    request
+        .system
+        .as_deref()
+        .into_iter()
+        .chain(request.messages.iter().flat_map(|m| {
+            m.content
+                .iter()
+                .filter_map(|p| match p {
+                    byok_core::ContentPart::Text(t) => Some(t.as_str()),
+                    byok_core::ContentPart::Image { .. } => None,
+                })
+                .chain(m.tool_calls.iter().map(|c| c.arguments.as_str()))
+        }))
+}
+
+/// Estimated usage of a whole answer that reported none.
+fn estimate_chat(provider: ProviderKind, request: &ChatRequest, answer: &ChatResponse) -> Usage {
+    let input = byok_router::estimate::tokens(provider, request_texts(request)).0;
+    let output = byok_router::estimate::tokens(
+        provider,
+        answer.choices.iter().flat_map(|c| {
+            std::iter::once(c.text.as_str())
+                .chain(c.reasoning.as_deref())
+                .chain(c.tool_calls.iter().map(|t| t.arguments.as_str()))
+        }),
+    )
+    .0;
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        ..Usage::default()
     }
 }
 
@@ -854,31 +966,35 @@ fn estimate_tokens(request: &ChatRequest) -> u64 {
 fn usage_record(
     user: &UserId,
     provider: ProviderKind,
-    model: &str,
-    task: &Task,
-    usage: &Usage,
-    cost: Option<Money>,
+    priced: &Priced,
+    (task, door): (&Task, &str),
     attempts: usize,
     latency: std::time::Duration,
     outcome: &str,
     ctx: &RequestContext,
 ) -> UsageRecord {
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let usage = &priced.report.usage;
+    let cost = priced.report.picodollars.map(Money::from_picodollars);
     UsageRecord {
         user_id: user.clone(),
         provider,
-        model: model.to_owned(),
+        model: priced.recorded.clone(),
         task: task.to_string(),
         input_tokens: int(usage.input_tokens),
         cached_input_tokens: int(usage.cached_input_tokens),
+        cache_write_tokens: int(usage.cache_write_tokens),
+        cache_write_1h_tokens: int(usage.cache_write_1h_tokens),
         output_tokens: int(usage.output_tokens),
         reasoning_tokens: int(usage.reasoning_tokens),
         cost_micro_usd: cost.map(|c| int(c.micro_usd_rounded())),
         cost_picodollars: cost.map(|c| int(c.picodollars())),
+        cost_source: priced.report.source,
+        door: door.to_owned(),
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         outcome: outcome.to_owned(),
-        request_id: None.or_else(|| ctx.request_id.clone()),
+        request_id: ctx.request_id.clone(),
         created_at: now(),
     }
 }
@@ -887,46 +1003,57 @@ fn usage_record(
 struct Pending {
     user: UserId,
     provider: ProviderKind,
-    model: String,
+    /// The model the stream names (updated if it names another).
+    answered: String,
     task: Task,
     attempts: usize,
     started: Instant,
     request_id: Option<String>,
     at: chrono::DateTime<chrono::Utc>,
-    /// Input tokens as estimated for planning, used when the provider never
-    /// reported usage (a stream cut short): such streams are billed too.
-    input_estimate: u64,
+    /// The request, kept to estimate its tokens if the provider never
+    /// reports usage (a stream cut short): such streams are billed too.
+    request: Arc<ChatRequest>,
 }
 
-/// A committed stream that keeps the usage it sees and records it once.
+/// A committed stream that keeps the usage it sees, records it once, and
+/// ends with what the answer cost.
 struct Tracked {
     first: Option<ChatChunk>,
     inner: ChatStream,
     usage: Option<Usage>,
-    output_chars: u64,
+    /// The answer relayed so far, for an estimate when no usage comes.
+    output: String,
+    finished: bool,
     pending: Option<Pending>,
     gateway: Gateway,
 }
 
 impl Tracked {
     /// Queues the usage record, once, without waiting (a stream's end must
-    /// not be cancellable between taking the record and sending it).
-    fn record(&mut self, outcome: &str) {
-        let Some(pending) = self.pending.take() else {
-            return;
-        };
-        // Without a usage report, estimate: the input as planned, the output
-        // from the text relayed (four characters a token).
-        let usage = self.usage.unwrap_or(Usage {
-            input_tokens: pending.input_estimate,
-            output_tokens: self.output_chars.div_ceil(4),
-            ..Usage::default()
-        });
-        let cost = self
-            .gateway
-            .cost(pending.provider, &pending.model, &usage, pending.at);
-        if let Some(cost) = cost {
-            self.gateway.metrics.spent(pending.provider, cost);
+    /// not be cancellable between taking the record and sending it); what
+    /// the answer cost.
+    fn record(&mut self, outcome: &str) -> Option<CostReport> {
+        let pending = self.pending.take()?;
+        let output = std::mem::take(&mut self.output);
+        let priced = self.gateway.price(
+            pending.provider,
+            &pending.answered,
+            self.usage,
+            pending.at,
+            || Usage {
+                input_tokens: byok_router::estimate::tokens(
+                    pending.provider,
+                    request_texts(&pending.request),
+                )
+                .0,
+                output_tokens: byok_router::estimate::tokens(pending.provider, [output.as_str()]).0,
+                ..Usage::default()
+            },
+        );
+        if let Some(cost) = priced.report.picodollars {
+            self.gateway
+                .metrics
+                .spent(pending.provider, Money::from_picodollars(cost));
         }
         let ctx = RequestContext {
             request_id: pending.request_id.clone(),
@@ -934,20 +1061,22 @@ impl Tracked {
         let record = usage_record(
             &pending.user,
             pending.provider,
-            &pending.model,
-            &pending.task,
-            &usage,
-            cost,
+            &priced,
+            (&pending.task, "chat"),
             pending.attempts,
             pending.started.elapsed(),
             outcome,
             &ctx,
         );
         self.gateway.usage.record_now(record);
+        Some(priced.report)
     }
 
     fn into_stream(self) -> impl Stream<Item = Result<ChatChunk, ProviderError>> + Send + 'static {
         futures_util::stream::unfold(self, |mut state| async move {
+            if state.finished {
+                return None;
+            }
             let item = match state.first.take() {
                 Some(first) => Some(Ok(first)),
                 None => state.inner.next().await,
@@ -958,21 +1087,26 @@ impl Tracked {
                         ChatChunk::Usage(usage) => state.usage = Some(*usage),
                         ChatChunk::Text(text)
                         | ChatChunk::Reasoning(text)
-                        | ChatChunk::Refusal(text) => state.output_chars += text.len() as u64,
-                        ChatChunk::ToolCall(call) => {
-                            state.output_chars += call.arguments.len() as u64;
+                        | ChatChunk::Refusal(text) => state.output.push_str(text),
+                        ChatChunk::ToolCall(call) => state.output.push_str(&call.arguments),
+                        ChatChunk::Model(model) => {
+                            if let Some(pending) = state.pending.as_mut() {
+                                pending.answered.clone_from(model);
+                            }
                         }
                         _ => {}
                     }
                     Some((Ok(chunk), state))
                 }
                 Some(Err(error)) => {
+                    state.finished = true;
                     state.record("partial");
                     Some((Err(error), state))
                 }
                 None => {
-                    state.record("success");
-                    None
+                    state.finished = true;
+                    let report = state.record("success")?;
+                    Some((Ok(ChatChunk::Cost(report)), state))
                 }
             }
         })
@@ -983,6 +1117,6 @@ impl Drop for Tracked {
     /// The client went away mid-stream: the upstream request is cancelled
     /// with the inner stream; record what is known.
     fn drop(&mut self) {
-        self.record("cancelled");
+        let _ = self.record("cancelled");
     }
 }

@@ -753,6 +753,25 @@ pub(crate) struct OutUsage {
     total_tokens: u64,
     prompt_tokens_details: PromptDetails,
     completion_tokens_details: CompletionDetails,
+    /// byok's addition (as `OpenRouter` adds it): what the answer cost in USD, and
+    /// how that is known (`exact`, `estimated`, `unknown`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_source: Option<&'static str>,
+}
+
+impl OutUsage {
+    /// The usage an answer was priced by, with its cost.
+    pub(crate) fn priced(report: &byok_core::CostReport) -> Self {
+        let mut usage = Self::from(&report.usage);
+        usage.cost = report.picodollars.and_then(|p| {
+            // Exact decimal text, read as a JSON number (no float rounding on the way).
+            serde_json::from_str(&byok_router::Money::from_picodollars(p).to_usd_string()).ok()
+        });
+        usage.cost_source = Some(report.source.as_str());
+        usage
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -777,6 +796,8 @@ impl From<&Usage> for OutUsage {
             completion_tokens_details: CompletionDetails {
                 reasoning_tokens: usage.reasoning_tokens,
             },
+            cost: None,
+            cost_source: None,
         }
     }
 }
@@ -836,7 +857,7 @@ impl<'a> ChatCompletion<'a> {
         created: i64,
         model: &'a str,
         choices: &'a [ChatChoice],
-        usage: &Usage,
+        usage: OutUsage,
     ) -> Self {
         Self {
             id,
@@ -873,7 +894,7 @@ impl<'a> ChatCompletion<'a> {
                     finish_reason: finish(c.finish_reason.unwrap_or(FinishReason::Stop)),
                 })
                 .collect(),
-            usage: usage.into(),
+            usage,
         }
     }
 }
@@ -985,14 +1006,14 @@ impl<'a> ChatChunkOut<'a> {
         }
     }
 
-    pub(crate) fn usage(id: &'a str, created: i64, model: &'a str, usage: &Usage) -> Self {
+    pub(crate) fn usage(id: &'a str, created: i64, model: &'a str, usage: OutUsage) -> Self {
         Self {
             id,
             object: "chat.completion.chunk",
             created,
             model,
             choices: vec![],
-            usage: Some(usage.into()),
+            usage: Some(usage),
         }
     }
 }

@@ -99,12 +99,20 @@ pub struct UsageTotals {
     pub input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
-    /// Spend, USD.
+    /// Spend, USD: exact and estimated costs together.
     pub cost_usd: String,
+    /// Of `cost_usd`, what came from the providers' own token counts.
+    pub exact_cost_usd: String,
+    /// Of `cost_usd`, what byok estimated (the provider reported no usage).
+    pub estimated_cost_usd: String,
+    /// Requests whose cost is unknown (a model without a price); not in `cost_usd`.
+    pub unknown_cost_requests: u64,
     /// What the same traffic would have cost on the baseline model, USD.
     pub baseline_cost_usd: String,
     #[serde(skip)]
     cost_pico: u64,
+    #[serde(skip)]
+    estimated_pico: u64,
     #[serde(skip)]
     baseline_pico: u64,
 }
@@ -115,9 +123,18 @@ impl UsageTotals {
         self.requests += 1;
         self.input_tokens += tokens(record.input_tokens);
         self.output_tokens += tokens(record.output_tokens);
-        self.cost_pico += exact_cost(record);
+        let cost = exact_cost(record);
+        self.cost_pico += cost;
+        match record.cost_source {
+            byok_core::CostSource::Estimated => self.estimated_pico += cost,
+            byok_core::CostSource::Unknown => self.unknown_cost_requests += 1,
+            byok_core::CostSource::Exact => {}
+        }
         self.baseline_pico += baseline_pico;
         self.cost_usd = Money::from_picodollars(self.cost_pico).to_usd_string();
+        self.exact_cost_usd =
+            Money::from_picodollars(self.cost_pico - self.estimated_pico).to_usd_string();
+        self.estimated_cost_usd = Money::from_picodollars(self.estimated_pico).to_usd_string();
         self.baseline_cost_usd = Money::from_picodollars(self.baseline_pico).to_usd_string();
     }
 }
@@ -219,7 +236,8 @@ fn baseline_cost(
         cached_input_tokens: tokens(record.cached_input_tokens),
         output_tokens: tokens(record.output_tokens),
         reasoning_tokens: tokens(record.reasoning_tokens),
-        cache_write_tokens: 0,
+        cache_write_tokens: tokens(record.cache_write_tokens),
+        cache_write_1h_tokens: tokens(record.cache_write_1h_tokens),
     };
     catalog
         .cost(model.provider, &model.model, &usage, record.created_at)

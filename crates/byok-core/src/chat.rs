@@ -413,6 +413,9 @@ pub struct Usage {
     pub cached_input_tokens: u64,
     /// Input tokens written to the provider's prompt cache (Anthropic; billed higher).
     pub cache_write_tokens: u64,
+    /// Of `cache_write_tokens`, those written for an hour (Anthropic's
+    /// `ephemeral_1h_input_tokens`, billed above five-minute writes).
+    pub cache_write_1h_tokens: u64,
     /// All output tokens, including reasoning ("thinking") tokens.
     pub output_tokens: u64,
     /// Output tokens spent on reasoning.
@@ -443,8 +446,9 @@ pub struct ChatResponse {
     pub model: String,
     /// The answers (one unless the request asked for `n`).
     pub choices: Vec<ChatChoice>,
-    /// Token counts.
-    pub usage: Usage,
+    /// Token counts as the provider reported them; `None` when the answer
+    /// had none (its cost is then estimated, never taken as zero).
+    pub usage: Option<Usage>,
 }
 
 impl ChatResponse {
@@ -488,6 +492,58 @@ pub enum ChatChunk {
     Finish(FinishReason),
     /// Final token counts (may come after `Finish`).
     Usage(Usage),
+    /// The model that is answering, as the provider names it (Azure's
+    /// deployment decides it; streams say so in their chunks).
+    Model(String),
+    /// What the answer cost, once it ended (added by the gateway, not by
+    /// adapters).
+    Cost(CostReport),
+}
+
+/// How a recorded cost was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// From the provider's own token counts and the model's catalog price.
+    Exact,
+    /// From byok's estimate of the tokens (the provider reported none).
+    Estimated,
+    /// The model that answered has no price in the catalog.
+    Unknown,
+}
+
+impl CostSource {
+    /// `exact`, `estimated` or `unknown`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Estimated => "estimated",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Parses [`CostSource::as_str`].
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "exact" => Self::Exact,
+            "estimated" => Self::Estimated,
+            "unknown" => Self::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// A finished answer's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostReport {
+    /// The cost in picodollars (1e-12 USD); `None` when unknown.
+    pub picodollars: Option<u64>,
+    /// How it was obtained.
+    pub source: CostSource,
+    /// The token counts it was computed from.
+    pub usage: Usage,
 }
 
 /// An embeddings request.

@@ -10,8 +10,9 @@ mod user;
 
 pub use chat::{
     Capability, ChatChoice, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ContentPart,
-    EmbeddingRequest, EmbeddingResponse, FinishReason, ImageSource, JsonSchema, ReasoningEffort,
-    ResponseFormat, Role, Tool, ToolCall, ToolCallDelta, ToolChoice, Unsupported, Usage,
+    CostReport, CostSource, EmbeddingRequest, EmbeddingResponse, FinishReason, ImageSource,
+    JsonSchema, ReasoningEffort, ResponseFormat, Role, Tool, ToolCall, ToolCallDelta, ToolChoice,
+    Unsupported, Usage,
 };
 pub use error::{CoreError, Result};
 pub use provider::ProviderKind;

@@ -456,7 +456,7 @@ impl ChatProvider for Anthropic {
         Ok(ChatResponse {
             model: wire.model.unwrap_or_else(|| request.model.clone()),
             choices: vec![choice],
-            usage: wire.usage.unwrap_or_default().normalise(),
+            usage: wire.usage.map(|u| u.normalise()),
         })
     }
 
@@ -511,10 +511,11 @@ impl Decoder {
     fn event(&mut self, data: WireEvent) -> Option<Result<ChatChunk, ProviderError>> {
         match data.kind.as_str() {
             "message_start" => {
-                if let Some(usage) = data.message.and_then(|m| m.usage) {
+                let message = data.message?;
+                if let Some(usage) = message.usage {
                     self.usage.merge(&usage);
                 }
-                None
+                message.model.map(|m| Ok(ChatChunk::Model(m)))
             }
             "content_block_start" => self.block_start(
                 data.index.unwrap_or(0),
@@ -669,12 +670,18 @@ struct WireMessageResponse {
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[expect(clippy::struct_field_names, reason = "mirrors Anthropic's wire names")]
 struct WireUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    cache_creation: Option<WireCacheCreation>,
+}
+
+/// Cache writes by how long they live (billed differently).
+#[derive(Deserialize, Default, Clone, Copy)]
+struct WireCacheCreation {
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 impl WireUsage {
@@ -688,6 +695,7 @@ impl WireUsage {
         self.cache_read_input_tokens = newer
             .cache_read_input_tokens
             .or(self.cache_read_input_tokens);
+        self.cache_creation = newer.cache_creation.or(self.cache_creation);
     }
 
     /// Anthropic's `input_tokens` excludes cache reads and writes; `Usage`
@@ -699,6 +707,11 @@ impl WireUsage {
             input_tokens: self.input_tokens.unwrap_or(0) + read + write,
             cached_input_tokens: read,
             cache_write_tokens: write,
+            cache_write_1h_tokens: self
+                .cache_creation
+                .and_then(|c| c.ephemeral_1h_input_tokens)
+                .unwrap_or(0)
+                .min(write),
             output_tokens: self.output_tokens.unwrap_or(0),
             reasoning_tokens: 0,
         }
@@ -718,6 +731,7 @@ struct WireEvent {
 
 #[derive(Deserialize)]
 struct WireStartMessage {
+    model: Option<String>,
     usage: Option<WireUsage>,
 }
 

@@ -446,7 +446,7 @@ impl ChatProvider for Gemini {
                 kind: BadRequestKind::ContentFilter,
             });
         }
-        let usage = wire.usage_metadata.clone().unwrap_or_default().normalise();
+        let usage = wire.usage_metadata.as_ref().map(WireUsage::normalise);
         let model = wire
             .model_version
             .clone()
@@ -541,13 +541,14 @@ fn decode(
         std::collections::VecDeque::<ChatChunk>::new(),
         false,
         0_u32,
+        false,
     );
     futures_util::stream::unfold(
         state,
-        |(mut events, mut pending, mut done, mut calls)| async move {
+        |(mut events, mut pending, mut done, mut calls, mut reported)| async move {
             loop {
                 if let Some(chunk) = pending.pop_front() {
-                    return Some((Ok(chunk), (events, pending, done, calls)));
+                    return Some((Ok(chunk), (events, pending, done, calls, reported)));
                 }
                 if done {
                     return None;
@@ -557,29 +558,35 @@ fn decode(
                         done = true;
                         return Some((
                             Err(ProviderError::IncompleteStream { provider: PROVIDER }),
-                            (events, pending, done, calls),
+                            (events, pending, done, calls, reported),
                         ));
                     }
                     Some(Err(error)) => {
                         done = true;
-                        return Some((Err(error), (events, pending, done, calls)));
+                        return Some((Err(error), (events, pending, done, calls, reported)));
                     }
                     Some(Ok(event)) => {
                         let Ok(wire) = serde_json::from_str::<WireResponse>(&event.data) else {
                             done = true;
                             return Some((
                                 Err(ProviderError::BadResponse { provider: PROVIDER }),
-                                (events, pending, done, calls),
+                                (events, pending, done, calls, reported),
                             ));
                         };
                         if wire.error.is_some() {
                             done = true;
                             return Some((
                                 Err(ProviderError::StreamError { provider: PROVIDER }),
-                                (events, pending, done, calls),
+                                (events, pending, done, calls, reported),
                             ));
                         }
                         let usage = wire.usage_metadata.clone();
+                        if let Some(version) = wire.model_version.as_ref().filter(|v| !v.is_empty())
+                            && !reported
+                        {
+                            reported = true;
+                            pending.push_back(ChatChunk::Model(version.clone()));
+                        }
                         let Some(candidate) =
                             wire.candidates.iter().find(|c| c.index.unwrap_or(0) == 0)
                         else {
@@ -780,6 +787,7 @@ impl WireUsage {
             input_tokens: self.prompt_token_count.unwrap_or(0),
             cached_input_tokens: self.cached_content_token_count.unwrap_or(0),
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             output_tokens: self.candidates_token_count.unwrap_or(0) + thoughts,
             reasoning_tokens: thoughts,
         }

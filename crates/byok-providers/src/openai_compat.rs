@@ -257,6 +257,17 @@ impl OpenAiCompatible {
         }
     }
 
+    /// The model the answer names; when it names none, the model asked for
+    /// — except on Azure, where the deployment decides and an unnamed model
+    /// is unknown (priced as unknown, never as the planned row).
+    fn answered_model(&self, reported: Option<String>, request: &ChatRequest) -> String {
+        match reported.filter(|m| !m.is_empty()) {
+            Some(model) => model,
+            None if self.flavor == Flavor::Azure => String::new(),
+            None => request.model.clone(),
+        }
+    }
+
     /// What this flavour cannot carry (see the matrix in `docs/api.md`).
     fn refuse(&self, request: &ChatRequest, stream: bool) -> Option<Unsupported> {
         let name = self.provider().display_name();
@@ -520,9 +531,9 @@ impl ChatProvider for OpenAiCompatible {
         }
         choices.sort_by_key(|c| c.index);
         Ok(ChatResponse {
-            model: wire.model.unwrap_or_else(|| request.model.clone()),
+            model: self.answered_model(wire.model, request),
             choices: choices.into_iter().map(WireChoice::into_choice).collect(),
-            usage: wire.usage.map(WireUsage::normalise).unwrap_or_default(),
+            usage: wire.usage.map(WireUsage::normalise),
         })
     }
 
@@ -593,7 +604,13 @@ impl ChatProvider for OpenAiCompatible {
         .await?;
         wire.data.sort_by_key(|d| d.index);
         Ok(EmbeddingResponse {
-            model: wire.model.unwrap_or_else(|| request.model.clone()),
+            model: self.answered_model(
+                wire.model,
+                &ChatRequest {
+                    model: request.model.clone(),
+                    ..ChatRequest::default()
+                },
+            ),
             vectors: wire.data.into_iter().map(|d| d.embedding).collect(),
             input_tokens: wire.usage.map(|u| u.prompt_tokens),
         })
@@ -610,13 +627,14 @@ fn async_stream(
         Box::pin(events),
         std::collections::VecDeque::<ChatChunk>::new(),
         false,
+        String::new(),
     );
     futures_util::stream::unfold(
         state,
-        move |(mut events, mut pending, mut done)| async move {
+        move |(mut events, mut pending, mut done, mut model)| async move {
             loop {
                 if let Some(chunk) = pending.pop_front() {
-                    return Some((Ok(chunk), (events, pending, done)));
+                    return Some((Ok(chunk), (events, pending, done, model)));
                 }
                 if done {
                     return None;
@@ -626,12 +644,12 @@ fn async_stream(
                         done = true;
                         return Some((
                             Err(ProviderError::IncompleteStream { provider }),
-                            (events, pending, done),
+                            (events, pending, done, model),
                         ));
                     }
                     Some(Err(error)) => {
                         done = true;
-                        return Some((Err(error), (events, pending, done)));
+                        return Some((Err(error), (events, pending, done, model)));
                     }
                     Some(Ok(event)) => {
                         let data = event.data.trim();
@@ -647,15 +665,15 @@ fn async_stream(
                                 done = true;
                                 return Some((
                                     Err(ProviderError::StreamError { provider }),
-                                    (events, pending, done),
+                                    (events, pending, done, model),
                                 ));
                             }
-                            Ok(chunk) => pending.extend(chunk.into_chunks()),
+                            Ok(chunk) => pending.extend(chunk.into_chunks(&mut model)),
                             Err(_) => {
                                 done = true;
                                 return Some((
                                     Err(ProviderError::BadResponse { provider }),
-                                    (events, pending, done),
+                                    (events, pending, done, model),
                                 ));
                             }
                         }
@@ -936,6 +954,7 @@ impl WireUsage {
             input_tokens: self.prompt_tokens,
             cached_input_tokens: cached,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             output_tokens: self.completion_tokens,
             reasoning_tokens: detail(&self.completion_tokens_details, "reasoning_tokens"),
         }
@@ -944,6 +963,7 @@ impl WireUsage {
 
 #[derive(Deserialize)]
 struct WireChunk {
+    model: Option<String>,
     #[serde(default)]
     choices: Vec<WireChunkChoice>,
     usage: Option<WireUsage>,
@@ -969,8 +989,14 @@ struct WireDelta {
 }
 
 impl WireChunk {
-    fn into_chunks(self) -> Vec<ChatChunk> {
+    /// The chunk's pieces; the model it names, when it differs from `model`
+    /// (the last one named), comes first.
+    fn into_chunks(self, model: &mut String) -> Vec<ChatChunk> {
         let mut out = Vec::new();
+        if let Some(named) = self.model.filter(|m| !m.is_empty() && m != model) {
+            model.clone_from(&named);
+            out.push(ChatChunk::Model(named));
+        }
         // Azure's first chunk and filter-only chunks have no delta: nothing to
         // emit. Streams carry one answer (n > 1 is refused for streams).
         for choice in self.choices.into_iter().filter(|c| c.index == 0) {

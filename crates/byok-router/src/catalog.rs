@@ -25,6 +25,44 @@ pub struct OffPeak {
     pub output: Rate,
 }
 
+/// Prices that replace the base rates for a whole request whose input is
+/// above a size (Gemini 2.5 Pro above 200K tokens, Anthropic long context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTier {
+    /// The tier applies when the request's input tokens are above this.
+    pub above_input_tokens: u64,
+    /// Input, per 1M tokens.
+    pub input: Rate,
+    /// Cached input, per 1M tokens; the tier's input price when absent.
+    pub cached_input: Option<Rate>,
+    /// Cache writes, per 1M tokens; the tier's input price when absent.
+    pub cache_write: Option<Rate>,
+    /// One-hour cache writes, per 1M tokens; `cache_write` when absent.
+    pub cache_write_1h: Option<Rate>,
+    /// Output, per 1M tokens.
+    pub output: Rate,
+}
+
+/// The rates that apply to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    /// Input, per 1M tokens.
+    pub input: Rate,
+    /// Cache reads, per 1M tokens.
+    pub cached_input: Rate,
+    /// Five-minute cache writes, per 1M tokens.
+    pub cache_write: Rate,
+    /// One-hour cache writes, per 1M tokens.
+    pub cache_write_1h: Rate,
+    /// Output, per 1M tokens.
+    pub output: Rate,
+    /// Whether off-peak prices apply.
+    pub off_peak: bool,
+    /// The prompt-size tier that applies (its threshold), if any.
+    pub tier_above: Option<u64>,
+}
+
 /// One model's prices and traits.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,12 +75,21 @@ pub struct ModelPrice {
     pub input: Rate,
     /// Cached input (cache reads), per 1M tokens; input price when absent.
     pub cached_input: Option<Rate>,
-    /// Cache writes, per 1M tokens (Anthropic); input price when absent.
+    /// Cache writes, per 1M tokens (Anthropic's five-minute writes); input
+    /// price when absent.
     pub cache_write: Option<Rate>,
+    /// One-hour cache writes, per 1M tokens (Anthropic); `cache_write` when absent.
+    pub cache_write_1h: Option<Rate>,
     /// Output (reasoning included), per 1M tokens.
     pub output: Rate,
     /// Prices during the provider's off-peak hours, if it has them.
     pub off_peak: Option<OffPeak>,
+    /// Higher prices for requests with a large prompt, lowest threshold first.
+    #[serde(default)]
+    pub tiers: Vec<PriceTier>,
+    /// The day the provider stops serving the model, where announced
+    /// (`YYYY-MM-DD`): the planner never routes to it from that day on.
+    pub shutdown_date: Option<chrono::NaiveDate>,
     /// Largest prompt plus output, in tokens.
     pub context_window: u64,
     /// Most output tokens per answer, where the provider states it.
@@ -74,7 +121,9 @@ pub struct PeakSchedule {
 }
 
 impl PeakSchedule {
-    fn is_peak(&self, at: DateTime<Utc>) -> bool {
+    /// Whether peak prices apply at `at`.
+    #[must_use]
+    pub fn is_peak(&self, at: DateTime<Utc>) -> bool {
         let day = match at.weekday() {
             Weekday::Mon => "mon",
             Weekday::Tue => "tue",
@@ -322,15 +371,54 @@ impl PriceCatalog {
         Ok(self)
     }
 
-    /// The rates that apply to `price` at `at` (off-peak rates when the
-    /// provider is off-peak).
-    fn rates(&self, price: &ModelPrice, at: DateTime<Utc>) -> (Rate, Option<Rate>, Rate) {
-        match (&price.off_peak, self.peak.get(&price.provider)) {
-            (Some(off), Some(schedule)) if !schedule.is_peak(at) => {
-                (off.input, off.cached_input, off.output)
-            }
-            _ => (price.input, price.cached_input, price.output),
+    /// The rates for a request of `input_tokens` on `price` at `at`: the
+    /// prompt-size tier it falls in, or off-peak rates when the provider is
+    /// off-peak, or the base rates.
+    #[must_use]
+    pub fn rates(&self, price: &ModelPrice, input_tokens: u64, at: DateTime<Utc>) -> Rates {
+        let tier = price
+            .tiers
+            .iter()
+            .filter(|t| input_tokens > t.above_input_tokens)
+            .max_by_key(|t| t.above_input_tokens);
+        if let Some(tier) = tier {
+            let write = tier.cache_write.unwrap_or(tier.input);
+            return Rates {
+                input: tier.input,
+                cached_input: tier.cached_input.unwrap_or(tier.input),
+                cache_write: write,
+                cache_write_1h: tier.cache_write_1h.unwrap_or(write),
+                output: tier.output,
+                off_peak: false,
+                tier_above: Some(tier.above_input_tokens),
+            };
         }
+        let write = price.cache_write.unwrap_or(price.input);
+        let base = Rates {
+            input: price.input,
+            cached_input: price.cached_input.unwrap_or(price.input),
+            cache_write: write,
+            cache_write_1h: price.cache_write_1h.unwrap_or(write),
+            output: price.output,
+            off_peak: false,
+            tier_above: None,
+        };
+        match (&price.off_peak, self.peak.get(&price.provider)) {
+            (Some(off), Some(schedule)) if !schedule.is_peak(at) => Rates {
+                input: off.input,
+                cached_input: off.cached_input.unwrap_or(off.input),
+                output: off.output,
+                off_peak: true,
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    /// When `provider`'s peak prices apply, if it has off-peak prices.
+    #[must_use]
+    pub fn peak_schedule(&self, provider: ProviderKind) -> Option<&PeakSchedule> {
+        self.peak.get(&provider)
     }
 
     /// What `usage` cost on `provider`'s `model` at `at`, following the
@@ -350,16 +438,18 @@ impl PriceCatalog {
         let price = self
             .get(provider, model)
             .ok_or_else(|| RouteError::Unpriced(format!("{provider}:{model}")))?;
-        let (input, cached, output) = self.rates(price, at);
+        let rates = self.rates(price, usage.input_tokens, at);
         let cached_tokens = usage.cached_input_tokens.min(usage.input_tokens);
         let write_tokens = usage
             .cache_write_tokens
             .min(usage.input_tokens - cached_tokens);
+        let write_1h = usage.cache_write_1h_tokens.min(write_tokens);
         let plain = usage.input_tokens - cached_tokens - write_tokens;
-        Ok(input.cost(plain)
-            + cached.unwrap_or(input).cost(cached_tokens)
-            + price.cache_write.unwrap_or(input).cost(write_tokens)
-            + output.cost(usage.output_tokens))
+        Ok(rates.input.cost(plain)
+            + rates.cached_input.cost(cached_tokens)
+            + rates.cache_write.cost(write_tokens - write_1h)
+            + rates.cache_write_1h.cost(write_1h)
+            + rates.output.cost(usage.output_tokens))
     }
 
     /// What a request of `input_tokens` in and `output_tokens` out would

@@ -3,12 +3,15 @@
 
 mod catalog;
 mod error;
+pub mod estimate;
 mod health;
 mod money;
 mod plan;
 mod task;
 
-pub use catalog::{BUILTIN_CATALOG, ModelPrice, ModelRef, OffPeak, PeakSchedule, PriceCatalog};
+pub use catalog::{
+    BUILTIN_CATALOG, ModelPrice, ModelRef, OffPeak, PeakSchedule, PriceCatalog, PriceTier, Rates,
+};
 pub use error::{Result, RouteError};
 pub use health::{
     Admission, Circuit, HealthConfig, HealthSnapshot, HealthTracker, Outcome, ProviderHealth,

@@ -141,6 +141,11 @@ pub enum SkipReason {
         #[serde(flatten)]
         unsupported: Unsupported,
     },
+    /// The provider has shut the model down.
+    Retired {
+        /// The day it stopped.
+        shutdown_date: chrono::NaiveDate,
+    },
     /// The request's output limit is above the model's.
     OutputTooLarge {
         /// The model's most output tokens.
@@ -196,6 +201,9 @@ impl fmt::Display for Skipped {
                 write!(f, "the model has no {capability} capability")
             }
             SkipReason::Refuses { unsupported } => write!(f, "cannot carry {unsupported}"),
+            SkipReason::Retired { shutdown_date } => {
+                write!(f, "the provider shut the model down on {shutdown_date}")
+            }
             SkipReason::OutputTooLarge { max_output } => {
                 write!(
                     f,
@@ -324,6 +332,11 @@ impl RoutePlanner {
             });
         }
         if let Some(price) = self.catalog.get(provider, model) {
+            if let Some(shutdown_date) = price.shutdown_date
+                && request.at.date_naive() >= shutdown_date
+            {
+                return Err(SkipReason::Retired { shutdown_date });
+            }
             if let Some(capability) = request
                 .needs
                 .iter()

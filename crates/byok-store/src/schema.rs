@@ -69,6 +69,10 @@ diesel::table! {
         outcome -> Text,
         request_id -> Nullable<Text>,
         created_at -> Timestamp,
+        cost_source -> Text,
+        cache_write_tokens -> BigInt,
+        cache_write_1h_tokens -> BigInt,
+        door -> Text,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Usage records: one per answered gateway request. The gateway (a later
 //! part of byok) writes them in batches from a background writer.
 
-use byok_core::{ProviderKind, UserId};
+use byok_core::{CostSource, ProviderKind, UserId};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
@@ -25,6 +25,10 @@ pub struct UsageRecord {
     pub input_tokens: i64,
     /// Input tokens served from the provider's cache.
     pub cached_input_tokens: i64,
+    /// Input tokens written to the provider's cache.
+    pub cache_write_tokens: i64,
+    /// Of those, one-hour cache writes.
+    pub cache_write_1h_tokens: i64,
     /// Output tokens, including reasoning ones.
     pub output_tokens: i64,
     /// Output tokens spent on reasoning.
@@ -34,6 +38,10 @@ pub struct UsageRecord {
     /// The exact cost in picodollars (1e-12 USD), or `None` when unpriced or
     /// recorded before this column existed. Sums use this when present.
     pub cost_picodollars: Option<i64>,
+    /// How the cost was obtained.
+    pub cost_source: CostSource,
+    /// The door the request came through (`chat`, `embeddings`).
+    pub door: String,
     /// How many providers were tried.
     pub attempts: i32,
     /// End-to-end latency.
@@ -49,6 +57,10 @@ pub struct UsageRecord {
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = usage_records)]
 struct UsageRow {
+    cost_source: String,
+    cache_write_tokens: i64,
+    cache_write_1h_tokens: i64,
+    door: String,
     user_id: String,
     provider: String,
     model: String,
@@ -75,6 +87,10 @@ pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<
         for record in records {
             diesel::insert_into(usage_records::table)
                 .values(UsageRow {
+                    cost_source: record.cost_source.as_str().to_owned(),
+                    cache_write_tokens: record.cache_write_tokens,
+                    cache_write_1h_tokens: record.cache_write_1h_tokens,
+                    door: record.door.clone(),
                     user_id: record.user_id.as_str().to_owned(),
                     provider: record.provider.as_str().to_owned(),
                     model: record.model.clone(),
@@ -115,28 +131,70 @@ pub fn list_for_user(
         .select(UsageRow::as_select())
         .load(conn)?
         .into_iter()
-        .map(|row| {
-            Ok(UsageRecord {
-                user_id: UserId::parse(row.user_id)
-                    .map_err(|_| StoreError::Corrupt("usage user id"))?,
-                provider: row
-                    .provider
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("usage provider"))?,
-                model: row.model,
-                task: row.task,
-                input_tokens: row.input_tokens,
-                cached_input_tokens: row.cached_input_tokens,
-                output_tokens: row.output_tokens,
-                reasoning_tokens: row.reasoning_tokens,
-                cost_micro_usd: row.cost_micro_usd,
-                cost_picodollars: row.cost_picodollars,
-                attempts: row.attempts,
-                latency_ms: row.latency_ms,
-                outcome: row.outcome,
-                request_id: row.request_id,
-                created_at: from_db(row.created_at),
-            })
-        })
+        .map(UsageRow::into_record)
         .collect()
+}
+
+/// One page of `user`'s records with `from <= created_at < to`, newest
+/// first, each with its id; `before` (an id from an earlier page) continues
+/// after it. At most `limit` records.
+///
+/// # Errors
+/// As [`list_for_user`].
+pub fn page_for_user(
+    conn: &mut DbConnection,
+    user: &UserId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(i64, UsageRecord)>, StoreError> {
+    let mut query = usage_records::table
+        .filter(usage_records::user_id.eq(user.as_str()))
+        .filter(usage_records::created_at.ge(to_db(from)))
+        .filter(usage_records::created_at.lt(to_db(to)))
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(usage_records::id.lt(before));
+    }
+    query
+        .order(usage_records::id.desc())
+        .limit(limit)
+        .select((usage_records::id, UsageRow::as_select()))
+        .load::<(i64, UsageRow)>(conn)?
+        .into_iter()
+        .map(|(id, row)| Ok((id, row.into_record()?)))
+        .collect()
+}
+
+impl UsageRow {
+    fn into_record(self) -> Result<UsageRecord, StoreError> {
+        let row = self;
+        Ok(UsageRecord {
+            user_id: UserId::parse(row.user_id)
+                .map_err(|_| StoreError::Corrupt("usage user id"))?,
+            provider: row
+                .provider
+                .parse()
+                .map_err(|_| StoreError::Corrupt("usage provider"))?,
+            model: row.model,
+            task: row.task,
+            input_tokens: row.input_tokens,
+            cached_input_tokens: row.cached_input_tokens,
+            cache_write_tokens: row.cache_write_tokens,
+            cache_write_1h_tokens: row.cache_write_1h_tokens,
+            output_tokens: row.output_tokens,
+            reasoning_tokens: row.reasoning_tokens,
+            cost_micro_usd: row.cost_micro_usd,
+            cost_picodollars: row.cost_picodollars,
+            cost_source: CostSource::parse(&row.cost_source)
+                .ok_or(StoreError::Corrupt("usage cost source"))?,
+            door: row.door,
+            attempts: row.attempts,
+            latency_ms: row.latency_ms,
+            outcome: row.outcome,
+            request_id: row.request_id,
+            created_at: from_db(row.created_at),
+        })
+    }
 }

@@ -15,8 +15,8 @@ use crate::AppState;
 use crate::gateway::{Answered, Attempt, GatewayChat, GatewayError};
 use crate::http::{Caller, JsonBody, context};
 use crate::openai::{
-    ChatChunkOut, ChatCompletion, ChatCompletionRequest, Delta, EmbeddingsRequest, OutVector,
-    Refusal, finish,
+    ChatChunkOut, ChatCompletion, ChatCompletionRequest, Delta, EmbeddingsRequest, OutUsage,
+    OutVector, Refusal, finish,
 };
 
 /// An OpenAI-shaped error response.
@@ -263,10 +263,13 @@ fn preferences_of(req: &HttpRequest) -> Result<Preferences, Bad> {
     })
 }
 
+/// The routing headers; for a whole answer also its cost
+/// (`X-BYOK-Cost-USD`, absent when unknown) and how that is known
+/// (`X-BYOK-Cost-Source`: `exact`, `estimated` or `unknown`). A stream's
+/// cost comes in its last usage chunk.
 fn with_headers<T>(
     mut response: actix_web::HttpResponseBuilder,
     answered: &Answered<T>,
-    cost: bool,
 ) -> actix_web::HttpResponseBuilder {
     let attempts: Vec<&str> = answered
         .attempts
@@ -278,8 +281,11 @@ fn with_headers<T>(
         .insert_header(("x-byok-model", answered.model.clone()))
         .insert_header(("x-byok-attempts", attempts.join(",")))
         .insert_header(("cache-control", "no-store"));
-    if let (true, Some(amount)) = (cost, answered.cost) {
+    if let Some(amount) = answered.cost {
         response.insert_header(("x-byok-cost-usd", amount.to_usd_string()));
+    }
+    if let Some(report) = &answered.report {
+        response.insert_header(("x-byok-cost-source", report.source.as_str()));
     }
     response
 }
@@ -329,9 +335,12 @@ pub(crate) async fn chat_completions(
                     created,
                     &response.model,
                     &response.choices,
-                    &response.usage,
+                    answered
+                        .report
+                        .as_ref()
+                        .map_or_else(|| OutUsage::from(&Usage::default()), OutUsage::priced),
                 );
-                with_headers(HttpResponse::Ok(), &answered, true).json(body)
+                with_headers(HttpResponse::Ok(), &answered).json(body)
             }
             Err(error) => gateway_error(&error),
         };
@@ -339,7 +348,7 @@ pub(crate) async fn chat_completions(
     match gateway.chat_stream(&caller.0, call, &ctx).await {
         Ok(answered) => {
             let model = answered.model.clone();
-            let mut builder = with_headers(HttpResponse::Ok(), &answered, false);
+            let mut builder = with_headers(HttpResponse::Ok(), &answered);
             let sse = openai_sse(answered.value, id, created, model, include_usage);
             builder.content_type("text/event-stream").streaming(sse)
         }
@@ -376,7 +385,7 @@ impl Framer {
         ))
     }
 
-    fn usage(&self, usage: &Usage) -> Bytes {
+    fn usage(&self, usage: OutUsage) -> Bytes {
         Self::frame(&ChatChunkOut::usage(
             &self.id,
             self.created,
@@ -391,7 +400,7 @@ struct SseState {
     framer: Framer,
     include_usage: bool,
     first: bool,
-    usage: Option<Usage>,
+    usage: Option<OutUsage>,
     done: bool,
 }
 
@@ -456,7 +465,16 @@ fn openai_sse(
                     state.framer.delta(delta, None, Some(finish(reason)))
                 }
                 Some(Ok(ChatChunk::Usage(usage))) => {
-                    state.usage = Some(usage);
+                    state.usage = Some(OutUsage::from(&usage));
+                    continue;
+                }
+                // The gateway's last word: the priced usage, with its cost.
+                Some(Ok(ChatChunk::Cost(report))) => {
+                    state.usage = Some(OutUsage::priced(&report));
+                    continue;
+                }
+                Some(Ok(ChatChunk::Model(model))) => {
+                    state.framer.model = model;
                     continue;
                 }
                 Some(Err(error)) => {
@@ -467,7 +485,7 @@ fn openai_sse(
                 None => {
                     let mut tail = Vec::new();
                     if state.include_usage
-                        && let Some(usage) = &state.usage
+                        && let Some(usage) = state.usage.take()
                     {
                         tail.extend_from_slice(&state.framer.usage(usage));
                     }
@@ -577,7 +595,7 @@ pub(crate) async fn embeddings(
             let tokens = answered.value.input_tokens.unwrap_or(0);
             let body = json!({ "object": "list", "data": data, "model": answered.model,
                 "usage": { "prompt_tokens": tokens, "total_tokens": tokens } });
-            with_headers(HttpResponse::Ok(), &answered, true).json(body)
+            with_headers(HttpResponse::Ok(), &answered).json(body)
         }
         Err(error) => gateway_error(&error),
     }

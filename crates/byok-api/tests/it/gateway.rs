@@ -107,10 +107,14 @@ async fn cheapest_fails_then_the_next_answers_and_usage_is_recorded_once(db: Tes
     assert_eq!(answer["choices"][0]["message"]["content"], "Hello!");
     assert_eq!(answer["usage"]["prompt_tokens"], 1000);
     assert_eq!(headers["x-byok-provider"], "openai");
-    assert_eq!(headers["x-byok-model"], "gpt-4o-mini");
+    // The model that answered, as OpenAI named it; priced by its catalog row.
+    assert_eq!(headers["x-byok-model"], "gpt-4o-mini-2024-07-18");
     assert_eq!(headers["x-byok-attempts"], "gemini,openai");
     // 600 x 0.15 + 400 x 0.075 + 500 x 0.60 per million = $0.00042
     assert_eq!(headers["x-byok-cost-usd"], "0.00042");
+    assert_eq!(headers["x-byok-cost-source"], "exact");
+    assert_eq!(answer["usage"]["cost"], serde_json::json!(0.00042));
+    assert_eq!(answer["usage"]["cost_source"], "exact");
 
     let alice = byok_core::UserId::parse("alice").unwrap();
     let snapshot = app

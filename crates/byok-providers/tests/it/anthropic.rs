@@ -124,7 +124,7 @@ async fn chat_puts_the_system_prompt_on_top_and_counts_cache_as_input() {
         .unwrap();
     assert_eq!(answer.text(), "Hello!");
     assert_eq!(answer.choices[0].finish_reason.unwrap(), FinishReason::Stop);
-    let u = answer.usage;
+    let u = answer.usage.unwrap();
     assert_eq!(
         (
             u.input_tokens,

@@ -101,11 +101,17 @@ async fn chat_skips_keep_alive_padding_and_counts_cache_hits() {
         .unwrap();
     assert_eq!(answer.text(), "9.8 is greater.");
     assert_eq!(
-        (answer.usage.input_tokens, answer.usage.cached_input_tokens),
+        (
+            answer.usage.unwrap().input_tokens,
+            answer.usage.unwrap().cached_input_tokens
+        ),
         (18, 12)
     );
     assert_eq!(
-        (answer.usage.output_tokens, answer.usage.reasoning_tokens),
+        (
+            answer.usage.unwrap().output_tokens,
+            answer.usage.unwrap().reasoning_tokens
+        ),
         (210, 195)
     );
 }

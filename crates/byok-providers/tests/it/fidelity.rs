@@ -291,7 +291,7 @@ async fn deepseek_decides_thinking_explicitly_and_sends_back_tool_turn_reasoning
         answer.choices[0].reasoning.as_deref(),
         Some("The tool said 21.")
     );
-    assert_eq!(answer.usage.reasoning_tokens, 8);
+    assert_eq!(answer.usage.unwrap().reasoning_tokens, 8);
 }
 
 #[tokio::test]

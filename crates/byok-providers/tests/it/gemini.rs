@@ -116,7 +116,7 @@ async fn chat_uses_system_instruction_and_counts_thoughts_as_output() {
         .await
         .unwrap();
     assert_eq!(answer.text(), "Bonjour !");
-    let u = answer.usage;
+    let u = answer.usage.unwrap();
     assert_eq!(
         (
             u.input_tokens,

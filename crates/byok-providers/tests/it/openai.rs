@@ -172,11 +172,17 @@ async fn chat_sends_the_normalised_request_and_reads_usage() {
     assert_eq!(answer.model, "gpt-4o-mini-2024-07-18");
     assert_eq!(answer.choices[0].finish_reason.unwrap(), FinishReason::Stop);
     assert_eq!(
-        (answer.usage.input_tokens, answer.usage.cached_input_tokens),
+        (
+            answer.usage.unwrap().input_tokens,
+            answer.usage.unwrap().cached_input_tokens
+        ),
         (19, 7)
     );
     assert_eq!(
-        (answer.usage.output_tokens, answer.usage.reasoning_tokens),
+        (
+            answer.usage.unwrap().output_tokens,
+            answer.usage.unwrap().reasoning_tokens
+        ),
         (13, 10)
     );
 }

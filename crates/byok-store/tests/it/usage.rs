@@ -7,7 +7,10 @@ use chrono::Duration;
 
 use crate::fixtures::user;
 
-both_backends!(usage_batches_round_trip_by_time_range);
+both_backends!(
+    usage_batches_round_trip_by_time_range,
+    the_request_log_pages_newest_first
+);
 
 fn record(who: &str, minutes_ago: i64, cost: Option<i64>) -> UsageRecord {
     UsageRecord {
@@ -17,10 +20,18 @@ fn record(who: &str, minutes_ago: i64, cost: Option<i64>) -> UsageRecord {
         task: "general".to_owned(),
         input_tokens: 1200,
         cached_input_tokens: 200,
+        cache_write_tokens: 100,
+        cache_write_1h_tokens: 40,
         output_tokens: 300,
         reasoning_tokens: 0,
         cost_micro_usd: cost,
         cost_picodollars: None,
+        cost_source: if cost.is_some() {
+            byok_core::CostSource::Estimated
+        } else {
+            byok_core::CostSource::Unknown
+        },
+        door: "chat".to_owned(),
         attempts: 2,
         latency_ms: 840,
         outcome: "success".to_owned(),
@@ -58,4 +69,57 @@ async fn usage_batches_round_trip_by_time_range(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(rows, expected[1..2]);
+}
+
+async fn the_request_log_pages_newest_first(db: TestDb) {
+    let store = db.store().await;
+    let batch: Vec<UsageRecord> = (0..5)
+        .map(|i| record("alice", 50 - i * 10, Some(i)))
+        .chain([record("bob", 5, None)])
+        .collect();
+    store
+        .run(move |c| usage::insert_batch(c, &batch))
+        .await
+        .unwrap();
+    let alice = user("alice");
+    let (from, to) = (
+        byok_store::now() - Duration::hours(1),
+        byok_store::now() + Duration::minutes(1),
+    );
+    let a = alice.clone();
+    let first = store
+        .run(move |c| usage::page_for_user(c, &a, from, to, None, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|(_, r)| r.cost_micro_usd)
+            .collect::<Vec<_>>(),
+        [Some(4), Some(3)],
+        "newest first"
+    );
+    let before = first.last().map(|(id, _)| *id);
+    let a = alice.clone();
+    let rest = store
+        .run(move |c| usage::page_for_user(c, &a, from, to, before, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter()
+            .map(|(_, r)| r.cost_micro_usd)
+            .collect::<Vec<_>>(),
+        [Some(2), Some(1), Some(0)]
+    );
+    assert!(rest.iter().all(|(_, r)| r.user_id == alice), "only alice's");
+    let (_, one) = &rest[0];
+    assert_eq!(
+        (
+            one.cache_write_tokens,
+            one.cache_write_1h_tokens,
+            one.cost_source,
+            one.door.as_str()
+        ),
+        (100, 40, byok_core::CostSource::Estimated, "chat")
+    );
 }
