@@ -139,7 +139,9 @@ async fn stream_with_keep_alives_and_reasoning() {
     let items = collect(stream).await;
     assert!(items.iter().all(Result::is_ok), "{items:?}");
     assert_eq!(text_of(&items), "9.8");
-    assert!(matches!(&items[0], Ok(ChatChunk::Reasoning(r)) if r == "Compare"));
+    // The stream names its model first, then reasons.
+    assert!(matches!(&items[0], Ok(ChatChunk::Model(m)) if m == "deepseek-flash"));
+    assert!(matches!(&items[1], Ok(ChatChunk::Reasoning(r)) if r == "Compare"));
     assert!(
         items
             .iter()

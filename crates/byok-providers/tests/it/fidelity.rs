@@ -507,6 +507,7 @@ async fn anthropic_streams_tool_input_and_gives_the_signed_thinking_to_the_first
     assert_eq!(
         chunks,
         [
+            ChatChunk::Model("claude-sonnet-4-6".into()),
             ChatChunk::Reasoning("Use the tool.".into()),
             ChatChunk::ToolCall(ToolCallDelta {
                 index: 0,
