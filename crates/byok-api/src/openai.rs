@@ -103,6 +103,11 @@ impl Refusal {
 
 type Extra = BTreeMap<String, Value>;
 
+/// A client-chosen name, bounded before it is echoed in a refusal.
+fn bounded(name: &str) -> String {
+    name.chars().take(64).collect()
+}
+
 /// Refuses the first unknown field of `extra`, named under `prefix`. A
 /// field whose value is `null` says nothing, so nothing is dropped by
 /// ignoring it (SDKs echo answers back with `null`s in them).
@@ -111,7 +116,7 @@ fn refuse_unknown(prefix: &str, extra: &Extra) -> Result<(), Refusal> {
         None => Ok(()),
         Some(field) => Err(Refusal::unsupported(
             // A client's own field name, bounded: a 4 MiB name is not echoed.
-            &format!("{prefix}{}", field.chars().take(64).collect::<String>()),
+            &format!("{prefix}{}", bounded(field)),
             "byok does not know this field; it was not sent to any provider",
         )),
     }
@@ -236,12 +241,16 @@ struct InToolCall {
     #[serde(rename = "type")]
     kind: Option<String>,
     function: InFunctionCall,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 #[derive(Deserialize)]
 struct InFunctionCall {
     name: String,
     arguments: String,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -271,12 +280,16 @@ enum InToolChoice {
         #[serde(rename = "type")]
         kind: String,
         function: Option<InNamedFunction>,
+        #[serde(flatten)]
+        extra: Extra,
     },
 }
 
 #[derive(Deserialize)]
 struct InNamedFunction {
     name: String,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +297,8 @@ struct InResponseFormat {
     #[serde(rename = "type")]
     kind: String,
     json_schema: Option<InJsonSchema>,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +307,8 @@ struct InJsonSchema {
     description: Option<String>,
     schema: Option<Value>,
     strict: Option<bool>,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 /// Separates a tool call's id from the provider state byok round-trips in it.
@@ -392,7 +409,7 @@ fn content(content: Option<InContent>, images: bool) -> Result<Vec<ContentPart>,
                         "a content part has the fields of its type only",
                     )),
                     (other, ..) => Err(Refusal::unsupported(
-                        &format!("messages[].content[].{other}"),
+                        &format!("messages[].content[].{}", bounded(other)),
                         "byok carries text and image parts",
                     )),
                 }
@@ -401,7 +418,34 @@ fn content(content: Option<InContent>, images: bool) -> Result<Vec<ContentPart>,
     }
 }
 
-fn message(message: InMessage, system: &mut Vec<String>) -> Result<Option<ChatMessage>, Refusal> {
+/// An assistant turn's tool calls, with provider state taken out of their ids.
+fn tool_calls(calls: Vec<InToolCall>) -> Result<Vec<ToolCall>, Refusal> {
+    calls
+        .into_iter()
+        .map(|c| {
+            refuse_unknown("messages[].tool_calls[].", &c.extra)?;
+            refuse_unknown("messages[].tool_calls[].function.", &c.function.extra)?;
+            if c.kind.as_deref().is_some_and(|k| k != "function") {
+                return Err(Refusal::unsupported(
+                    "messages[].tool_calls[].type",
+                    "byok carries function tool calls",
+                ));
+            }
+            let (id, signature) = split_tool_call_id(&c.id);
+            Ok(ToolCall {
+                id,
+                name: c.function.name,
+                arguments: c.function.arguments,
+                signature,
+            })
+        })
+        .collect()
+}
+
+fn message(
+    message: InMessage,
+    system: Option<&mut Vec<String>>,
+) -> Result<Option<ChatMessage>, Refusal> {
     refuse_unknown("messages[].", &message.extra)?;
     if message.function_call.as_ref().is_some_and(|f| !f.is_null()) {
         return Err(Refusal::unsupported(
@@ -416,19 +460,24 @@ fn message(message: InMessage, system: &mut Vec<String>) -> Result<Option<ChatMe
         ));
     }
     let role = match message.role.as_str() {
-        "system" | "developer" => {
-            let parts = content(message.content, false)?;
-            system.push(
-                parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        ContentPart::Text(t) => Some(t.as_str()),
-                        ContentPart::Image { .. } => None,
-                    })
-                    .collect(),
-            );
-            return Ok(None);
-        }
+        // Leading instructions become the system prompt; a name on them, or
+        // instructions later in the conversation, stay where they are.
+        "system" | "developer" => match system {
+            Some(system) if message.name.is_none() => {
+                let parts = content(message.content, false)?;
+                system.push(
+                    parts
+                        .iter()
+                        .filter_map(|p| match p {
+                            ContentPart::Text(t) => Some(t.as_str()),
+                            ContentPart::Image { .. } => None,
+                        })
+                        .collect(),
+                );
+                return Ok(None);
+            }
+            _ => Role::System,
+        },
         "user" => Role::User,
         "assistant" => Role::Assistant,
         "tool" => Role::Tool,
@@ -447,29 +496,11 @@ fn message(message: InMessage, system: &mut Vec<String>) -> Result<Option<ChatMe
         }
     };
     let mut parts = content(message.content, role == Role::User)?;
-    if let (Role::Assistant, Some(refusal), true) = (role, message.refusal, parts.is_empty()) {
+    // An earlier answer's refusal is what the assistant said.
+    if let (Role::Assistant, Some(refusal)) = (role, message.refusal) {
         parts.push(ContentPart::Text(refusal));
     }
-    let tool_calls = message
-        .tool_calls
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| {
-            if c.kind.as_deref().is_some_and(|k| k != "function") {
-                return Err(Refusal::unsupported(
-                    "messages[].tool_calls[].type",
-                    "byok carries function tool calls",
-                ));
-            }
-            let (id, signature) = split_tool_call_id(&c.id);
-            Ok(ToolCall {
-                id,
-                name: c.function.name,
-                arguments: c.function.arguments,
-                signature,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let tool_calls = tool_calls(message.tool_calls.unwrap_or_default())?;
     if !tool_calls.is_empty() && role != Role::Assistant {
         return Err(Refusal::invalid(
             "invalid_request",
@@ -516,7 +547,7 @@ fn tools(tools: Vec<InTool>) -> Result<Vec<Tool>, Refusal> {
                 }
                 (other, _) => {
                     return Err(Refusal::unsupported(
-                        &format!("tools[].type: {other}"),
+                        &format!("tools[].type: {}", bounded(other)),
                         "byok carries function tools",
                     ));
                 }
@@ -550,12 +581,21 @@ fn tool_choice(choice: InToolChoice) -> Result<ToolChoice, Refusal> {
         InToolChoice::Named {
             kind,
             function: Some(function),
-        } if kind == "function" => Ok(ToolChoice::Function(function.name)),
+            extra,
+        } if kind == "function" => {
+            refuse_unknown("tool_choice.", &extra)?;
+            refuse_unknown("tool_choice.function.", &function.extra)?;
+            Ok(ToolChoice::Function(function.name))
+        }
         InToolChoice::Named { .. } => Err(bad()),
     }
 }
 
 fn response_format(format: InResponseFormat) -> Result<Option<ResponseFormat>, Refusal> {
+    refuse_unknown("response_format.", &format.extra)?;
+    if let Some(schema) = &format.json_schema {
+        refuse_unknown("response_format.json_schema.", &schema.extra)?;
+    }
     match (format.kind.as_str(), format.json_schema) {
         ("text", _) => Ok(None),
         ("json_object", _) => Ok(Some(ResponseFormat::JsonObject)),
@@ -573,7 +613,7 @@ fn response_format(format: InResponseFormat) -> Result<Option<ResponseFormat>, R
             "a json_schema response format has a json_schema",
         )),
         (other, _) => Err(Refusal::unsupported(
-            &format!("response_format.type: {other}"),
+            &format!("response_format.type: {}", bounded(other)),
             "byok carries text, json_object and json_schema",
         )),
     }
@@ -661,7 +701,14 @@ impl ChatCompletionRequest {
     /// Translates the request, refusing what byok cannot honour anywhere.
     pub(crate) fn into_chat(mut self) -> Result<ChatCall, Refusal> {
         self.refuse_everywhere()?;
-        let (openai_only, openai_hints) = self.openai_fields();
+        let (openai_only, mut openai_hints) = self.openai_fields();
+        // With `user` set too, `safety_identifier` is OpenAI's abuse-monitoring
+        // id: a hint, forwarded to OpenAI and Azure as it is.
+        if self.user.is_some()
+            && let Some(id) = self.safety_identifier.take()
+        {
+            openai_hints.insert("safety_identifier".to_owned(), Value::String(id));
+        }
         let include_usage = match self.stream_options {
             Some(options) => {
                 refuse_unknown("stream_options.", &options.extra)?;
@@ -685,15 +732,19 @@ impl ChatCompletionRequest {
         let mut system = Vec::new();
         let mut messages = Vec::with_capacity(self.messages.len());
         for m in self.messages {
-            if let Some(m) = message(m, &mut system)? {
+            let leading = messages.is_empty();
+            if let Some(m) = message(m, leading.then_some(&mut system))? {
                 messages.push(m);
             }
         }
-        if messages.is_empty() {
+        if !messages
+            .iter()
+            .any(|m| matches!(m.role, Role::User | Role::Tool))
+        {
             return Err(Refusal::invalid(
                 "no_messages",
                 "messages",
-                "messages must contain at least one user message",
+                "messages must contain at least one user or tool message",
             ));
         }
         let request = ChatRequest {
@@ -724,7 +775,7 @@ impl ChatCompletionRequest {
             logprobs: self.logprobs.unwrap_or(false),
             top_logprobs: self.top_logprobs,
             n: self.n.filter(|n| *n > 1),
-            user: self.user.or(self.safety_identifier),
+            user: self.user.or_else(|| self.safety_identifier.take()),
             openai_only,
             openai_hints,
         };

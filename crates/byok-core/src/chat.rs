@@ -20,6 +20,10 @@ pub enum Role {
     Assistant,
     /// The result of a tool call the model asked for.
     Tool,
+    /// Instructions in the middle of a conversation (OpenAI's `system` or
+    /// `developer` message after other turns); providers without such turns
+    /// get them with the system prompt.
+    System,
 }
 
 /// Where an image comes from.
@@ -333,6 +337,19 @@ impl ChatRequest {
     #[must_use]
     pub fn wants_reasoning(&self) -> bool {
         self.reasoning.is_some_and(|e| e != ReasoningEffort::None)
+    }
+
+    /// The system prompt with every later instruction ([`Role::System`]
+    /// turns) appended, for providers that take instructions in one place.
+    #[must_use]
+    pub fn system_prompt(&self) -> Option<String> {
+        let later = self
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(ChatMessage::text_content);
+        let parts: Vec<String> = self.system.iter().cloned().chain(later).collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
     }
 
     /// The model capabilities the request uses.

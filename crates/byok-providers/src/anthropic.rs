@@ -211,7 +211,7 @@ impl Anthropic {
             "messages": messages(request),
             "stream": stream,
         });
-        if let Some(system) = &request.system {
+        if let Some(system) = request.system_prompt() {
             body["system"] = json!(system);
         }
         if let Some(t) = request.temperature {
@@ -223,7 +223,26 @@ impl Anthropic {
         if !request.stop.is_empty() {
             body["stop_sequences"] = json!(request.stop);
         }
-        if !request.tools.is_empty() {
+        if request.tools.is_empty() {
+            // Anthropic refuses tool_use and tool_result blocks unless tools
+            // are declared: declare the functions the conversation used, and
+            // let the model call none of them now.
+            let mut used: Vec<&str> = request
+                .messages
+                .iter()
+                .flat_map(|m| &m.tool_calls)
+                .map(|c| c.name.as_str())
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            if !used.is_empty() {
+                body["tools"] = used
+                    .iter()
+                    .map(|name| json!({"name": name, "input_schema": {"type": "object"}}))
+                    .collect();
+                body["tool_choice"] = json!({"type": "none"});
+            }
+        } else {
             body["tools"] = request
                 .tools
                 .iter()
@@ -278,6 +297,8 @@ fn messages(request: &ChatRequest) -> Vec<Value> {
     let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for message in &request.messages {
         let (role, mut blocks) = match message.role {
+            // Later instructions are in the system prompt.
+            Role::System => continue,
             Role::User => ("user", message.content.iter().map(block).collect()),
             Role::Tool => {
                 let content = if message.has_images() {

@@ -176,7 +176,7 @@ impl Gemini {
                     );
                 }
             }
-            if message.role == Role::Tool && tool_name(request, message).is_none() {
+            if message.role == Role::Tool && answered_call(request, message).is_none() {
                 return refuse(
                     "messages[].tool_call_id",
                     "a tool result must answer a tool call of an earlier assistant turn",
@@ -191,7 +191,7 @@ impl Gemini {
             "contents": contents(request),
             "generationConfig": generation_config(request),
         });
-        if let Some(system) = &request.system {
+        if let Some(system) = request.system_prompt() {
             body["systemInstruction"] = json!({"parts": [{"text": system}]});
         }
         if let Some((tools, config)) = tools(request) {
@@ -209,6 +209,8 @@ fn contents(request: &ChatRequest) -> Vec<Value> {
     let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for message in &request.messages {
         let (role, mut parts): (&'static str, Vec<Value>) = match message.role {
+            // Later instructions are in `systemInstruction`.
+            Role::System => continue,
             Role::User => ("user", message.content.iter().map(part).collect()),
             Role::Assistant => {
                 let mut parts: Vec<Value> = message
@@ -226,8 +228,12 @@ fn contents(request: &ChatRequest) -> Vec<Value> {
                             .signature
                             .as_deref()
                             .and_then(|s| s.strip_prefix(SIGNATURE_PREFIX))
+                            .filter(|s| !s.is_empty())
                         {
                             call["thoughtSignature"] = json!(signature);
+                        }
+                        if let Some(id) = gemini_id(c) {
+                            call["functionCall"]["id"] = json!(id);
                         }
                         call
                     }));
@@ -241,11 +247,13 @@ fn contents(request: &ChatRequest) -> Vec<Value> {
                     Ok(object @ Value::Object(_)) => object,
                     _ => json!({"result": text}),
                 };
-                let name = tool_name(request, message).unwrap_or_default();
-                (
-                    "user",
-                    vec![json!({"functionResponse": {"name": name, "response": response}})],
-                )
+                let call = answered_call(request, message);
+                let name = call.map_or("", |c| c.name.as_str());
+                let mut result = json!({"functionResponse": {"name": name, "response": response}});
+                if let Some(id) = call.and_then(gemini_id) {
+                    result["functionResponse"]["id"] = json!(id);
+                }
+                ("user", vec![result])
             }
         };
         match contents.last_mut() {
@@ -339,35 +347,68 @@ fn tools(request: &ChatRequest) -> Option<(Value, Value)> {
     ))
 }
 
-/// The function a tool result answers, from the assistant turn that called it.
-fn tool_name<'a>(request: &'a ChatRequest, result: &byok_core::ChatMessage) -> Option<&'a str> {
+/// The call a tool result answers, from the assistant turn that made it.
+fn answered_call<'a>(
+    request: &'a ChatRequest,
+    result: &byok_core::ChatMessage,
+) -> Option<&'a byok_core::ToolCall> {
     let id = result.tool_call_id.as_deref()?;
     request
         .messages
         .iter()
         .flat_map(|m| &m.tool_calls)
         .find(|c| c.id == id)
-        .map(|c| c.name.as_str())
 }
 
-/// Gemini 2.5 takes a token budget; later models a level.
+/// Prefix of the ids byok gives Gemini calls that came without one.
+const BYOK_CALL_ID: &str = "call_byok_";
+
+/// The id to send back with a call Gemini made: its own id (a call from
+/// Gemini carries Gemini's signature, possibly empty), never one byok made
+/// up or another provider's.
+fn gemini_id(call: &byok_core::ToolCall) -> Option<&str> {
+    let from_gemini = call
+        .signature
+        .as_deref()
+        .is_some_and(|s| s.starts_with(SIGNATURE_PREFIX));
+    (from_gemini && !call.id.starts_with(BYOK_CALL_ID) && !call.id.is_empty())
+        .then_some(call.id.as_str())
+}
+
+/// Gemini 2.5 takes a token budget, within each model's range (Pro cannot
+/// turn thinking off: its least is 128; Flash and Flash-Lite stop at
+/// 24,576, Flash-Lite starts at 512); later models take a level (Pro: low or
+/// high; Flash also minimal and medium). `none` asks for the least the model
+/// allows.
 fn thinking_config(model: &str, effort: ReasoningEffort) -> Value {
     let thoughts = effort != ReasoningEffort::None;
+    let pro = model.contains("-pro");
     if model.starts_with("gemini-2.5") {
+        let (least, most) = match (pro, model.contains("flash-lite")) {
+            (true, _) => (128, 32_768),
+            (false, true) => (512, 24_576),
+            (false, false) => (1, 24_576),
+        };
         let budget = match effort {
-            ReasoningEffort::None => 0,
-            ReasoningEffort::Minimal => 512,
+            ReasoningEffort::None if !pro => 0,
+            ReasoningEffort::None | ReasoningEffort::Minimal => least,
             ReasoningEffort::Low => 1024,
             ReasoningEffort::Medium => 8192,
             ReasoningEffort::High => 24_576,
-            ReasoningEffort::Xhigh => 32_768,
+            ReasoningEffort::Xhigh => most,
+        };
+        let budget = if budget == 0 {
+            0
+        } else {
+            budget.clamp(least, most)
         };
         json!({"thinkingBudget": budget, "includeThoughts": thoughts})
     } else {
-        let level = match effort {
-            ReasoningEffort::None | ReasoningEffort::Minimal | ReasoningEffort::Low => "low",
-            ReasoningEffort::Medium => "medium",
-            ReasoningEffort::High | ReasoningEffort::Xhigh => "high",
+        let level = match (effort, pro) {
+            (ReasoningEffort::None | ReasoningEffort::Minimal, false) => "minimal",
+            (ReasoningEffort::Medium, false) => "medium",
+            (ReasoningEffort::None | ReasoningEffort::Minimal | ReasoningEffort::Low, _) => "low",
+            _ => "high",
         };
         json!({"thinkingLevel": level, "includeThoughts": thoughts})
     }
@@ -531,105 +572,104 @@ impl ChatProvider for Gemini {
     }
 }
 
+/// What the stream decoder remembers between chunks.
+#[derive(Default)]
+struct Decoder {
+    pending: std::collections::VecDeque<ChatChunk>,
+    done: bool,
+    /// Tool calls so far (their indexes).
+    calls: u32,
+    /// Whether the model was named already.
+    named: bool,
+}
+
+impl Decoder {
+    /// Queues the pieces of one chunk; a finished or blocked chunk is the last.
+    fn chunk(&mut self, wire: &WireResponse) {
+        let usage = wire.usage_metadata.as_ref().map(WireUsage::normalise);
+        if let Some(version) = wire.model_version.as_ref().filter(|v| !v.is_empty())
+            && !self.named
+        {
+            self.named = true;
+            self.pending.push_back(ChatChunk::Model(version.clone()));
+        }
+        let Some(candidate) = wire.candidates.iter().find(|c| c.index.unwrap_or(0) == 0) else {
+            // A blocked prompt: no candidates, a block reason.
+            if wire
+                .prompt_feedback
+                .as_ref()
+                .is_some_and(|f| f.block_reason.is_some())
+            {
+                self.end(FinishReason::ContentFilter, usage);
+            }
+            return;
+        };
+        let choice = candidate.choice();
+        if let Some(reasoning) = choice.reasoning {
+            self.pending.push_back(ChatChunk::Reasoning(reasoning));
+        }
+        if !choice.text.is_empty() {
+            self.pending.push_back(ChatChunk::Text(choice.text));
+        }
+        // Gemini sends each call whole, in one chunk.
+        for call in choice.tool_calls {
+            self.pending.push_back(ChatChunk::ToolCall(ToolCallDelta {
+                index: self.calls,
+                id: Some(call.id),
+                name: Some(call.name),
+                arguments: call.arguments,
+                signature: call.signature,
+            }));
+            self.calls += 1;
+        }
+        if let Some(reason) = candidate.finish_reason.as_deref() {
+            let finish = match finish_reason(reason) {
+                FinishReason::Stop if self.calls > 0 => FinishReason::ToolCalls,
+                other => other,
+            };
+            self.end(finish, usage);
+        }
+    }
+
+    fn end(&mut self, finish: FinishReason, usage: Option<Usage>) {
+        self.pending.push_back(ChatChunk::Finish(finish));
+        if let Some(usage) = usage {
+            self.pending.push_back(ChatChunk::Usage(usage));
+        }
+        self.done = true;
+    }
+}
+
 /// Each chunk holds new text and running usage totals; the chunk with a
 /// `finishReason` is the last. A stream that closes before one is incomplete.
 fn decode(
     events: impl futures_util::Stream<Item = Result<crate::sse::Event, ProviderError>> + Send + 'static,
 ) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send + 'static {
-    let state = (
-        Box::pin(events),
-        std::collections::VecDeque::<ChatChunk>::new(),
-        false,
-        0_u32,
-        false,
-    );
-    futures_util::stream::unfold(
-        state,
-        |(mut events, mut pending, mut done, mut calls, mut reported)| async move {
-            loop {
-                if let Some(chunk) = pending.pop_front() {
-                    return Some((Ok(chunk), (events, pending, done, calls, reported)));
-                }
-                if done {
-                    return None;
-                }
-                match events.next().await {
-                    None => {
-                        done = true;
-                        return Some((
-                            Err(ProviderError::IncompleteStream { provider: PROVIDER }),
-                            (events, pending, done, calls, reported),
-                        ));
-                    }
-                    Some(Err(error)) => {
-                        done = true;
-                        return Some((Err(error), (events, pending, done, calls, reported)));
-                    }
-                    Some(Ok(event)) => {
-                        let Ok(wire) = serde_json::from_str::<WireResponse>(&event.data) else {
-                            done = true;
-                            return Some((
-                                Err(ProviderError::BadResponse { provider: PROVIDER }),
-                                (events, pending, done, calls, reported),
-                            ));
-                        };
-                        if wire.error.is_some() {
-                            done = true;
-                            return Some((
-                                Err(ProviderError::StreamError { provider: PROVIDER }),
-                                (events, pending, done, calls, reported),
-                            ));
-                        }
-                        let usage = wire.usage_metadata.clone();
-                        if let Some(version) = wire.model_version.as_ref().filter(|v| !v.is_empty())
-                            && !reported
-                        {
-                            reported = true;
-                            pending.push_back(ChatChunk::Model(version.clone()));
-                        }
-                        let Some(candidate) =
-                            wire.candidates.iter().find(|c| c.index.unwrap_or(0) == 0)
-                        else {
-                            continue;
-                        };
-                        let choice = candidate.choice();
-                        if let Some(reasoning) = choice.reasoning {
-                            pending.push_back(ChatChunk::Reasoning(reasoning));
-                        }
-                        if !choice.text.is_empty() {
-                            pending.push_back(ChatChunk::Text(choice.text));
-                        }
-                        // Gemini sends each call whole, in one chunk.
-                        for call in choice.tool_calls {
-                            pending.push_back(ChatChunk::ToolCall(ToolCallDelta {
-                                index: calls,
-                                id: Some(call.id),
-                                name: Some(call.name),
-                                arguments: call.arguments,
-                                signature: call.signature,
-                            }));
-                            calls += 1;
-                        }
-                        let finish =
-                            candidate
-                                .finish_reason
-                                .as_deref()
-                                .map(|r| match finish_reason(r) {
-                                    FinishReason::Stop if calls > 0 => FinishReason::ToolCalls,
-                                    other => other,
-                                });
-                        if let Some(finish) = finish {
-                            pending.push_back(ChatChunk::Finish(finish));
-                            if let Some(usage) = usage {
-                                pending.push_back(ChatChunk::Usage(usage.normalise()));
-                            }
-                            done = true;
-                        }
-                    }
-                }
+    let state = (Box::pin(events), Decoder::default());
+    futures_util::stream::unfold(state, |(mut events, mut decoder)| async move {
+        loop {
+            if let Some(chunk) = decoder.pending.pop_front() {
+                return Some((Ok(chunk), (events, decoder)));
             }
-        },
-    )
+            if decoder.done {
+                return None;
+            }
+            let failure = match events.next().await {
+                None => ProviderError::IncompleteStream { provider: PROVIDER },
+                Some(Err(error)) => error,
+                Some(Ok(event)) => match serde_json::from_str::<WireResponse>(&event.data) {
+                    Ok(wire) if wire.error.is_none() => {
+                        decoder.chunk(&wire);
+                        continue;
+                    }
+                    Ok(_) => ProviderError::StreamError { provider: PROVIDER },
+                    Err(_) => ProviderError::BadResponse { provider: PROVIDER },
+                },
+            };
+            decoder.done = true;
+            return Some((Err(failure), (events, decoder)));
+        }
+    })
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -639,8 +679,9 @@ fn finish_reason(reason: &str) -> FinishReason {
         "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
             FinishReason::ContentFilter
         }
+        // A call Gemini failed to make is not a call: no `tool_calls` follow.
         "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "TOO_MANY_TOOL_CALLS" => {
-            FinishReason::ToolCalls
+            FinishReason::Other
         }
         _ => FinishReason::Other,
     }
@@ -691,7 +732,14 @@ struct WireResponse {
     candidates: Vec<WireCandidate>,
     usage_metadata: Option<WireUsage>,
     model_version: Option<String>,
+    prompt_feedback: Option<WirePromptFeedback>,
     error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePromptFeedback {
+    block_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -710,19 +758,21 @@ impl WireCandidate {
         for part in self.content.iter().flat_map(|c| &c.parts) {
             if let Some(call) = &part.function_call {
                 choice.tool_calls.push(ToolCall {
-                    id: call
-                        .id
-                        .clone()
-                        .unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple())),
+                    id: call.id.clone().unwrap_or_else(|| {
+                        format!("{BYOK_CALL_ID}{}", uuid::Uuid::new_v4().simple())
+                    }),
                     name: call.name.clone(),
                     arguments: call
                         .args
                         .as_ref()
                         .map_or_else(|| "{}".to_owned(), Value::to_string),
-                    signature: part
-                        .thought_signature
-                        .as_ref()
-                        .map(|s| format!("{SIGNATURE_PREFIX}{s}")),
+                    // Gemini's state for the next turn: its thought signature,
+                    // and (by the mark alone) that the id is Gemini's own.
+                    signature: match (&part.thought_signature, &call.id) {
+                        (Some(s), _) => Some(format!("{SIGNATURE_PREFIX}{s}")),
+                        (None, Some(_)) => Some(SIGNATURE_PREFIX.to_owned()),
+                        (None, None) => None,
+                    },
                 });
             } else if let Some(text) = &part.text {
                 if part.thought.unwrap_or(false) {

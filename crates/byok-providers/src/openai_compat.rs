@@ -196,11 +196,12 @@ impl OpenAiCompatible {
             },
         });
         let reasoning_effort = match (self.flavor, request.reasoning) {
+            // DeepSeek's levels are low, high and max (it reads medium as high).
             (Flavor::DeepSeek, Some(effort)) if effort != ReasoningEffort::None => {
-                Some(if effort == ReasoningEffort::Xhigh {
-                    "max"
-                } else {
-                    "high"
+                Some(match effort {
+                    ReasoningEffort::Xhigh => "max",
+                    ReasoningEffort::Medium | ReasoningEffort::High => "high",
+                    _ => "low",
                 })
             }
             (Flavor::DeepSeek, _) => None,
@@ -353,6 +354,7 @@ fn wire_messages(request: &ChatRequest, deepseek: bool) -> Vec<WireMessage<'_>> 
                 Role::User => "user",
                 Role::Assistant => "assistant",
                 Role::Tool => "tool",
+                Role::System => "system",
             },
             // An assistant turn with only tool calls has `content: null`.
             content: content.or_else(|| {

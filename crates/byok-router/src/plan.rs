@@ -290,10 +290,22 @@ impl RoutePlanner {
                 plan.skipped.push(skip(SkipReason::NoKey));
                 continue;
             };
-            seen_provider.push(provider);
             match self.evaluate(request, health, provider, model, *key) {
-                Ok(candidate) => plan.candidates.push(candidate),
-                Err(reason) => plan.skipped.push(skip(reason)),
+                Ok(candidate) => {
+                    seen_provider.push(provider);
+                    plan.candidates.push(candidate);
+                }
+                Err(reason) => {
+                    // A model that cannot do this request (or is retired) leaves
+                    // the provider's next model in the policy to be tried; any
+                    // other reason rules the provider out.
+                    if !reason.is_request_mismatch()
+                        && !matches!(reason, SkipReason::Retired { .. })
+                    {
+                        seen_provider.push(provider);
+                    }
+                    plan.skipped.push(skip(reason));
+                }
             }
         }
         let preference = |p: ProviderKind| {
@@ -461,6 +473,69 @@ mod tests {
             .iter()
             .map(|c| format!("{}:{}", c.provider, c.model))
             .collect()
+    }
+
+    #[test]
+    fn a_provider_s_next_model_serves_what_its_first_cannot_and_retired_models_never_do() {
+        let catalog = PriceCatalog::builtin()
+            .with_overrides(
+                r#"
+                [[models]]
+                provider = "openai"
+                model = "gpt-old"
+                input = "0.01"
+                output = "0.01"
+                context_window = 100000
+                capabilities = ["tools", "reasoning"]
+                tasks = ["general"]
+                tier = 1
+                shutdown_date = "2026-11-01"
+                as_of = "2026-11-01"
+                source = "test"
+                [policy.general]
+                candidates = ["openai:gpt-old", "openai:gpt-4o-mini", "openai:gpt-5-mini"]
+                "#,
+            )
+            .unwrap();
+        let planner = RoutePlanner::new(catalog);
+        let task = Task::general();
+        let keys = [KeyInfo {
+            provider: ProviderKind::OpenAi,
+            status: None,
+        }];
+        let prefs = Preferences::default();
+        let plan = |needs: &[Capability]| {
+            planner.plan(
+                &RouteRequest {
+                    task: &task,
+                    model: None,
+                    keys: &keys,
+                    input_tokens: 1_000,
+                    max_output_tokens: 500,
+                    preferences: &prefs,
+                    at: monday_peak(),
+                    needs,
+                    refused: &[],
+                },
+                &HealthSnapshot::default(),
+            )
+        };
+        // gpt-old is past its shutdown: the next model serves plain text.
+        let text_only = plan(&[]);
+        assert_eq!(order(&text_only), ["openai:gpt-4o-mini"]);
+        assert!(matches!(
+            text_only.skipped[0].reason,
+            SkipReason::Retired { .. }
+        ));
+        // gpt-4o-mini does not reason: gpt-5-mini does.
+        let reasoning = plan(&[Capability::Reasoning]);
+        assert_eq!(order(&reasoning), ["openai:gpt-5-mini"]);
+        assert_eq!(
+            reasoning.skipped[1].reason,
+            SkipReason::Lacks {
+                capability: Capability::Reasoning
+            }
+        );
     }
 
     #[test]

@@ -609,41 +609,70 @@ async fn requests_route_by_capability_and_say_which_one_is_missing() {
             201
         );
     }
-    let picture = json!({"model": "auto", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}]}]});
-    // DeepSeek is cheaper for plain text...
-    let plain = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
-    let response = crate::gateway_chat(&app, &token, &plain).await;
-    assert_eq!(response.headers()["x-byok-provider"], "deepseek");
-    // ...but has no vision: the picture goes to OpenAI, detail and all.
-    let response = crate::gateway_chat(&app, &token, &picture).await;
-    assert_eq!(response.status(), 200);
+    let ask = |extra: Value, prefer: &'static str| {
+        let mut request = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .header("x-byok-prefer", prefer)
+            .json(&request)
+            .send()
+    };
+    // OpenAI first, by preference, for plain text...
+    let response = ask(json!({}), "openai").await.unwrap();
     assert_eq!(response.headers()["x-byok-provider"], "openai");
-    let last = mock.received_requests().await.unwrap().pop().unwrap();
-    let sent: Value = serde_json::from_slice(&last.body).unwrap();
-    assert_eq!(
-        sent["messages"][0]["content"][1],
-        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}})
-    );
-    // Asked of DeepSeek alone, it is a 400 that names the capability.
-    let only_deepseek = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(&token)
-        .header("x-byok-exclude", "openai")
-        .json(&picture)
-        .send()
+    // ...but its general model does not reason: reasoning goes to DeepSeek.
+    let response = ask(json!({"reasoning_effort": "high"}), "openai")
         .await
         .unwrap();
-    let (status, error) = body(only_deepseek).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-byok-provider"], "deepseek");
+    let last = mock.received_requests().await.unwrap().pop().unwrap();
+    let sent: Value = serde_json::from_slice(&last.body).unwrap();
+    assert_eq!(sent["thinking"], json!({"type": "enabled"}));
+    // DeepSeek first, by preference, but it cannot carry a JSON schema: OpenAI.
+    let schema = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}}});
+    let response = ask(schema.clone(), "deepseek").await.unwrap();
+    assert_eq!(response.headers()["x-byok-provider"], "openai");
+    // With one provider only, each is a 400 that names the field and why.
+    let only = |extra: Value, exclude: &'static str| {
+        let mut request = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .header("x-byok-exclude", exclude)
+            .json(&request)
+            .send()
+    };
+    let (status, error) = body(
+        only(json!({"reasoning_effort": "high"}), "deepseek")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["error"]["code"], "unsupported_capability");
-    assert_eq!(error["error"]["param"], "messages[].content[].image_url");
+    assert_eq!(error["error"]["param"], "reasoning_effort");
     let message = error["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("DeepSeek") && message.contains("vision"),
+        message.contains("OpenAI") && message.contains("reasoning"),
         "{message}"
+    );
+    let (status, error) = body(only(schema, "openai").await.unwrap()).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["code"], "unsupported_parameter");
+    assert_eq!(error["error"]["param"], "response_format.json_schema");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DeepSeek")
     );
     app.stop().await;
 }

@@ -571,9 +571,9 @@ async fn gemini_translates_tools_signatures_images_schema_and_thinking() {
                     {"text": "Weather here?"},
                     {"inlineData": {"mimeType": "image/png", "data": PNG}}]},
                 {"role": "model", "parts": [
-                    {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnLTE="}]},
+                    {"functionCall": {"id": "call_1", "name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnLTE="}]},
                 {"role": "user", "parts": [
-                    {"functionResponse": {"name": "get_weather", "response": {"temp": 21}}}]}
+                    {"functionResponse": {"id": "call_1", "name": "get_weather", "response": {"temp": 21}}}]}
             ],
             "generationConfig": {
                 "maxOutputTokens": 2000,
@@ -592,7 +592,7 @@ async fn gemini_translates_tools_signatures_images_schema_and_thinking() {
     assert_eq!(choice.reasoning.as_deref(), Some("Thinking about Oslo."));
     assert_eq!(choice.text, "");
     let call = &choice.tool_calls[0];
-    assert!(call.id.starts_with("call_"), "{}", call.id);
+    assert!(call.id.starts_with("call_byok_"), "{}", call.id);
     assert_eq!(
         (
             call.name.as_str(),
@@ -679,5 +679,157 @@ async fn gemini_streams_whole_calls_and_refuses_what_it_cannot_carry() {
     assert_eq!(
         gemini.unsupported(&logprobs, false).unwrap().field,
         "logprobs"
+    );
+}
+
+#[tokio::test]
+async fn anthropic_declares_the_tools_a_history_used_and_hoists_later_instructions() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "m", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+            "content": [{"type": "text", "text": "It was 21."}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 30, "output_tokens": 4}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // A last "summarise" turn sent without tools, after a tool loop, with an
+    // instruction in the middle of the conversation.
+    let mut request = tool_turn("claude-haiku-4-5", None);
+    request.tools.clear();
+    request.tool_choice = None;
+    request
+        .messages
+        .push(ChatMessage::text(Role::System, "Answer in one line."));
+    answer(&server, ProviderKind::Anthropic, &request).await;
+    let body = received(&server).await;
+    assert_eq!(
+        body["tools"],
+        json!([{"name": "get_weather", "input_schema": {"type": "object"}}])
+    );
+    assert_eq!(body["tool_choice"], json!({"type": "none"}));
+    assert_eq!(body["system"], "Be brief.\n\nAnswer in one line.");
+    assert!(
+        body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["role"] != "system"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn openai_keeps_later_instructions_in_place() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "model": "gpt-4o-mini", "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "ok"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut request = crate::hello("gpt-4o-mini");
+    request
+        .messages
+        .push(ChatMessage::text(Role::System, "Now in French."));
+    answer(&server, ProviderKind::OpenAi, &request).await;
+    let body = received(&server).await;
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "You are terse."})
+    );
+    assert_eq!(
+        body["messages"][2],
+        json!({"role": "system", "content": "Now in French."})
+    );
+}
+
+#[tokio::test]
+async fn gemini_thinking_stays_in_each_models_range_and_failed_calls_are_not_calls() {
+    let server = MockServer::start().await;
+    let gemini = |finish: &str| {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{"index": 0, "finishReason": finish, "content": {"role": "model", "parts": [{"text": ""}]}}],
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 0}
+        }))
+    };
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-pro:generateContent"))
+        .respond_with(gemini("MALFORMED_FUNCTION_CALL"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut request = crate::hello("gemini-2.5-pro");
+    request.reasoning = Some(ReasoningEffort::None);
+    let answered = answer(&server, ProviderKind::Gemini, &request).await;
+    // 2.5 Pro cannot stop thinking: the least it allows.
+    assert_eq!(
+        received(&server).await["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 128, "includeThoughts": false})
+    );
+    assert_eq!(answered.choices[0].finish_reason, Some(FinishReason::Other));
+    assert!(answered.choices[0].tool_calls.is_empty());
+}
+
+#[tokio::test]
+async fn a_blocked_gemini_prompt_ends_its_stream_as_filtered() {
+    let server = MockServer::start().await;
+    let body = format!(
+        "data: {}\n\n",
+        json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 7}})
+    );
+    Mock::given(method("POST"))
+        .and(path(
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        ))
+        .respond_with(sse(body))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let chunks = streamed(
+        &server,
+        ProviderKind::Gemini,
+        &crate::hello("gemini-2.5-flash"),
+    )
+    .await;
+    assert_eq!(chunks[0], ChatChunk::Finish(FinishReason::ContentFilter));
+    assert!(matches!(chunks[1], ChatChunk::Usage(u) if u.input_tokens == 7));
+}
+
+#[tokio::test]
+async fn gemini_gets_its_own_call_ids_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash:generateContent"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{"index": 0, "finishReason": "STOP", "content": {"role": "model", "parts": [{"text": "ok"}]}}]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut request = tool_turn("gemini-2.5-flash", Some("gemini:"));
+    request.messages[1].tool_calls[0].id = "fc-7".into();
+    request.messages[2].tool_call_id = Some("fc-7".into());
+    let answered = answer(&server, ProviderKind::Gemini, &request).await;
+    assert_eq!(answered.usage, None, "no usage block: none, not zero");
+    let body = received(&server).await;
+    assert_eq!(
+        body["contents"][1]["parts"][0]["functionCall"]["id"],
+        "fc-7"
+    );
+    assert_eq!(
+        body["contents"][2]["parts"][0]["functionResponse"]["id"],
+        "fc-7"
+    );
+    // An empty signature only marks the id as Gemini's: no thoughtSignature.
+    assert!(
+        body["contents"][1]["parts"][0]
+            .get("thoughtSignature")
+            .is_none()
     );
 }
