@@ -137,7 +137,11 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                                 web::get().to(routes::reports::services),
                             )
                             .route("/{user_id}/status", web::get().to(routes::reports::status))
-                            .route("/{user_id}/usage", web::get().to(routes::reports::usage)),
+                            .route("/{user_id}/usage", web::get().to(routes::reports::usage))
+                            .route(
+                                "/{user_id}/requests",
+                                web::get().to(routes::reports::requests),
+                            ),
                     )
                     .service(
                         web::scope("/admin")

@@ -24,6 +24,7 @@ use crate::routes::{admin, keys, meta, reports};
         reports::services,
         reports::status,
         reports::usage,
+        reports::requests,
         admin::create_user,
         admin::delete_user,
         admin::issue_token,

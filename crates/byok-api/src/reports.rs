@@ -25,10 +25,18 @@ pub struct ChainLink {
     pub provider: ProviderKind,
     /// The model.
     pub model: String,
-    /// Input price, USD per 1M tokens.
+    /// Input price that applies now, USD per 1M tokens.
     pub input_usd_per_million: String,
-    /// Output price, USD per 1M tokens.
+    /// Output price that applies now, USD per 1M tokens.
     pub output_usd_per_million: String,
+    /// Cache reads, USD per 1M tokens, now.
+    pub cached_input_usd_per_million: String,
+    /// Cache writes (five-minute; Anthropic), USD per 1M tokens, now.
+    pub cache_write_usd_per_million: String,
+    /// When other prices apply: off-peak hours, prompt-size tiers.
+    pub price_rules: Vec<String>,
+    /// The day the provider retires the model, if announced.
+    pub shutdown_date: Option<String>,
     /// The provider's circuit for this user.
     #[schema(value_type = Object)]
     pub circuit: Circuit,
@@ -88,6 +96,9 @@ pub struct Status {
     pub spend_this_month_usd: String,
     /// Every provider.
     pub providers: Vec<ProviderStatus>,
+    /// Models in the user's routes that their provider retires within 30
+    /// days (or has retired), in words.
+    pub retiring: Vec<String>,
 }
 
 /// Totals for one group of usage records.
@@ -219,6 +230,97 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, ServiceError> {
         })
 }
 
+/// When a model's other prices apply, in words.
+fn price_rules(
+    catalog: &byok_router::PriceCatalog,
+    price: &byok_router::ModelPrice,
+    off_peak_now: bool,
+) -> Vec<String> {
+    let mut rules = Vec::new();
+    if let (Some(off), Some(schedule)) = (&price.off_peak, catalog.peak_schedule(price.provider)) {
+        let peak = format!(
+            "peak {} {} UTC",
+            schedule.days.join(","),
+            schedule.hours_utc.join(", ")
+        );
+        rules.push(if off_peak_now {
+            format!(
+                "off-peak prices now; {peak}: ${} in / ${} out per 1M",
+                price.input, price.output
+            )
+        } else {
+            format!(
+                "peak prices now ({peak}); off-peak: ${} in / ${} out per 1M",
+                off.input, off.output
+            )
+        });
+    }
+    for tier in &price.tiers {
+        rules.push(format!(
+            "prompts above {} tokens: ${} in / ${} out per 1M for the whole request",
+            tier.above_input_tokens, tier.input, tier.output
+        ));
+    }
+    if let Some(one_hour) = price.cache_write_1h {
+        rules.push(format!("one-hour cache writes: ${one_hour} per 1M"));
+    }
+    rules
+}
+
+/// One answered request in the per-request log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RequestEntry {
+    /// The record's id (pass it as `before` for the next page).
+    pub id: i64,
+    /// When it finished.
+    pub at: DateTime<Utc>,
+    /// The door it came through: `chat` or `embeddings`.
+    pub door: String,
+    /// The task it was routed for.
+    pub task: String,
+    /// The provider that answered.
+    #[schema(value_type = String)]
+    pub provider: ProviderKind,
+    /// The model that answered (its catalog row when priced).
+    pub model: String,
+    /// Input tokens, cached ones and cache writes included.
+    pub input_tokens: i64,
+    /// Cache reads.
+    pub cached_input_tokens: i64,
+    /// Cache writes, and of those one-hour ones.
+    pub cache_write_tokens: i64,
+    /// One-hour cache writes.
+    pub cache_write_1h_tokens: i64,
+    /// Output tokens, reasoning included.
+    pub output_tokens: i64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: i64,
+    /// Cost in USD; `None` when unknown.
+    pub cost_usd: Option<String>,
+    /// `exact`, `estimated` or `unknown`.
+    pub cost_source: String,
+    /// End to end, in milliseconds.
+    pub latency_ms: i64,
+    /// Providers tried.
+    pub attempts: i32,
+    /// `success`, `partial` (a stream cut by its provider) or `cancelled`.
+    pub outcome: String,
+    /// The request id.
+    pub request_id: Option<String>,
+}
+
+/// A page of the per-request log, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RequestLog {
+    /// The requests.
+    pub requests: Vec<RequestEntry>,
+    /// Pass as `before` for the next (older) page; `None` on the last.
+    pub next_before: Option<i64>,
+}
+
+/// Most entries on one page of the request log.
+pub const MAX_LOG_PAGE: i64 = 500;
+
 /// What `record`'s traffic would have cost on `baseline`, in picodollars.
 /// Embeddings are not comparable with a chat baseline: they count as they are.
 fn baseline_cost(
@@ -272,6 +374,70 @@ impl Gateway {
             .await?)
     }
 
+    /// One page of the user's answered requests, newest first, with
+    /// `from <= time < to` (default: the last 24 hours).
+    ///
+    /// # Errors
+    /// [`ServiceError::UserNotFound`] unless `principal` may act on `user`;
+    /// `invalid_limit` outside 1 to [`MAX_LOG_PAGE`].
+    pub async fn requests(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        before: Option<i64>,
+        limit: Option<i64>,
+        ctx: &RequestContext,
+    ) -> Result<RequestLog, ServiceError> {
+        self.keys().authorize(principal, user, ctx).await?;
+        let limit = limit.unwrap_or(50);
+        if !(1..=MAX_LOG_PAGE).contains(&limit) {
+            return Err(ServiceError::invalid(
+                "invalid_limit",
+                "limit is a number from 1 to 500",
+            ));
+        }
+        let to = to.unwrap_or_else(Utc::now);
+        let from = from.unwrap_or_else(|| to - chrono::Duration::hours(24));
+        let u = user.clone();
+        let page = self
+            .keys()
+            .store()
+            .run(move |c| usage::page_for_user(c, &u, from, to, before, limit))
+            .await?;
+        let next_before = (i64::try_from(page.len()).unwrap_or(i64::MAX) == limit)
+            .then(|| page.last().map(|(id, _)| *id))
+            .flatten();
+        let requests = page
+            .into_iter()
+            .map(|(id, r)| RequestEntry {
+                id,
+                at: r.created_at,
+                door: r.door.clone(),
+                task: r.task.clone(),
+                provider: r.provider,
+                model: r.model.clone(),
+                input_tokens: r.input_tokens,
+                cached_input_tokens: r.cached_input_tokens,
+                cache_write_tokens: r.cache_write_tokens,
+                cache_write_1h_tokens: r.cache_write_1h_tokens,
+                output_tokens: r.output_tokens,
+                reasoning_tokens: r.reasoning_tokens,
+                cost_usd: (r.cost_source != byok_core::CostSource::Unknown)
+                    .then(|| Money::from_picodollars(exact_cost(&r)).to_usd_string()),
+                cost_source: r.cost_source.as_str().to_owned(),
+                latency_ms: r.latency_ms,
+                attempts: r.attempts,
+                outcome: r.outcome.clone(),
+                request_id: r.request_id.clone(),
+            })
+            .collect();
+        Ok(RequestLog {
+            requests,
+            next_before,
+        })
+    }
+
     /// For each task, the chain of providers and models the router would use now.
     ///
     /// # Errors
@@ -319,11 +485,16 @@ impl Gateway {
                         .iter()
                         .filter_map(|c| {
                             let price = catalog.get(c.provider, &c.model)?;
+                            let now = catalog.rates(price, 0, at);
                             Some(ChainLink {
                                 provider: c.provider,
                                 model: c.model.clone(),
-                                input_usd_per_million: price.input.to_string(),
-                                output_usd_per_million: price.output.to_string(),
+                                input_usd_per_million: now.input.to_string(),
+                                output_usd_per_million: now.output.to_string(),
+                                cached_input_usd_per_million: now.cached_input.to_string(),
+                                cache_write_usd_per_million: now.cache_write.to_string(),
+                                price_rules: price_rules(catalog, price, now.off_peak),
+                                shutdown_date: price.shutdown_date.map(|d| d.to_string()),
                                 circuit: health.get(c.provider).circuit,
                                 capabilities: price.capabilities.clone(),
                             })
@@ -382,11 +553,36 @@ impl Gateway {
             .run(move |c| usage::list_for_user(c, &u, from, now))
             .await?;
         let spend: u64 = records.iter().map(exact_cost).sum();
+        let today = Utc::now().date_naive();
+        let catalog = self.planner().catalog();
+        let mut retiring: Vec<String> = catalog
+            .tasks()
+            .flat_map(|t| catalog.candidates(t))
+            .filter(|r| {
+                providers
+                    .iter()
+                    .any(|p| p.configured && p.provider == r.provider)
+            })
+            .filter_map(|r| {
+                let date = catalog.get(r.provider, &r.model)?.shutdown_date?;
+                let days = (date - today).num_days();
+                (days <= 30).then(|| {
+                    if days <= 0 {
+                        format!("{r} was retired on {date}; byok no longer routes to it")
+                    } else {
+                        format!("{r} is retired on {date}, in {days} days")
+                    }
+                })
+            })
+            .collect();
+        retiring.sort();
+        retiring.dedup();
         Ok(Status {
             configured: providers.iter().filter(|p| p.configured).count(),
             working: providers.iter().filter(|p| p.working).count(),
             spend_this_month_usd: Money::from_picodollars(spend).to_usd_string(),
             providers,
+            retiring,
         })
     }
 

@@ -487,7 +487,7 @@ mod tests {
     #[test]
     fn the_builtin_catalog_parses_and_prices_every_policy_candidate() {
         let catalog = PriceCatalog::builtin();
-        assert_eq!(catalog.version(), "2026-11-27");
+        assert_eq!(catalog.version(), "2026-11-30");
         for task in ["general", "code", "reasoning", "embeddings"] {
             assert!(
                 !catalog.candidates(&Task::new(task).unwrap()).is_empty(),
@@ -614,7 +614,7 @@ mod tests {
                 "#,
             )
             .unwrap();
-        assert_eq!(catalog.version(), "2026-11-27+acme-1");
+        assert_eq!(catalog.version(), "2026-11-30+acme-1");
         assert_eq!(
             catalog
                 .get(ProviderKind::OpenAi, "gpt-4o-mini")

@@ -1,4 +1,5 @@
-//! `/api/user/api-keys/{user_id}/services`, `.../status`, `.../usage`.
+//! `/api/user/api-keys/{user_id}/services`, `.../status`, `.../usage`,
+//! `.../requests`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -7,7 +8,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::http::{ApiError, Caller, ErrorBody, context};
-use crate::reports::{Status, TaskRoute, UsageReport, parse_time};
+use crate::reports::{RequestLog, Status, TaskRoute, UsageReport, parse_time};
 
 use super::user_id;
 
@@ -87,4 +88,47 @@ pub(crate) async fn usage(
         .usage(&caller.0, &user, from, to, &context(&req))
         .await?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// A page of the request log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RequestsQuery {
+    /// Start, `YYYY-MM-DD` or RFC 3339 (default: 24 hours before `to`).
+    from: Option<String>,
+    /// End, exclusive (default: now).
+    to: Option<String>,
+    /// Only requests older than this id (`next_before` of the last page).
+    before: Option<i64>,
+    /// Requests per page, 1 to 500 (default 50).
+    limit: Option<i64>,
+}
+
+#[utoipa::path(
+    get, path = "/api/user/api-keys/{user_id}/requests", tag = "routing",
+    params(("user_id" = String, Path, description = "the user"), RequestsQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = RequestLog), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+)]
+pub(crate) async fn requests(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<RequestsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&path)?;
+    let from = query.from.as_deref().map(parse_time).transpose()?;
+    let to = query.to.as_deref().map(parse_time).transpose()?;
+    let log = gateway(&state)?
+        .requests(
+            &caller.0,
+            &user,
+            (from, to),
+            query.before,
+            query.limit,
+            &context(&req),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(log))
 }

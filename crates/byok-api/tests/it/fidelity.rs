@@ -281,9 +281,10 @@ fn table() -> Vec<(&'static str, Value, &'static str, [Exp; 5])> {
                 Sent("/reasoning_effort", json!("low")),
                 Sent("/thinking/type", json!("enabled")),
                 Sent("/thinking/type", json!("enabled")),
+                // The reasoning route's Gemini model is a 3.x: a level, not a budget.
                 Sent(
-                    "/generationConfig/thinkingConfig/thinkingBudget",
-                    json!(1024),
+                    "/generationConfig/thinkingConfig/thinkingLevel",
+                    json!("low"),
                 ),
                 Refused,
             ],
