@@ -548,6 +548,57 @@ mod tests {
     }
 
     #[test]
+    fn a_large_prompt_bills_the_whole_request_at_its_tier() {
+        let catalog = PriceCatalog::builtin();
+        let cost = |input_tokens| {
+            catalog
+                .cost(
+                    ProviderKind::Gemini,
+                    "gemini-2.5-pro",
+                    &Usage {
+                        input_tokens,
+                        cached_input_tokens: 1_000,
+                        output_tokens: 1_000,
+                        ..Usage::default()
+                    },
+                    at(2026, 11, 23, 2),
+                )
+                .unwrap()
+                .picodollars()
+        };
+        // At 200,000 input tokens: 199,000 x 1.25 + 1,000 x 0.125 + 1,000 x 10.00 per million.
+        assert_eq!(
+            cost(200_000),
+            199_000 * 1_250_000 + 1_000 * 125_000 + 1_000 * 10_000_000
+        );
+        // One more token: the whole request at 2.50 / 0.25 / 15.00.
+        assert_eq!(
+            cost(200_001),
+            199_001 * 2_500_000 + 1_000 * 250_000 + 1_000 * 15_000_000
+        );
+    }
+
+    #[test]
+    fn one_hour_cache_writes_have_their_own_rate() {
+        let catalog = PriceCatalog::builtin();
+        let usage = Usage {
+            input_tokens: 1_000,
+            cache_write_tokens: 1_000,
+            cache_write_1h_tokens: 250,
+            ..Usage::default()
+        };
+        let cost = catalog
+            .cost(
+                ProviderKind::Anthropic,
+                "claude-sonnet-4-6",
+                &usage,
+                at(2026, 11, 23, 2),
+            )
+            .unwrap();
+        assert_eq!(cost.picodollars(), 750 * 3_750_000 + 250 * 6_000_000);
+    }
+
+    #[test]
     fn deepseek_is_half_price_off_peak() {
         let catalog = PriceCatalog::builtin();
         let usage = Usage {

@@ -12,6 +12,7 @@
 
 mod admin;
 mod auth;
+mod costs;
 mod disconnect;
 mod errors;
 mod fidelity;
