@@ -53,10 +53,63 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         batch: u32,
     },
+    /// Price catalog tools (no database needed).
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogAction {
+    /// Report unknown fields, missing prices, routes to models no catalog
+    /// prices and retired (or soon retired) defaults in a catalog file, as an
+    /// override of the built-in catalog; without a file, the built-in one.
+    /// Exits 1 when the file has problems.
+    Check {
+        /// The catalog file (`BYOK_PRICE_CATALOG_FILE`'s format).
+        file: Option<PathBuf>,
+    },
+}
+
+/// `catalog check`: every finding on stdout, one a line.
+fn catalog_check(file: Option<&std::path::Path>) -> ExitCode {
+    let text = match file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => return fail(&format!("cannot read {}: {error}", path.display())),
+        },
+        None => String::new(),
+    };
+    let report = byok_router::check::check(&text, chrono::Utc::now().date_naive());
+    for problem in &report.problems {
+        say(&format!("problem: {problem}"));
+    }
+    for warning in &report.warnings {
+        say(&format!("warning: {warning}"));
+    }
+    say(&format!(
+        "{} problems, {} warnings",
+        report.problems.len(),
+        report.warnings.len()
+    ));
+    if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Checking a catalog must work when the server's settings would not load
+    // (a broken catalog file is what it is for).
+    if let Some(Command::Catalog {
+        action: CatalogAction::Check { file },
+    }) = &cli.command
+    {
+        return catalog_check(file.as_deref());
+    }
     #[expect(
         clippy::disallowed_methods,
         reason = "the binary is where configuration is read"
@@ -139,5 +192,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Catalog { .. } => Ok(()), // handled before settings load
     }
 }

@@ -443,3 +443,52 @@ async fn sigterm_under_gateway_load_loses_no_usage_record() {
         "every answered request has its usage record"
     );
 }
+
+#[test]
+fn catalog_check_reports_every_problem_and_needs_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = command(dir.path(), &[])
+        .args(["catalog", "check"])
+        .output()
+        .unwrap();
+    assert!(builtin.status.success(), "{builtin:?}");
+    assert!(String::from_utf8_lossy(&builtin.stdout).contains("0 problems"));
+    let file = dir.path().join("prices.toml");
+    std::fs::write(
+        &file,
+        r#"
+        bogus = 1
+        [[models]]
+        provider = "openai"
+        model = "gpt-x"
+        input = "1.00"
+        context_window = 1000
+        tasks = ["general"]
+        tier = 1
+        as_of = "2026-11-30"
+        source = "test"
+        [policy.general]
+        candidates = ["openai:o4-mini", "openai:nope"]
+        "#,
+    )
+    .unwrap();
+    let checked = command(dir.path(), &[])
+        .args(["catalog", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(checked.status.code(), Some(1), "{checked:?}");
+    let out = String::from_utf8_lossy(&checked.stdout);
+    for expected in [
+        "problem: the file: unknown field `bogus`",
+        "missing `output`",
+        "openai:nope names a model no catalog prices",
+        "openai:o4-mini is not in this file",
+    ] {
+        assert!(out.contains(expected), "{expected} in\n{out}");
+    }
+    assert!(
+        !dir.path().join("byok-data").exists(),
+        "a check opens no database"
+    );
+}

@@ -434,7 +434,7 @@ impl Gateway {
         {
             let (user, tested) = (prepared.user.clone(), stored.sealed_key.clone());
             let test = keys::KeyTest {
-                status: byok_core::KeyStatus::Invalid,
+                status: error.key_status(),
                 at: now(),
                 latency_ms: None,
             };
@@ -445,7 +445,7 @@ impl Gateway {
             )
             .user(&user)
             .provider(provider)
-            .detail("provider_key_rejected");
+            .detail(error.code());
             let written = self
                 .keys
                 .store()

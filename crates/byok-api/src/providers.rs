@@ -80,6 +80,14 @@ pub fn info(provider: ProviderKind) -> ProviderInfo {
     };
     let hint = byok_providers::key_format::hint(provider);
     let mut fields = vec![API_KEY];
+    if provider == ProviderKind::Anthropic {
+        fields.push(ProviderField {
+            name: "workspace_id",
+            required: false,
+            secret: false,
+            description: "wrkspc_… — only for keys bound to a workspace or a person (Anthropic then requires it)",
+        });
+    }
     if provider == ProviderKind::AzureOpenAi {
         fields.extend([
             ProviderField {
@@ -98,7 +106,7 @@ pub fn info(provider: ProviderKind) -> ProviderInfo {
                 name: "api_version",
                 required: false,
                 secret: false,
-                description: "API version such as 2024-10-21 (default)",
+                description: "v1 (default: the /openai/v1 API) or a dated version such as 2024-10-21",
             },
             ProviderField {
                 name: "embedding_deployment",
@@ -129,6 +137,8 @@ pub struct KeyOptions {
     pub api_version: Option<String>,
     /// Azure: the embedding deployment.
     pub embedding_deployment: Option<String>,
+    /// Anthropic: the workspace id a workspace-bound key needs.
+    pub workspace_id: Option<String>,
 }
 
 impl KeyOptions {
@@ -137,6 +147,15 @@ impl KeyOptions {
             && self.deployment.is_none()
             && self.api_version.is_none()
             && self.embedding_deployment.is_none()
+            && self.workspace_id.is_none()
+    }
+
+    fn azure_only_is_empty(&self) -> bool {
+        KeyOptions {
+            workspace_id: None,
+            ..self.clone()
+        }
+        .is_empty()
     }
 }
 
@@ -149,15 +168,28 @@ pub fn validate_options(
     options: KeyOptions,
     allow_private: bool,
 ) -> Result<KeySettings, ServiceError> {
+    if provider == ProviderKind::Anthropic && options.azure_only_is_empty() {
+        let mut settings = KeySettings::new();
+        if let Some(workspace) = options.workspace_id {
+            settings.insert("workspace_id".to_owned(), check_workspace(&workspace)?);
+        }
+        return Ok(settings);
+    }
     if provider != ProviderKind::AzureOpenAi {
         return if options.is_empty() {
             Ok(KeySettings::new())
         } else {
             Err(ServiceError::invalid(
                 "unexpected_field",
-                "endpoint, deployment, api_version and embedding_deployment apply to azure_openai only",
+                "endpoint, deployment, api_version and embedding_deployment apply to azure_openai only; workspace_id to anthropic only",
             ))
         };
+    }
+    if options.workspace_id.is_some() {
+        return Err(ServiceError::invalid(
+            "unexpected_field",
+            "workspace_id applies to anthropic only",
+        ));
     }
     let endpoint = options.endpoint.ok_or(ServiceError::invalid(
         "endpoint_required",
@@ -175,9 +207,9 @@ pub fn validate_options(
         endpoint.as_str().trim_end_matches('/').to_owned(),
     );
     settings.insert("deployment".to_owned(), check_deployment(&deployment)?);
-    if let Some(version) = options.api_version {
-        settings.insert("api_version".to_owned(), check_api_version(&version)?);
-    }
+    // New keys use Azure's v1 API unless a dated version is asked for.
+    let version = options.api_version.unwrap_or_else(|| "v1".to_owned());
+    settings.insert("api_version".to_owned(), check_api_version(&version)?);
     if let Some(embedding) = options.embedding_deployment {
         settings.insert(
             "embedding_deployment".to_owned(),
@@ -206,7 +238,25 @@ fn check_deployment(raw: &str) -> Result<String, ServiceError> {
     }
 }
 
+/// Anthropic workspace ids: `wrkspc_` then letters and digits.
+fn check_workspace(raw: &str) -> Result<String, ServiceError> {
+    let ok = raw.strip_prefix("wrkspc_").is_some_and(|rest| {
+        (8..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(ServiceError::invalid(
+            "invalid_workspace_id",
+            "workspace_id looks like wrkspc_01AbCdEf… (from the Claude Console's workspace settings)",
+        ))
+    }
+}
+
 fn check_api_version(raw: &str) -> Result<String, ServiceError> {
+    if raw == "v1" {
+        return Ok(raw.to_owned());
+    }
     let date = raw.strip_suffix("-preview").unwrap_or(raw).as_bytes();
     let ok = date.len() == 10
         && date.iter().enumerate().all(|(i, b)| {
@@ -221,7 +271,7 @@ fn check_api_version(raw: &str) -> Result<String, ServiceError> {
     } else {
         Err(ServiceError::invalid(
             "invalid_api_version",
-            "api_version must look like 2024-10-21 or 2024-10-01-preview",
+            "api_version is v1 or a date such as 2024-10-21 or 2024-10-01-preview",
         ))
     }
 }

@@ -143,6 +143,9 @@ pub struct KeyTestReport {
     pub checked_at: DateTime<Utc>,
     /// What happened, in words (never the provider's own text).
     pub message: String,
+    /// Things to act on even when the key works (a key kind the provider is
+    /// retiring).
+    pub warnings: Vec<String>,
 }
 
 /// What a rewrap did.
@@ -663,6 +666,7 @@ impl KeyService {
                 ServiceError::internal(std::io::Error::other("no provider adapters configured"))
             })?;
         let stored = candidate.is_none();
+        let mut warnings = Vec::new();
         let (key, settings, tested) = if let Some(input) = candidate {
             let (key, settings) = self.validate_full(provider, input).await?;
             (key, settings, None)
@@ -670,6 +674,9 @@ impl KeyService {
             let (key, stored) = self.open_stored(principal, user, provider, ctx).await?;
             (key, stored.settings, Some(stored.sealed_key))
         };
+        if let Some(warning) = byok_providers::key_format::retiring_kind(provider, &key) {
+            warnings.push(warning.to_owned());
+        }
         let started = Instant::now();
         let outcome = adapter
             .verify_key(Credentials {
@@ -736,6 +743,7 @@ impl KeyService {
             latency_ms,
             checked_at,
             message,
+            warnings,
         })
     }
 

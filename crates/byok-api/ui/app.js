@@ -33,6 +33,7 @@ const STATUS_WORDS = {
   invalid: "Invalid key",
   no_credit: "Out of credit",
   rate_limited: "Rate limited",
+  misconfigured: "Needs a setting",
   unavailable: "Provider unavailable",
   unreachable: "Unreachable",
 };

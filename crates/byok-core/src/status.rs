@@ -24,17 +24,21 @@ pub enum KeyStatus {
     Unavailable,
     /// The provider could not be reached (DNS, connection, timeout).
     Unreachable,
+    /// The key is accepted but its settings keep it from serving (a missing
+    /// workspace id, key restrictions, a project setting).
+    Misconfigured,
 }
 
 impl KeyStatus {
     /// Every status, in a stable order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Valid,
         Self::Invalid,
         Self::NoCredit,
         Self::RateLimited,
         Self::Unavailable,
         Self::Unreachable,
+        Self::Misconfigured,
     ];
 
     /// The wire and storage name, such as `no_credit`.
@@ -47,6 +51,7 @@ impl KeyStatus {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Unreachable => "unreachable",
+            Self::Misconfigured => "misconfigured",
         }
     }
 }

@@ -48,12 +48,17 @@ impl Anthropic {
         let mut key = HeaderValue::from_str(credentials.key.expose_secret())
             .map_err(|_| ProviderError::InvalidKey { provider: PROVIDER })?;
         key.set_sensitive(true);
-        Ok(self
+        let mut request = self
             .clients
             .fixed
             .request(method, url)
             .header("x-api-key", key)
-            .header("anthropic-version", API_VERSION))
+            .header("anthropic-version", API_VERSION);
+        // Keys bound to a workspace (or a person) must name it.
+        if let Some(workspace) = credentials.settings.get("workspace_id") {
+            request = request.header("anthropic-workspace-id", workspace.as_str());
+        }
+        Ok(request)
     }
 
     fn classify(
@@ -78,7 +83,19 @@ impl Anthropic {
                 .message
                 .as_deref()
                 .is_some_and(|m| m.contains("credit balance"));
+        // A workspace-bound key without its workspace id: the message is the
+        // only signal (a plain invalid_request_error), and it says "API key",
+        // so it must not be read as a bad key or a bad request.
+        let workspace_required = status == StatusCode::BAD_REQUEST
+            && error
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("anthropic-workspace-id"));
         match status.as_u16() {
+            _ if workspace_required => ProviderError::KeyConfiguration {
+                provider,
+                problem: crate::KeyProblem::WorkspaceRequired,
+            },
             402 => ProviderError::NoCredit { provider },
             _ if kind == "billing_error" || no_credit_400 || spend_limit => {
                 ProviderError::NoCredit { provider }

@@ -20,6 +20,55 @@ pub enum BadRequestKind {
     Other,
 }
 
+/// A key that works but whose settings keep it from being used: the fix is
+/// in the provider's console, not a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// Anthropic: the key is bound to a workspace (or a person) and the
+    /// request lacks `anthropic-workspace-id`.
+    WorkspaceRequired,
+    /// Google: the key's restrictions (API, referrer, IP) forbid the Gemini API.
+    KeyRestricted,
+    /// Google: the key's project has the Gemini API disabled or blocked.
+    ProjectSetting,
+    /// Google: the key is of a kind Google no longer accepts (unrestricted
+    /// standard `AIza` keys); create an auth key (`AQ.…`) in AI Studio.
+    KeyKindRetired,
+}
+
+impl KeyProblem {
+    /// A stable code.
+    #[must_use]
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::WorkspaceRequired => "workspace_required",
+            Self::KeyRestricted => "key_restricted",
+            Self::ProjectSetting => "project_setting",
+            Self::KeyKindRetired => "key_kind_retired",
+        }
+    }
+
+    /// What to do, for a person.
+    #[must_use]
+    pub const fn fix(self) -> &'static str {
+        match self {
+            Self::WorkspaceRequired => {
+                "this Anthropic key is bound to a workspace: add its workspace id (wrkspc_…) to the key's settings"
+            }
+            Self::KeyRestricted => {
+                "Google restricts this key: allow the Generative Language API for it at https://console.cloud.google.com/apis/credentials"
+            }
+            Self::ProjectSetting => {
+                "the key's Google Cloud project has the Generative Language API disabled or blocked: enable it at https://console.cloud.google.com/apis/library/generativelanguage.googleapis.com"
+            }
+            Self::KeyKindRetired => {
+                "Google no longer accepts this kind of key: create a new key in AI Studio (https://aistudio.google.com/apikey)"
+            }
+        }
+    }
+}
+
 /// A failure talking to a provider.
 ///
 /// Messages name the provider and the class of failure; they never carry the
@@ -34,6 +83,14 @@ pub enum ProviderError {
     InvalidKey {
         /// The provider.
         provider: ProviderKind,
+    },
+    /// The key is accepted but its settings keep it from serving (see [`KeyProblem`]).
+    #[error("{provider} cannot use this key as configured: {}", problem.fix())]
+    KeyConfiguration {
+        /// The provider.
+        provider: ProviderKind,
+        /// What is wrong, and the fix.
+        problem: KeyProblem,
     },
     /// The key works but its account has no credit or quota left.
     #[error("{provider} account is out of credit or quota")]
@@ -145,10 +202,14 @@ impl ProviderError {
         )
     }
 
-    /// Whether the key itself is bad (and should be skipped until replaced).
+    /// Whether the key cannot be used as it is (rejected, or misconfigured):
+    /// it is skipped until it is replaced or its settings change.
     #[must_use]
     pub fn is_auth_failure(&self) -> bool {
-        matches!(self, Self::InvalidKey { .. })
+        matches!(
+            self,
+            Self::InvalidKey { .. } | Self::KeyConfiguration { .. }
+        )
     }
 
     /// The delay the provider asked for, if any.
@@ -165,6 +226,7 @@ impl ProviderError {
     pub fn key_status(&self) -> KeyStatus {
         match self {
             Self::InvalidKey { .. } => KeyStatus::Invalid,
+            Self::KeyConfiguration { .. } => KeyStatus::Misconfigured,
             Self::NoCredit { .. } => KeyStatus::NoCredit,
             Self::RateLimited { .. } => KeyStatus::RateLimited,
             Self::Timeout { .. } | Self::Unreachable { .. } | Self::EndpointNotAllowed { .. } => {
@@ -179,6 +241,12 @@ impl ProviderError {
     pub const fn code(&self) -> &'static str {
         match self {
             Self::InvalidKey { .. } => "provider_key_rejected",
+            Self::KeyConfiguration { problem, .. } => match problem {
+                KeyProblem::WorkspaceRequired => "provider_workspace_required",
+                KeyProblem::KeyRestricted => "provider_key_restricted",
+                KeyProblem::ProjectSetting => "provider_project_setting",
+                KeyProblem::KeyKindRetired => "provider_key_kind_retired",
+            },
             Self::NoCredit { .. } => "provider_no_credit",
             Self::RateLimited { .. } => "provider_rate_limited",
             Self::Unavailable { .. } => "provider_unavailable",

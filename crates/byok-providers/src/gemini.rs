@@ -96,6 +96,26 @@ impl Gemini {
                 provider,
                 status: 400,
             },
+            401 if reason == "ACCESS_TOKEN_TYPE_UNSUPPORTED" => ProviderError::KeyConfiguration {
+                provider,
+                problem: crate::KeyProblem::KeyKindRetired,
+            },
+            403 if reason.starts_with("API_KEY_") && reason.ends_with("_BLOCKED") => {
+                ProviderError::KeyConfiguration {
+                    provider,
+                    problem: crate::KeyProblem::KeyRestricted,
+                }
+            }
+            403 if matches!(
+                reason,
+                "SERVICE_DISABLED" | "BILLING_DISABLED" | "CONSUMER_SUSPENDED"
+            ) =>
+            {
+                ProviderError::KeyConfiguration {
+                    provider,
+                    problem: crate::KeyProblem::ProjectSetting,
+                }
+            }
             403 => ProviderError::InvalidKey { provider },
             429 => {
                 let daily = details

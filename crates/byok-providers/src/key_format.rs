@@ -102,6 +102,16 @@ pub fn check(provider: ProviderKind, key: &ApiKey) -> Result<(), KeyFormatError>
     }
 }
 
+/// A warning when `key` is of a kind its provider is retiring: Google
+/// rejects unrestricted standard (`AIza`) Gemini keys and is phasing standard
+/// keys out for auth keys (`AQ.`).
+#[must_use]
+pub fn retiring_kind(provider: ProviderKind, key: &ApiKey) -> Option<&'static str> {
+    (provider == ProviderKind::Gemini && key.expose_secret().starts_with("AIza")).then_some(
+        "this is a standard Google API key (AIza…): Google rejects unrestricted ones and is retiring standard keys; create an auth key (AQ.…) in AI Studio (https://aistudio.google.com/apikey)",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

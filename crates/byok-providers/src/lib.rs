@@ -22,10 +22,10 @@ use byok_core::{
 use futures_util::Stream;
 
 pub use anthropic::Anthropic;
-pub use error::{BadRequestKind, ProviderError, Result};
+pub use error::{BadRequestKind, KeyProblem, ProviderError, Result};
 pub use gemini::Gemini;
 pub use http::{HttpClients, ProviderSettings};
-pub use openai_compat::{AZURE_DEFAULT_API_VERSION, OpenAiCompatible};
+pub use openai_compat::{AZURE_DEFAULT_API_VERSION, AZURE_V1, OpenAiCompatible};
 
 /// A streamed answer.
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;

@@ -20,8 +20,13 @@ use crate::endpoint::check_azure_endpoint;
 use crate::http::{self, HttpClients, by_status, retry_after};
 use crate::{BadRequestKind, ChatProvider, ChatStream, Credentials, ProviderError};
 
-/// The default Azure `api-version` (the latest dated GA version).
+/// The Azure `api-version` of keys saved without one before the v1 API
+/// became the default (the latest dated GA version).
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// The `api_version` setting that selects Azure's v1 API (`/openai/v1/…`, no
+/// version parameter, the deployment named in `model`): the default for new keys.
+pub const AZURE_V1: &str = "v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
@@ -112,17 +117,26 @@ impl OpenAiCompatible {
                     .settings
                     .get("api_version")
                     .map_or(AZURE_DEFAULT_API_VERSION, String::as_str);
-                let path = if route == "models" {
-                    "openai/models".to_owned()
+                let url = if version == AZURE_V1 {
+                    // The v1 API: no api-version; the deployment goes in `model`.
+                    if route != "models" {
+                        Self::azure_v1_model(credentials, deployment_setting)?;
+                    }
+                    join(&endpoint, &format!("openai/v1/{route}"))
                 } else {
-                    let deployment = credentials
-                        .settings
-                        .get(deployment_setting)
-                        .ok_or(ProviderError::MissingSetting(deployment_setting))?;
-                    format!("openai/deployments/{deployment}/{route}")
+                    let path = if route == "models" {
+                        "openai/models".to_owned()
+                    } else {
+                        let deployment = credentials
+                            .settings
+                            .get(deployment_setting)
+                            .ok_or(ProviderError::MissingSetting(deployment_setting))?;
+                        format!("openai/deployments/{deployment}/{route}")
+                    };
+                    let mut url = join(&endpoint, &path);
+                    url.query_pairs_mut().append_pair("api-version", version);
+                    url
                 };
-                let mut url = join(&endpoint, &path);
-                url.query_pairs_mut().append_pair("api-version", version);
                 let mut value =
                     HeaderValue::from_str(key).map_err(|_| ProviderError::InvalidKey {
                         provider: self.provider(),
@@ -183,6 +197,22 @@ impl OpenAiCompatible {
     /// asks for reasoning, or its task prefers it and it names no effort.
     fn deepseek_thinks(request: &ChatRequest) -> bool {
         request.wants_reasoning() || (request.prefer_reasoning && request.reasoning.is_none())
+    }
+
+    /// [`Self::body`], with the Azure v1 deployment as the model.
+    fn body_for<'a>(
+        &self,
+        request: &'a ChatRequest,
+        stream: bool,
+        credentials: &Credentials<'a>,
+    ) -> Result<WireRequest<'a>, ProviderError> {
+        let mut body = self.body(request, stream);
+        if self.flavor == Flavor::Azure
+            && let Some(deployment) = Self::azure_v1_model(credentials, "deployment")?
+        {
+            body.model = Some(deployment);
+        }
+        Ok(body)
     }
 
     fn body<'a>(&self, request: &'a ChatRequest, stream: bool) -> WireRequest<'a> {
@@ -256,6 +286,22 @@ impl OpenAiCompatible {
             openai_only: (!deepseek).then_some(&request.openai_only),
             openai_hints: (!deepseek).then_some(&request.openai_hints),
         }
+    }
+
+    /// On Azure's v1 API, the deployment that goes in the body's `model`
+    /// (`None` on the dated API and for other flavours).
+    fn azure_v1_model<'c>(
+        credentials: &Credentials<'c>,
+        deployment_setting: &'static str,
+    ) -> Result<Option<&'c str>, ProviderError> {
+        if credentials.settings.get("api_version").map(String::as_str) != Some(AZURE_V1) {
+            return Ok(None);
+        }
+        credentials
+            .settings
+            .get(deployment_setting)
+            .map(|d| Some(d.as_str()))
+            .ok_or(ProviderError::MissingSetting(deployment_setting))
     }
 
     /// The model the answer names; when it names none, the model asked for
@@ -517,7 +563,7 @@ impl ChatProvider for OpenAiCompatible {
                 &credentials,
                 "deployment",
             )?
-            .json(&self.body(request, false))
+            .json(&self.body_for(request, false, &credentials)?)
             .timeout(self.clients.settings().request_timeout);
         let response = http::send(provider, http_request).await?;
         let wire: WireResponse = http::json_or_error(
@@ -552,7 +598,7 @@ impl ChatProvider for OpenAiCompatible {
                 &credentials,
                 "deployment",
             )?
-            .json(&self.body(request, true));
+            .json(&self.body_for(request, true, &credentials)?);
         let response = http::send(provider, http_request).await?;
         if !response.status().is_success() {
             let status = response.status();
@@ -581,8 +627,13 @@ impl ChatProvider for OpenAiCompatible {
                 capability: "embeddings",
             });
         }
+        let azure_v1 = if self.flavor == Flavor::Azure {
+            Self::azure_v1_model(&credentials, "embedding_deployment")?
+        } else {
+            None
+        };
         let body = WireEmbeddingRequest {
-            model: (self.flavor != Flavor::Azure).then_some(request.model.as_str()),
+            model: azure_v1.or((self.flavor != Flavor::Azure).then_some(request.model.as_str())),
             input: &request.inputs,
             dimensions: request.dimensions,
             user: request.user.as_deref(),

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+pub mod check;
 mod error;
 pub mod estimate;
 mod health;

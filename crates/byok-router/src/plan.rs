@@ -109,6 +109,9 @@ pub enum SkipReason {
     NoKey,
     /// The key was rejected (by a test or a call).
     KeyInvalid,
+    /// The key is accepted but its settings keep it from serving (its last
+    /// test says how to fix them).
+    KeyMisconfigured,
     /// The key's account is out of credit.
     NoCredit,
     /// The circuit is open after recent failures.
@@ -183,6 +186,9 @@ impl fmt::Display for Skipped {
         match &self.reason {
             SkipReason::NoKey => f.write_str("no key for this provider"),
             SkipReason::KeyInvalid => f.write_str("the key was rejected"),
+            SkipReason::KeyMisconfigured => {
+                f.write_str("the key's settings keep it from serving; test it for the fix")
+            }
             SkipReason::NoCredit => f.write_str("the account is out of credit"),
             SkipReason::CircuitOpen { remaining_ms } => write!(
                 f,
@@ -366,6 +372,7 @@ impl RoutePlanner {
         }
         match key.status {
             Some(KeyStatus::Invalid) => return Err(SkipReason::KeyInvalid),
+            Some(KeyStatus::Misconfigured) => return Err(SkipReason::KeyMisconfigured),
             Some(KeyStatus::NoCredit) => return Err(SkipReason::NoCredit),
             _ => {}
         }

@@ -25,10 +25,14 @@ pub(crate) struct SaveKeyRequest {
     endpoint: Option<String>,
     /// Azure OpenAI only: the chat deployment name.
     deployment: Option<String>,
-    /// Azure OpenAI only: the API version, such as `2024-10-21`.
+    /// Azure OpenAI only: `v1` (the default for new keys: the `/openai/v1/`
+    /// API, no version) or a dated version such as `2024-10-21`.
     api_version: Option<String>,
     /// Azure OpenAI only: the embedding deployment name.
     embedding_deployment: Option<String>,
+    /// Anthropic only: the workspace id (`wrkspc_…`) an identity-linked or
+    /// workspace-scoped key must send as `anthropic-workspace-id`.
+    workspace_id: Option<String>,
 }
 
 impl SaveKeyRequest {
@@ -40,6 +44,7 @@ impl SaveKeyRequest {
                 deployment: self.deployment,
                 api_version: self.api_version,
                 embedding_deployment: self.embedding_deployment,
+                workspace_id: self.workspace_id,
             },
         }
     }

@@ -51,7 +51,7 @@ async fn records(app: TestApp) -> Vec<byok_store::usage::UsageRecord> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_azure_deployment_is_priced_by_the_model_it_runs() {
     let mock = MockServer::start().await;
-    let deployment = "/openai/deployments/gpt-4o-mini/chat/completions";
+    let deployment = "/openai/v1/chat/completions";
     // The deployment is named gpt-4o-mini but runs gpt-4o: 16x the price.
     Mock::given(method("POST"))
         .and(path(deployment))
@@ -139,7 +139,7 @@ async fn an_azure_stream_is_priced_by_the_model_its_chunks_name() {
     ]
     .concat();
     Mock::given(method("POST"))
-        .and(path("/openai/deployments/gpt-4o-mini/chat/completions"))
+        .and(path("/openai/v1/chat/completions"))
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("content-type", "text/event-stream")

@@ -37,7 +37,7 @@ async fn mount_answers(mock: &MockServer) {
     for route in [
         "/v1/chat/completions",
         "/chat/completions",
-        "/openai/deployments/gpt-4o-mini/chat/completions",
+        "/openai/v1/chat/completions",
     ] {
         Mock::given(method("POST"))
             .and(path(route))

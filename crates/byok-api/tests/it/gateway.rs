@@ -375,7 +375,7 @@ async fn every_providers_stream_becomes_openai_chunks(db: TestDb) {
         (
             "azure_openai",
             "0123456789abcdef0123456789abcdef".to_owned(),
-            "/openai/deployments/gpt-4o-mini/chat/completions",
+            "/openai/v1/chat/completions",
             "azure/stream.sse",
             "Hello!",
         ),

@@ -77,7 +77,7 @@ async fn testing_stored_and_candidate_keys(db: TestDb) {
     // A candidate Azure key, tested without saving it.
     let azure_key = "0123456789abcdef0123456789abcdef";
     Mock::given(method("GET"))
-        .and(path("/openai/models"))
+        .and(path("/openai/v1/models"))
         .and(header("api-key", azure_key))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": []})),
@@ -221,4 +221,70 @@ async fn tests_are_rate_limited_per_user(db: TestDb) {
         (status, limited["error"]["code"].as_str()),
         (429, Some("too_many_tests"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_key_kinds_warn_and_workspace_keys_carry_their_workspace() {
+    let mock = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1beta/models"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"models": []})))
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .and(header("anthropic-workspace-id", "wrkspc_01AbCdEf99"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    // A standard AIza key works, and the test says Google is retiring its kind.
+    let standard = json!({"api_key": format!("AIza{}", "s".repeat(35))});
+    let (status, report) = test(&app, &token, "gemini", Some(standard)).await;
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("valid")),
+        "{report}"
+    );
+    assert!(
+        report["warnings"][0].as_str().unwrap().contains("AQ."),
+        "{report}"
+    );
+    let auth_key = json!({"api_key": format!("AQ.{}", "a".repeat(40))});
+    let (_, report) = test(&app, &token, "gemini", Some(auth_key)).await;
+    assert_eq!(report["warnings"], json!([]));
+    // An Anthropic key bound to a workspace keeps its workspace id.
+    let anthropic = format!("sk-ant-api03-{}AA", "w".repeat(93));
+    let bad = app
+        .save_key(
+            &token,
+            "alice",
+            "anthropic",
+            json!({"api_key": anthropic, "workspace_id": "team-a"}),
+        )
+        .await;
+    let (status, error) = body(bad).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (422, Some("invalid_workspace_id"))
+    );
+    let saved = app
+        .save_key(
+            &token,
+            "alice",
+            "anthropic",
+            json!({"api_key": anthropic, "workspace_id": "wrkspc_01AbCdEf99"}),
+        )
+        .await;
+    assert_eq!(saved.status(), 201);
+    let (status, report) = test(&app, &token, "anthropic", None).await;
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("valid")),
+        "{report}"
+    );
+    app.stop().await;
 }

@@ -212,7 +212,7 @@ async fn mount_openai_compatible(mock: &MockServer) {
     for route in [
         "/v1/chat/completions",
         "/chat/completions",
-        "/openai/deployments/gpt-4o-mini/chat/completions",
+        "/openai/v1/chat/completions",
     ] {
         Mock::given(method("POST"))
             .and(path(route))

@@ -228,3 +228,56 @@ async fn no_embeddings() {
         .unwrap_err();
     assert!(matches!(error, ProviderError::Unsupported { .. }));
 }
+
+#[tokio::test]
+async fn workspace_keys_send_their_workspace_and_say_when_it_is_missing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .and(header("anthropic-workspace-id", "wrkspc_01AbCdEf99"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"type": "error", "error": {"type": "invalid_request_error",
+            "message": "anthropic-workspace-id is required when authenticating with an identity-linked API key"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let key = key(KEY);
+    let with = std::collections::BTreeMap::from([(
+        "workspace_id".to_owned(),
+        "wrkspc_01AbCdEf99".to_owned(),
+    )]);
+    let anthropic = adapter(&server, ProviderKind::Anthropic);
+    anthropic
+        .verify_key(Credentials {
+            key: &key,
+            settings: &with,
+        })
+        .await
+        .unwrap();
+    let without = no_settings();
+    let error = anthropic
+        .verify_key(Credentials {
+            key: &key,
+            settings: &without,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProviderError::KeyConfiguration {
+                problem: byok_providers::KeyProblem::WorkspaceRequired,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), "provider_workspace_required");
+    assert!(error.to_string().contains("workspace id"));
+    assert!(error.is_auth_failure(), "skipped until its settings change");
+}

@@ -341,3 +341,63 @@ async fn embeddings_use_the_embedding_deployment() {
     assert_eq!(out.vectors, vec![vec![0.5, 0.25]]);
     assert_eq!(out.input_tokens, Some(2));
 }
+
+#[tokio::test]
+async fn the_v1_api_names_the_deployment_in_the_body_and_takes_no_version() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/openai/v1/models"))
+        .and(header("api-key", KEY))
+        .and(wiremock::matchers::query_param_is_missing("api-version"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": []})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/openai/v1/chat/completions"))
+        .and(wiremock::matchers::query_param_is_missing("api-version"))
+        .and(wiremock::matchers::body_partial_json(json!({"model": "gpt-4o"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-11-20",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hi"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/openai/v1/embeddings"))
+        .and(wiremock::matchers::body_partial_json(json!({"model": "embed-small"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let key = key(KEY);
+    let mut settings = settings(&server.uri());
+    settings.insert("api_version".to_owned(), "v1".to_owned());
+    let azure = adapter(&server, ProviderKind::AzureOpenAi);
+    let credentials = Credentials {
+        key: &key,
+        settings: &settings,
+    };
+    azure.verify_key(credentials).await.unwrap();
+    let answer = azure.chat(credentials, &hello("ignored")).await.unwrap();
+    assert_eq!(answer.model, "gpt-4o-2024-11-20");
+    let embedded = azure
+        .embed(
+            credentials,
+            &byok_core::EmbeddingRequest {
+                model: "ignored".into(),
+                inputs: vec!["hi".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(embedded.vectors, [vec![0.5]]);
+}

@@ -242,3 +242,57 @@ async fn embeddings_use_batch_embed_contents() {
     assert_eq!(out.vectors, vec![vec![0.1, 0.2], vec![0.3, 0.4]]);
     assert_eq!(out.input_tokens, None);
 }
+
+#[tokio::test]
+async fn key_settings_are_not_bad_keys() {
+    let info = |reason: &str| {
+        json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com", "consumer": "projects/123"}}])
+    };
+    for (status, grpc, reason, problem, code) in [
+        (
+            401,
+            "UNAUTHENTICATED",
+            "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+            byok_providers::KeyProblem::KeyKindRetired,
+            "provider_key_kind_retired",
+        ),
+        (
+            403,
+            "PERMISSION_DENIED",
+            "API_KEY_SERVICE_BLOCKED",
+            byok_providers::KeyProblem::KeyRestricted,
+            "provider_key_restricted",
+        ),
+        (
+            403,
+            "PERMISSION_DENIED",
+            "API_KEY_HTTP_REFERRER_BLOCKED",
+            byok_providers::KeyProblem::KeyRestricted,
+            "provider_key_restricted",
+        ),
+        (
+            403,
+            "PERMISSION_DENIED",
+            "SERVICE_DISABLED",
+            byok_providers::KeyProblem::ProjectSetting,
+            "provider_project_setting",
+        ),
+    ] {
+        let error = verify_with(google_error(status, grpc, &info(reason)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ProviderError::KeyConfiguration { problem: p, .. } if p == problem),
+            "{reason}: {error:?}"
+        );
+        assert_eq!(error.code(), code);
+        assert_eq!(error.key_status(), byok_core::KeyStatus::Misconfigured);
+        let message = error.to_string();
+        assert!(
+            message.contains("https://"),
+            "the fix has its console link: {message}"
+        );
+        crate::assert_no_key(&error, KEY);
+    }
+}
