@@ -230,6 +230,34 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, ServiceError> {
         })
 }
 
+/// Models in the routes of `providers` that retire within
+/// [`byok_router::check::RETIREMENT_WARNING_DAYS`] of `today` (or have), in words.
+fn retiring_routes(
+    catalog: &byok_router::PriceCatalog,
+    providers: &[ProviderKind],
+    today: NaiveDate,
+) -> Vec<String> {
+    let mut retiring: Vec<String> = catalog
+        .tasks()
+        .flat_map(|t| catalog.candidates(t))
+        .filter(|r| providers.contains(&r.provider))
+        .filter_map(|r| {
+            let date = catalog.get(r.provider, &r.model)?.shutdown_date?;
+            let days = (date - today).num_days();
+            (days <= byok_router::check::RETIREMENT_WARNING_DAYS).then(|| {
+                if days <= 0 {
+                    format!("{r} was retired on {date}; byok no longer routes to it")
+                } else {
+                    format!("{r} is retired on {date}, in {days} days")
+                }
+            })
+        })
+        .collect();
+    retiring.sort();
+    retiring.dedup();
+    retiring
+}
+
 /// When a model's other prices apply, in words.
 fn price_rules(
     catalog: &byok_router::PriceCatalog,
@@ -553,30 +581,16 @@ impl Gateway {
             .run(move |c| usage::list_for_user(c, &u, from, now))
             .await?;
         let spend: u64 = records.iter().map(exact_cost).sum();
-        let today = Utc::now().date_naive();
-        let catalog = self.planner().catalog();
-        let mut retiring: Vec<String> = catalog
-            .tasks()
-            .flat_map(|t| catalog.candidates(t))
-            .filter(|r| {
-                providers
-                    .iter()
-                    .any(|p| p.configured && p.provider == r.provider)
-            })
-            .filter_map(|r| {
-                let date = catalog.get(r.provider, &r.model)?.shutdown_date?;
-                let days = (date - today).num_days();
-                (days <= 30).then(|| {
-                    if days <= 0 {
-                        format!("{r} was retired on {date}; byok no longer routes to it")
-                    } else {
-                        format!("{r} is retired on {date}, in {days} days")
-                    }
-                })
-            })
+        let configured: Vec<ProviderKind> = providers
+            .iter()
+            .filter(|p| p.configured)
+            .map(|p| p.provider)
             .collect();
-        retiring.sort();
-        retiring.dedup();
+        let retiring = retiring_routes(
+            self.planner().catalog(),
+            &configured,
+            Utc::now().date_naive(),
+        );
         Ok(Status {
             configured: providers.iter().filter(|p| p.configured).count(),
             working: providers.iter().filter(|p| p.working).count(),
@@ -668,5 +682,29 @@ impl Gateway {
                 .collect(),
             total,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_retiring_soon_or_already_are_named_for_configured_providers_only() {
+        let catalog = byok_router::PriceCatalog::builtin();
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        assert!(retiring_routes(&catalog, &[ProviderKind::OpenAi], day("2026-11-30")).is_empty());
+        // gpt-4o-mini (general) and gpt-4.1-mini (code) retire on 2027-01-14.
+        let soon = retiring_routes(&catalog, &[ProviderKind::OpenAi], day("2026-12-20"));
+        assert_eq!(
+            soon,
+            [
+                "openai:gpt-4.1-mini is retired on 2027-01-14, in 25 days",
+                "openai:gpt-4o-mini is retired on 2027-01-14, in 25 days",
+            ]
+        );
+        let past = retiring_routes(&catalog, &[ProviderKind::OpenAi], day("2027-01-14"));
+        assert!(past[0].contains("was retired on 2027-01-14"), "{past:?}");
+        assert!(retiring_routes(&catalog, &[ProviderKind::DeepSeek], day("2027-01-14")).is_empty());
     }
 }

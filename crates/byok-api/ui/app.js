@@ -289,6 +289,15 @@ async function refresh(notice) {
   $("stat-spend").textContent = `$${status.spend_this_month_usd}`;
   $("stat-savings").textContent = `$${usage.savings_usd} (${usage.savings_percent}%)`;
   $("stat-baseline").textContent = usage.baseline_model || "the baseline";
+  const retiring = $("retiring");
+  retiring.replaceChildren(
+    ...(status.retiring || []).map((line) => {
+      const item = document.createElement("li");
+      item.textContent = `Model retirement: ${line}`;
+      return item;
+    }),
+  );
+  retiring.hidden = retiring.childElementCount === 0;
   const cards = $("cards");
   cards.replaceChildren();
   for (const info of providers.providers) {
