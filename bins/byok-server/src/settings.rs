@@ -64,6 +64,26 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "gateway_deadline_secs",
+        secret: false,
+    },
+    Setting {
+        key: "gateway_attempt_secs",
+        secret: false,
+    },
+    Setting {
+        key: "gateway_first_byte_secs",
+        secret: false,
+    },
+    Setting {
+        key: "gateway_stall_secs",
+        secret: false,
+    },
+    Setting {
+        key: "gateway_max_concurrent_per_provider",
+        secret: false,
+    },
+    Setting {
         key: "openai_base_url",
         secret: false,
     },
@@ -162,6 +182,8 @@ pub(crate) struct Settings {
     pub providers: byok_providers::ProviderSettings,
     /// The price catalog: built in, with the operator's overrides.
     pub catalog: byok_router::PriceCatalog,
+    /// Bounds on every wait of a gateway request.
+    pub gateway_limits: byok_api::gateway::GatewayLimits,
 }
 
 impl Settings {
@@ -304,6 +326,47 @@ impl Layered {
                 .parse()
                 .map_err(|_| bad(key, format!("`{text}` is not a valid number here"), fix)),
         }
+    }
+
+    fn gateway_limits(&mut self) -> Result<byok_api::gateway::GatewayLimits, SettingsError> {
+        let defaults = byok_api::gateway::GatewayLimits::default();
+        let secs = |this: &mut Self, key: &str, default: std::time::Duration| {
+            this.number(
+                key,
+                default.as_secs(),
+                "use a whole number of seconds, at least 1",
+            )
+            .and_then(|n: u64| {
+                if n == 0 {
+                    Err(bad(
+                        key,
+                        "is 0",
+                        "use a whole number of seconds, at least 1",
+                    ))
+                } else {
+                    Ok(std::time::Duration::from_secs(n))
+                }
+            })
+        };
+        let limits = byok_api::gateway::GatewayLimits {
+            deadline: secs(self, "gateway_deadline_secs", defaults.deadline)?,
+            attempt: secs(self, "gateway_attempt_secs", defaults.attempt)?,
+            first_byte: secs(self, "gateway_first_byte_secs", defaults.first_byte)?,
+            stall: secs(self, "gateway_stall_secs", defaults.stall)?,
+            per_provider_concurrency: self.number(
+                "gateway_max_concurrent_per_provider",
+                defaults.per_provider_concurrency,
+                "use a whole number, at least 1",
+            )?,
+        };
+        if limits.per_provider_concurrency == 0 {
+            return Err(bad(
+                "gateway_max_concurrent_per_provider",
+                "is 0",
+                "use a whole number, at least 1",
+            ));
+        }
+        Ok(limits)
     }
 
     fn catalog(&mut self) -> Result<byok_router::PriceCatalog, SettingsError> {
@@ -460,6 +523,7 @@ impl Layered {
         )?;
         let providers = self.providers()?;
         let catalog = self.catalog()?;
+        let gateway_limits = self.gateway_limits()?;
         Ok(Settings {
             bind,
             database_url,
@@ -473,6 +537,7 @@ impl Layered {
             shutdown_timeout_secs,
             providers,
             catalog,
+            gateway_limits,
         })
     }
 }

@@ -139,7 +139,8 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
         version = planner.catalog().version(),
         "price catalog loaded"
     );
-    let gateway = byok_api::gateway::Gateway::new(service.clone(), planner, usage);
+    let gateway = byok_api::gateway::Gateway::new(service.clone(), planner, usage)
+        .with_limits(settings.gateway_limits);
     let state = AppState::new(service).with_gateway(gateway);
     byok_api::server(
         listener,

@@ -136,6 +136,89 @@ pub struct GatewayChat {
     pub preferences: Preferences,
 }
 
+/// Bounds on every wait of a gateway request. A provider that never answers
+/// costs at most `attempt` (or `first_byte` for a stream) before the next is
+/// tried, and no request outlives `deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// From the request to its last byte, streams included.
+    pub deadline: std::time::Duration,
+    /// One attempt at a whole (non-streamed) answer.
+    pub attempt: std::time::Duration,
+    /// One attempt at a stream, until its first piece.
+    pub first_byte: std::time::Duration,
+    /// The longest silence between two pieces of a stream.
+    pub stall: std::time::Duration,
+    /// Requests in flight at once for one user on one provider; more go to
+    /// the next provider (a bulkhead: one hanging provider cannot take every
+    /// slot before its circuit opens).
+    pub per_provider_concurrency: usize,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            deadline: std::time::Duration::from_secs(300),
+            attempt: std::time::Duration::from_secs(120),
+            first_byte: std::time::Duration::from_secs(30),
+            stall: std::time::Duration::from_secs(60),
+            per_provider_concurrency: 32,
+        }
+    }
+}
+
+/// In-flight requests per (user, provider).
+#[derive(Debug, Default)]
+struct Bulkhead {
+    in_flight: std::sync::Mutex<std::collections::HashMap<(UserId, ProviderKind), usize>>,
+}
+
+/// A slot in the bulkhead, given back when dropped.
+struct Slot {
+    bulkhead: Arc<Bulkhead>,
+    key: (UserId, ProviderKind),
+}
+
+impl Bulkhead {
+    fn try_enter(
+        self: &Arc<Self>,
+        user: &UserId,
+        provider: ProviderKind,
+        cap: usize,
+    ) -> Option<Slot> {
+        let key = (user.clone(), provider);
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = map.entry(key.clone()).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            bulkhead: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self
+            .bulkhead
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// One attempt's provider call, owning what it needs.
 type AttemptFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
 
@@ -146,6 +229,8 @@ struct Served<T> {
     model: String,
     started: Instant,
     attempts: Vec<Attempt>,
+    /// The answering provider's bulkhead slot (held for a stream's life).
+    slot: Slot,
 }
 
 /// The gateway: routing, fallback, health and usage over [`KeyService`].
@@ -155,10 +240,14 @@ pub struct Gateway {
     planner: Arc<RoutePlanner>,
     usage: UsageSender,
     metrics: Arc<crate::metrics::Metrics>,
+    limits: GatewayLimits,
+    bulkhead: Arc<Bulkhead>,
 }
 
 struct Prepared {
     user: UserId,
+    /// When the request must be over.
+    deadline: tokio::time::Instant,
     stored: Vec<StoredKey>,
     plan: RoutePlan,
     at: chrono::DateTime<chrono::Utc>,
@@ -173,7 +262,22 @@ impl Gateway {
             planner,
             usage,
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            limits: GatewayLimits::default(),
+            bulkhead: Arc::default(),
         }
+    }
+
+    /// These bounds instead of [`GatewayLimits::default`].
+    #[must_use]
+    pub fn with_limits(mut self, limits: GatewayLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds in force.
+    #[must_use]
+    pub fn limits(&self) -> GatewayLimits {
+        self.limits
     }
 
     /// The planner (for reports).
@@ -313,6 +417,7 @@ impl Gateway {
         }
         Ok(Prepared {
             user: user.clone(),
+            deadline: tokio::time::Instant::now() + self.limits.deadline,
             stored,
             plan,
             at,
@@ -478,6 +583,7 @@ impl Gateway {
     async fn attempts<'a, T>(
         &'a self,
         prepared: &'a Prepared,
+        per_attempt: std::time::Duration,
         mut call: impl FnMut(
             Arc<dyn ChatProvider>,
             ApiKey,
@@ -488,13 +594,40 @@ impl Gateway {
         let mut attempts = Vec::new();
         for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
             let provider = candidate.provider;
+            if tokio::time::Instant::now() >= prepared.deadline {
+                attempts.push(Attempt {
+                    provider,
+                    model: candidate.model.clone(),
+                    error: Some("deadline_exceeded"),
+                });
+                break;
+            }
+            let Some(slot) = self.bulkhead.try_enter(
+                &prepared.user,
+                provider,
+                self.limits.per_provider_concurrency,
+            ) else {
+                attempts.push(Attempt {
+                    provider,
+                    model: candidate.model.clone(),
+                    error: Some("provider_busy"),
+                });
+                continue;
+            };
             let Some((key, stored, adapter)) =
                 self.begin(prepared, provider, &candidate.model, &mut attempts)
             else {
                 continue;
             };
             let started = Instant::now();
-            match call(adapter, key, &stored.settings, candidate).await {
+            let until = prepared
+                .deadline
+                .min(tokio::time::Instant::now() + per_attempt);
+            let result =
+                tokio::time::timeout_at(until, call(adapter, key, &stored.settings, candidate))
+                    .await
+                    .unwrap_or(Err(ProviderError::Timeout { provider }));
+            match result {
                 Ok(value) => {
                     return Ok(Served {
                         value,
@@ -502,9 +635,17 @@ impl Gateway {
                         model: candidate.model.clone(),
                         started,
                         attempts,
+                        slot,
                     });
                 }
                 Err(error) => {
+                    if matches!(error, ProviderError::Timeout { .. }) {
+                        tracing::warn!(
+                            %provider,
+                            model = candidate.model,
+                            "provider attempt timed out; trying the next"
+                        );
+                    }
                     if let Some(rejected) = self
                         .failed(
                             prepared,
@@ -553,20 +694,24 @@ impl Gateway {
         let prepared = self.prepare_chat(principal, &call, false).await?;
         let request = &call.request;
         let served = self
-            .attempts(&prepared, |adapter, key, settings, candidate| {
-                let request = self.request_for(request, candidate);
-                Box::pin(async move {
-                    adapter
-                        .chat(
-                            Credentials {
-                                key: &key,
-                                settings,
-                            },
-                            &request,
-                        )
-                        .await
-                })
-            })
+            .attempts(
+                &prepared,
+                self.limits.attempt,
+                |adapter, key, settings, candidate| {
+                    let request = self.request_for(request, candidate);
+                    Box::pin(async move {
+                        adapter
+                            .chat(
+                                Credentials {
+                                    key: &key,
+                                    settings,
+                                },
+                                &request,
+                            )
+                            .await
+                    })
+                },
+            )
             .await?;
         let priced = self.price(
             served.provider,
@@ -596,32 +741,36 @@ impl Gateway {
         let prepared = self.prepare_chat(principal, &call, true).await?;
         let request = &call.request;
         let served = self
-            .attempts(&prepared, |adapter, key, settings, candidate| {
-                let request = self.request_for(request, candidate);
-                let provider = candidate.provider;
-                Box::pin(async move {
-                    let mut stream = adapter
-                        .chat_stream(
-                            Credentials {
-                                key: &key,
-                                settings,
-                            },
-                            &request,
-                        )
-                        .await?;
-                    drop(key);
-                    // The model a stream names comes before its first piece.
-                    let mut named = None;
-                    loop {
-                        match stream.next().await {
-                            Some(Ok(ChatChunk::Model(model))) => named = Some(model),
-                            Some(Ok(first)) => return Ok((first, named, stream)),
-                            Some(Err(error)) => return Err(error),
-                            None => return Err(ProviderError::IncompleteStream { provider }),
+            .attempts(
+                &prepared,
+                self.limits.first_byte,
+                |adapter, key, settings, candidate| {
+                    let request = self.request_for(request, candidate);
+                    let provider = candidate.provider;
+                    Box::pin(async move {
+                        let mut stream = adapter
+                            .chat_stream(
+                                Credentials {
+                                    key: &key,
+                                    settings,
+                                },
+                                &request,
+                            )
+                            .await?;
+                        drop(key);
+                        // The model a stream names comes before its first piece.
+                        let mut named = None;
+                        loop {
+                            match stream.next().await {
+                                Some(Ok(ChatChunk::Model(model))) => named = Some(model),
+                                Some(Ok(first)) => return Ok((first, named, stream)),
+                                Some(Err(error)) => return Err(error),
+                                None => return Err(ProviderError::IncompleteStream { provider }),
+                            }
                         }
-                    }
-                })
-            })
+                    })
+                },
+            )
             .await?;
         let Served {
             value: (first, named, stream),
@@ -629,6 +778,7 @@ impl Gateway {
             model,
             started,
             mut attempts,
+            slot,
         } = served;
         // Azure names its model in the stream; the others answer as asked.
         let answered = named.unwrap_or_else(|| {
@@ -652,6 +802,10 @@ impl Gateway {
             usage: None,
             output: String::new(),
             finished: false,
+            deadline: prepared.deadline,
+            stall: self.limits.stall,
+            provider,
+            _slot: slot,
             pending: Some(Pending {
                 user: prepared.user.clone(),
                 provider,
@@ -707,21 +861,25 @@ impl Gateway {
             .await?;
         let request = &request;
         let served = self
-            .attempts(&prepared, |adapter, key, settings, candidate| {
-                let mut call = request.clone();
-                call.model.clone_from(&candidate.model);
-                Box::pin(async move {
-                    adapter
-                        .embed(
-                            Credentials {
-                                key: &key,
-                                settings,
-                            },
-                            &call,
-                        )
-                        .await
-                })
-            })
+            .attempts(
+                &prepared,
+                self.limits.attempt,
+                |adapter, key, settings, candidate| {
+                    let mut call = request.clone();
+                    call.model.clone_from(&candidate.model);
+                    Box::pin(async move {
+                        adapter
+                            .embed(
+                                Credentials {
+                                    key: &key,
+                                    settings,
+                                },
+                                &call,
+                            )
+                            .await
+                    })
+                },
+            )
             .await?;
         let usage = served.value.input_tokens.map(|input_tokens| Usage {
             input_tokens,
@@ -760,7 +918,9 @@ impl Gateway {
             model,
             started,
             mut attempts,
+            slot,
         } = served;
+        drop(slot);
         let latency = started.elapsed();
         let cost = priced.report.picodollars.map(Money::from_picodollars);
         self.succeeded(
@@ -1024,6 +1184,12 @@ struct Tracked {
     /// The answer relayed so far, for an estimate when no usage comes.
     output: String,
     finished: bool,
+    /// When the request must be over, and the longest silence allowed.
+    deadline: tokio::time::Instant,
+    stall: std::time::Duration,
+    provider: ProviderKind,
+    /// The provider's bulkhead slot, held until the stream ends.
+    _slot: Slot,
     pending: Option<Pending>,
     gateway: Gateway,
 }
@@ -1079,7 +1245,23 @@ impl Tracked {
             }
             let item = match state.first.take() {
                 Some(first) => Some(Ok(first)),
-                None => state.inner.next().await,
+                None => {
+                    // A stall or the request's deadline ends the stream.
+                    let until = state
+                        .deadline
+                        .min(tokio::time::Instant::now() + state.stall);
+                    tokio::time::timeout_at(until, state.inner.next())
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::warn!(
+                                provider = %state.provider,
+                                "stream stalled or passed the request deadline; ended"
+                            );
+                            Some(Err(ProviderError::Timeout {
+                                provider: state.provider,
+                            }))
+                        })
+                }
             };
             match item {
                 Some(Ok(chunk)) => {

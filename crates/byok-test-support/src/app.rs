@@ -129,6 +129,31 @@ impl TestApp {
         vault: KeyVault,
         providers: byok_providers::ProviderSettings,
     ) -> Self {
+        Self::spawn_limited(
+            db,
+            vault,
+            providers,
+            byok_api::gateway::GatewayLimits::default(),
+        )
+        .await
+    }
+
+    /// Serves `db` with [`test_vault`], `providers`, and the gateway's waits
+    /// bounded by `limits`.
+    pub async fn spawn_with_limits(
+        db: &TestDb,
+        providers: byok_providers::ProviderSettings,
+        limits: byok_api::gateway::GatewayLimits,
+    ) -> Self {
+        Self::spawn_limited(db, test_vault(), providers, limits).await
+    }
+
+    async fn spawn_limited(
+        db: &TestDb,
+        vault: KeyVault,
+        providers: byok_providers::ProviderSettings,
+        limits: byok_api::gateway::GatewayLimits,
+    ) -> Self {
         capture();
         let store = db.store().await;
         let service = KeyService::new(store, Arc::new(vault))
@@ -153,7 +178,8 @@ impl TestApp {
         let planner = Arc::new(byok_router::RoutePlanner::new(
             byok_router::PriceCatalog::builtin(),
         ));
-        let gateway = byok_api::gateway::Gateway::new(service.clone(), planner, usage);
+        let gateway =
+            byok_api::gateway::Gateway::new(service.clone(), planner, usage).with_limits(limits);
         let server = byok_api::server(
             listener,
             AppState::new(service.clone()).with_gateway(gateway),

@@ -12,6 +12,7 @@
 
 mod admin;
 mod auth;
+mod bounds;
 mod costs;
 mod disconnect;
 mod errors;
