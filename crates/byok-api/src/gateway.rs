@@ -1243,25 +1243,24 @@ impl Tracked {
             if state.finished {
                 return None;
             }
-            let item = match state.first.take() {
-                Some(first) => Some(Ok(first)),
-                None => {
-                    // A stall or the request's deadline ends the stream.
-                    let until = state
-                        .deadline
-                        .min(tokio::time::Instant::now() + state.stall);
-                    tokio::time::timeout_at(until, state.inner.next())
-                        .await
-                        .unwrap_or_else(|_| {
-                            tracing::warn!(
-                                provider = %state.provider,
-                                "stream stalled or passed the request deadline; ended"
-                            );
-                            Some(Err(ProviderError::Timeout {
-                                provider: state.provider,
-                            }))
-                        })
-                }
+            let item = if let Some(first) = state.first.take() {
+                Some(Ok(first))
+            } else {
+                // A stall or the request's deadline ends the stream.
+                let until = state
+                    .deadline
+                    .min(tokio::time::Instant::now() + state.stall);
+                tokio::time::timeout_at(until, state.inner.next())
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::warn!(
+                            provider = %state.provider,
+                            "stream stalled or passed the request deadline; ended"
+                        );
+                        Some(Err(ProviderError::Timeout {
+                            provider: state.provider,
+                        }))
+                    })
             };
             match item {
                 Some(Ok(chunk)) => {
