@@ -99,14 +99,9 @@ async fn a_provider_that_never_answers_costs_one_attempt_limit() {
 async fn a_stream_that_never_starts_falls_back_at_its_first_byte_limit() {
     let mock = MockServer::start().await;
     hang_gemini(&mock).await;
-    let stream = [
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "streamed"}, "finish_reason": "stop"}]}),
-    ]
-    .iter()
-    .map(|c| format!("data: {c}\n\n"))
-    .collect::<String>()
-        + "data: [DONE]\n\n";
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "streamed"}, "finish_reason": "stop"}]});
+    let stream = format!("data: {chunk}\n\ndata: [DONE]\n\n");
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .respond_with(
