@@ -374,6 +374,15 @@ impl Gateway {
                 status: k.last_test.as_ref().map(|t| t.status),
             })
             .collect();
+        // A key whose settings cannot serve this task is not a candidate for
+        // it (an Azure key without an embedding deployment, for embeddings).
+        let mut refused = refused.to_vec();
+        refused.extend(
+            stored
+                .iter()
+                .filter_map(|k| key_cannot_serve(k, task).map(|u| (k.provider, u))),
+        );
+        let refused = refused.as_slice();
         let at = now();
         let plan = self.planner.plan(
             &RouteRequest {
@@ -974,7 +983,13 @@ impl Gateway {
             .planner
             .catalog()
             .models()
-            .filter(|m| stored.iter().any(|k| k.provider == m.provider))
+            .filter(|m| {
+                stored.iter().any(|k| {
+                    k.provider == m.provider
+                        && (m.tasks.is_empty()
+                            || m.tasks.iter().any(|t| key_cannot_serve(k, t).is_none()))
+                })
+            })
             .map(|m| (m.provider, m.model.clone()))
             .collect())
     }
@@ -1044,6 +1059,19 @@ impl Gateway {
             .max_by_key(|m| m.model.len())
             .map(|m| m.model.clone())
     }
+}
+
+/// Why `key` cannot serve `task`, if it cannot.
+fn key_cannot_serve(key: &StoredKey, task: &Task) -> Option<Unsupported> {
+    (key.provider == ProviderKind::AzureOpenAi
+        && task.as_str() == Task::EMBEDDINGS
+        && !key.settings.contains_key("embedding_deployment"))
+    .then(|| {
+        Unsupported::new(
+            "input",
+            "this Azure OpenAI key has no embedding deployment (add embedding_deployment to its settings)",
+        )
+    })
 }
 
 /// The model name people see: `unknown` when the provider named none.

@@ -852,3 +852,74 @@ async fn one_model_is_described_like_openai_does() {
     assert_eq!(missing["error"]["code"], "model_not_found");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_key_without_an_embedding_deployment_is_no_embedding_candidate() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25]}],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1}
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    let azure = json!({"api_key": "0123456789abcdef0123456789abcdef", "endpoint": mock.uri(), "deployment": "gpt-4o-mini"});
+    assert_eq!(
+        app.save_key(&token, "alice", "azure_openai", azure)
+            .await
+            .status(),
+        201
+    );
+    let embed = |prefer: &'static str| {
+        app.client
+            .post(app.url("/v1/embeddings"))
+            .bearer_auth(&token)
+            .header("x-byok-prefer", prefer)
+            .json(&json!({"model": "auto", "input": "hi"}))
+            .send()
+    };
+    // Azure alone: a 400 that says why, not a provider error.
+    let (status, error) = body(embed("azure_openai").await.unwrap()).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["code"], "unsupported_parameter");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("embedding deployment")
+    );
+    let models = app
+        .client
+        .get(app.url("/v1/models"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let (_, models) = body(models).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"gpt-4o-mini") && !ids.contains(&"text-embedding-3-small"),
+        "{ids:?}"
+    );
+    // With OpenAI too, the preference for Azure cannot make Azure embed.
+    assert_eq!(
+        app.save_key(&token, "alice", "openai", key_for("openai", &mock))
+            .await
+            .status(),
+        201
+    );
+    let response = embed("azure_openai").await.unwrap();
+    assert_eq!(response.headers()["x-byok-provider"], "openai");
+    app.stop().await;
+}
