@@ -148,7 +148,7 @@ fn say(text: &str) {
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
-    let service = setup::service(&settings).await?;
+    let (service, _lock) = setup::service(&settings).await?;
     match command {
         Command::Serve => setup::serve(service, &settings).await,
         Command::CreateUser { user_id } => {

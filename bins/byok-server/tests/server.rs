@@ -492,3 +492,94 @@ fn catalog_check_reports_every_problem_and_needs_no_database() {
         "a check opens no database"
     );
 }
+
+/// The last line the failed command wrote on stderr.
+fn failure(output: &std::process::Output) -> String {
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private_locked_and_tied_to_its_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("byok-data");
+    let server = Running::start(dir.path(), &[]);
+    let admin = server.admin_token().unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory is the owner's only");
+    assert_eq!(mode(&data.join("byok.db")), 0o600);
+    // A second server on the same files refuses, with one line.
+    let second = command(dir.path(), &[]).args(["serve"]).output().unwrap();
+    assert!(
+        failure(&second).contains("another byok server is using"),
+        "{second:?}"
+    );
+    let alice = create_user(&server.base_url, &admin, "alice").await;
+    let saved = reqwest::Client::new()
+        .post(format!(
+            "{}/api/user/api-keys/alice/keys/openai",
+            server.base_url
+        ))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"api_key": format!("sk-proj-{}", "k".repeat(40))}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 201);
+    assert!(server.terminate().success());
+
+    // Another key under the same id: refused, whatever the stored rows say.
+    let other = command(dir.path(), &[("BYOK_MASTER_KEY", KEY_TWO)])
+        .output()
+        .unwrap();
+    assert!(
+        failure(&other).contains("is not the key this database uses under that id"),
+        "{other:?}"
+    );
+    // A deleted key file is not silently replaced.
+    let key_file = data.join("master.key");
+    let original = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    let regenerated = command(dir.path(), &[]).output().unwrap();
+    assert!(
+        failure(&regenerated).contains("no new key was generated"),
+        "{regenerated:?}"
+    );
+    assert!(
+        !key_file.exists(),
+        "no stray key is left to be used next time"
+    );
+    // Restored, it serves again.
+    std::fs::write(&key_file, original).unwrap();
+    let server = Running::start(dir.path(), &[]);
+    assert_eq!(
+        status(&server.base_url, "/api/user/api-keys/alice/keys", &alice).await,
+        200
+    );
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_token_is_printed_only_once_the_server_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let refused = command(dir.path(), &[("BYOK_BIND", &port)])
+        .output()
+        .unwrap();
+    assert!(failure(&refused).contains("BYOK_BIND"), "{refused:?}");
+    assert!(
+        !String::from_utf8_lossy(&refused.stdout).contains("byok_"),
+        "no token printed for a server that never listened"
+    );
+    drop(taken);
+    // The token was not used up: the next start that listens prints it.
+    let server = Running::start(dir.path(), &[]);
+    assert!(server.admin_token().is_some());
+    assert_eq!(status(&server.base_url, "/readyz", "").await, 200);
+    assert!(server.terminate().success());
+}

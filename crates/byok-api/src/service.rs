@@ -11,7 +11,7 @@ use byok_store::audit::{self, Actor, AuditAction, AuditEvent, AuditOutcome, NewA
 use byok_store::keys::{self, NewProviderKey, PutOutcome, StoredKey};
 use byok_store::tokens::{self, NewToken, TokenRole};
 use byok_store::{Store, StoreError, now, users, write_transaction};
-use byok_vault::{Binding, KeyVault, SealedKey};
+use byok_vault::{Binding, KeyVault, MasterKeyId, SealedKey};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -173,6 +173,12 @@ pub enum MasterKeyCheckError {
         "master key id {0} does not open the keys stored under that id; was the master key changed?"
     )]
     Wrong(u32),
+    /// The configured key with this id is not the one this database has
+    /// used under that id (another replica's, or a regenerated one).
+    #[error(
+        "the configured master key with id {0} is not the key this database uses under that id; give every replica the same BYOK_MASTER_KEY (or restore the original key file)"
+    )]
+    Mismatch(u32),
     /// The database could not be read.
     #[error("could not read stored keys")]
     Store(#[from] StoreError),
@@ -937,27 +943,72 @@ impl KeyService {
     /// # Errors
     /// [`MasterKeyCheckError`] naming the id that is missing or wrong.
     pub async fn check_master_keys(&self) -> Result<(), MasterKeyCheckError> {
-        let ids = self.store.run(keys::master_key_ids).await?;
-        for id in ids {
-            if !self.vault.key_ids().any(|k| k.get() == id) {
-                return Err(MasterKeyCheckError::Missing(id));
-            }
-            if let Some(sample) = self
-                .store
-                .run(move |c| keys::sample_sealed_with(c, id))
-                .await?
+        let checks = self.store.run(keys::master_key_checks).await?;
+        // A configured key must be the key its id has always meant here.
+        for (id, recorded) in &checks {
+            if let Some(check) = self.vault.check_value(MasterKeyId::new(*id))
+                && check != recorded
             {
-                let sealed = SealedKey::from_bytes(sample.sealed_key);
+                return Err(MasterKeyCheckError::Mismatch(*id));
+            }
+        }
+        let in_use = self.store.run(keys::master_key_ids).await?;
+        for id in &in_use {
+            if !self.vault.key_ids().any(|k| k.get() == *id) {
+                return Err(MasterKeyCheckError::Missing(*id));
+            }
+        }
+        // Ids without a recorded check (a database from before checks, or a
+        // new key): every key sealed under the id must open before its check
+        // is recorded — not one sample.
+        for key_id in self.vault.key_ids() {
+            let id = key_id.get();
+            if checks.iter().any(|(known, _)| *known == id) {
+                continue;
+            }
+            if in_use.contains(&id) {
+                self.verify_all_sealed_with(id).await?;
+            }
+            let check = self
+                .vault
+                .check_value(key_id)
+                .unwrap_or_default()
+                .to_owned();
+            let recorded = self
+                .store
+                .run(move |c| keys::record_master_key_check(c, id, &check))
+                .await?;
+            if Some(recorded.as_str()) != self.vault.check_value(key_id) {
+                // Another replica recorded a different key a moment ago.
+                return Err(MasterKeyCheckError::Mismatch(id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn verify_all_sealed_with(&self, id: u32) -> Result<(), MasterKeyCheckError> {
+        let mut after = String::new();
+        loop {
+            let from = after.clone();
+            let page = self
+                .store
+                .run(move |c| keys::sealed_with_page(c, id, &from, 500))
+                .await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after.clone_from(last);
+            for (_, stored) in &page {
+                let sealed = SealedKey::from_bytes(stored.sealed_key.clone());
                 if self
                     .vault
-                    .open(&sealed, &Binding::new(&sample.user_id, sample.provider))
+                    .open(&sealed, &Binding::new(&stored.user_id, stored.provider))
                     .is_err()
                 {
                     return Err(MasterKeyCheckError::Wrong(id));
                 }
             }
         }
-        Ok(())
     }
 }
 

@@ -397,6 +397,81 @@ pub fn master_key_ids(conn: &mut DbConnection) -> Result<Vec<u32>, StoreError> {
         .collect()
 }
 
+/// The key-check value recorded for each master key id, ascending by id.
+///
+/// # Errors
+/// A [`StoreError`] from the database, or [`StoreError::Corrupt`].
+pub fn master_key_checks(conn: &mut DbConnection) -> Result<Vec<(u32, String)>, StoreError> {
+    use crate::schema::master_key_checks as checks;
+    checks::table
+        .select((checks::key_id, checks::check_value))
+        .order(checks::key_id.asc())
+        .load::<(i64, String)>(conn)?
+        .into_iter()
+        .map(|(id, check)| {
+            Ok((
+                u32::try_from(id).map_err(|_| StoreError::Corrupt("master key id"))?,
+                check,
+            ))
+        })
+        .collect()
+}
+
+/// Records `check` as what master key `id` means, unless one is recorded
+/// already (another replica may have just done it); returns the value the
+/// store holds now.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn record_master_key_check(
+    conn: &mut DbConnection,
+    id: u32,
+    check: &str,
+) -> Result<String, StoreError> {
+    use crate::schema::master_key_checks as checks;
+    crate::connection::write_transaction(conn, |conn| {
+        let existing = checks::table
+            .filter(checks::key_id.eq(i64::from(id)))
+            .select(checks::check_value)
+            .first::<String>(conn)
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok(existing);
+        }
+        diesel::insert_into(checks::table)
+            .values((
+                checks::key_id.eq(i64::from(id)),
+                checks::check_value.eq(check),
+                checks::created_at.eq(crate::time::to_db(crate::now())),
+            ))
+            .execute(conn)?;
+        Ok(check.to_owned())
+    })
+}
+
+/// Up to `limit` stored keys sealed with master key `master_key_id`, after
+/// the row `after` (pages through all of them).
+///
+/// # Errors
+/// A [`StoreError`] from the database, or [`StoreError::Corrupt`].
+pub fn sealed_with_page(
+    conn: &mut DbConnection,
+    master_key_id: u32,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(String, StoredKey)>, StoreError> {
+    provider_keys::table
+        .filter(provider_keys::master_key_id.eq(i64::from(master_key_id)))
+        .filter(provider_keys::id.gt(after))
+        .order(provider_keys::id.asc())
+        .limit(limit)
+        .select((provider_keys::id, KeyRow::as_select()))
+        .load::<(String, KeyRow)>(conn)?
+        .into_iter()
+        .map(|(id, row)| Ok((id, StoredKey::try_from(row)?)))
+        .collect()
+}
+
 /// One stored key sealed with master key `master_key_id`, if any: a sample
 /// to check at start-up that the configured master key really opens it.
 ///

@@ -76,9 +76,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    master_key_checks (key_id) {
+        key_id -> BigInt,
+        check_value -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(provider_keys -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    master_key_checks,
     users,
     api_tokens,
     provider_keys,

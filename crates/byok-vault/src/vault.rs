@@ -15,6 +15,8 @@ use crate::{Binding, MasterKey, MasterKeyId, SealedKey, VaultError};
 struct RingKey {
     id: MasterKeyId,
     cipher: Aes256Gcm,
+    /// A fingerprint that tells keys apart and reveals nothing about them.
+    check: String,
 }
 
 /// Seals and opens provider API keys with a ring of master keys.
@@ -48,6 +50,19 @@ impl KeyVault {
         }
         self.retired.push(RingKey::new(id, key));
         Ok(self)
+    }
+
+    /// The key-check value of the ring's key `id`: the first 16 bytes of
+    /// SHA-256 over a byok-specific label and the key, in hex. It shows
+    /// whether two master keys are the same without revealing either (a
+    /// 256-bit random key cannot be recovered from its hash), so the store
+    /// can remember which key each id means and refuse a different one.
+    #[must_use]
+    pub fn check_value(&self, id: MasterKeyId) -> Option<&str> {
+        std::iter::once(&self.active)
+            .chain(&self.retired)
+            .find(|k| k.id == id)
+            .map(|k| k.check.as_str())
     }
 
     /// The id of the key that seals.
@@ -147,13 +162,22 @@ impl KeyVault {
     }
 }
 
+fn check_value(key: &MasterKey) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"byok master key check v1\0");
+    hash.update(key.as_bytes());
+    hex::encode(&hash.finalize()[..16])
+}
+
 impl RingKey {
     /// Consumes the master key: once the cipher is initialised the raw bytes
     /// are dropped, and so zeroized.
     fn new(id: MasterKeyId, key: MasterKey) -> Self {
         let cipher = Aes256Gcm::new(key.as_bytes().into());
+        let check = check_value(&key);
         drop(key);
-        Self { id, cipher }
+        Self { id, cipher, check }
     }
 
     fn seal_with_nonce(

@@ -10,8 +10,39 @@ use crate::{body, key_body, openai_key};
 both_backends!(
     health_and_readiness,
     keys_survive_a_restart,
-    rotation_then_rewrap_then_retire
+    rotation_then_rewrap_then_retire,
+    a_replica_with_another_master_key_under_the_same_id_is_refused
 );
+
+async fn a_replica_with_another_master_key_under_the_same_id_is_refused(db: TestDb) {
+    let store = db.store().await;
+    let service = |key: [u8; 32]| {
+        byok_api::KeyService::new(
+            store.clone(),
+            std::sync::Arc::new(KeyVault::new(
+                MasterKeyId::new(1),
+                MasterKey::from_bytes(key),
+            )),
+        )
+    };
+    // The first replica records what key id 1 means, even before any key is sealed.
+    service([7; 32]).check_master_keys().await.unwrap();
+    assert!(matches!(
+        service([8; 32]).check_master_keys().await,
+        Err(MasterKeyCheckError::Mismatch(1))
+    ));
+    service([7; 32]).check_master_keys().await.unwrap();
+    let recorded = store
+        .run(byok_store::keys::master_key_checks)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].1.len(), 32, "16 bytes of fingerprint, in hex");
+    assert!(
+        !recorded[0].1.contains("0707"),
+        "the key's bytes are not in it"
+    );
+}
 
 async fn health_and_readiness(db: TestDb) {
     let app = TestApp::spawn(&db).await;
@@ -89,9 +120,10 @@ async fn rotation_then_rewrap_then_retire(db: TestDb) {
             MasterKey::from_bytes([8; 32]),
         )),
     );
+    // (Its key-check value tells it apart before any key is opened.)
     assert!(matches!(
         wrong.check_master_keys().await,
-        Err(MasterKeyCheckError::Wrong(2))
+        Err(MasterKeyCheckError::Mismatch(2))
     ));
     let missing = byok_api::KeyService::new(store, std::sync::Arc::new(test_vault()));
     let err = missing.check_master_keys().await.unwrap_err();
