@@ -504,6 +504,19 @@ impl Layered {
                 "use a long random value, e.g. `openssl rand -base64 32`",
             ));
         }
+        if let Some(token) = &admin_token {
+            let distinct: std::collections::BTreeSet<char> =
+                secrecy::ExposeSecret::expose_secret(token)
+                    .chars()
+                    .collect();
+            if distinct.len() < 12 {
+                return Err(bad(
+                    "admin_token",
+                    "too predictable (fewer than 12 different characters)",
+                    "use a long random value, e.g. `openssl rand -base64 32`",
+                ));
+            }
+        }
         let log = self.plain("log").unwrap_or_else(|| "info".to_owned());
         let log_format = match self.plain("log_format").as_deref() {
             None | Some("text") => LogFormat::Text,

@@ -173,6 +173,11 @@ fn a_bad_setting_stops_the_server_with_one_line_naming_it() {
             "BYOK_DATABASE_URL",
         ),
         (&[("BYOK_ADMIN_TOKEN", "SECRETVALUE")], "BYOK_ADMIN_TOKEN"),
+        // Long enough, but nine different characters: guessable.
+        (
+            &[("BYOK_ADMIN_TOKEN", "SECRETVALUESECRETVALUESECRETVALUE")],
+            "BYOK_ADMIN_TOKEN",
+        ),
         (
             &[("BYOK_RETIRED_MASTER_KEYS", "SECRETVALUE")],
             "BYOK_RETIRED_MASTER_KEYS",

@@ -417,22 +417,29 @@ impl FromRequest for Caller {
             let now = std::time::Instant::now();
             // A malformed header counts as a presented (invalid) token.
             let presented = bearer.or_else(|| present.then(String::new));
-            match state.service.authenticate(presented.as_deref(), &ctx).await {
-                // A valid token always works: the limit must never lock out real
-                // users who share an address (a proxy) with someone guessing.
-                Ok(principal) => Ok(Caller(principal)),
-                Err(error) => {
-                    if let (ServiceError::Unauthenticated, Some(ip)) = (&error, peer) {
-                        let over = state.auth_throttle.blocked(&ip, now);
-                        state.auth_throttle.record(ip, now);
-                        if let Some(wait) = over {
-                            return Err(ApiError::TooManyFailures {
-                                retry_after_secs: wait.as_secs().max(1),
-                            });
-                        }
-                    }
-                    Err(error.into())
-                }
+            let key = peer.map(crate::throttle::client_key);
+            // The throttle first: a blocked address still gets in with a valid
+            // token (users behind one proxy must not be locked out by someone
+            // guessing), but its refusals cost no audit write.
+            let blocked = key.and_then(|k| state.auth_throttle.blocked(&k, now));
+            let found = state.service.lookup(presented.as_deref()).await?;
+            if let Some(principal) = found {
+                return Ok(Caller(principal));
+            }
+            let count = key.map_or(1, |k| state.auth_throttle.record(k, now));
+            // The trail gets an address's first refusal in a window and the
+            // refusal that blocks it, not one row per request of a flood.
+            if blocked.is_none() && (count == 1 || count == state.auth_throttle.max()) {
+                state
+                    .service
+                    .audit_refused_authentication(presented.is_some(), &ctx)
+                    .await?;
+            }
+            match blocked {
+                Some(wait) => Err(ApiError::TooManyFailures {
+                    retry_after_secs: wait.as_secs().max(1),
+                }),
+                None => Err(ServiceError::Unauthenticated.into()),
             }
         })
     }

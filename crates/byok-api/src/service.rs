@@ -291,14 +291,35 @@ impl KeyService {
         bearer: Option<&str>,
         ctx: &RequestContext,
     ) -> Result<Principal> {
-        let found = match bearer {
-            Some(presented) => self.lookup_token(presented).await?,
-            None => None,
-        };
-        if let Some(principal) = found {
+        if let Some(principal) = self.lookup(bearer).await? {
             return Ok(principal);
         }
-        let detail = if bearer.is_some() {
+        self.audit_refused_authentication(bearer.is_some(), ctx)
+            .await?;
+        Err(ServiceError::Unauthenticated)
+    }
+
+    /// The principal `bearer` stands for, if any; writes nothing.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn lookup(&self, bearer: Option<&str>) -> Result<Option<Principal>> {
+        match bearer {
+            Some(presented) => self.lookup_token(presented).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Appends a refused authentication to the audit trail.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn audit_refused_authentication(
+        &self,
+        token_presented: bool,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        let detail = if token_presented {
             "invalid_token"
         } else {
             "missing_token"
@@ -310,8 +331,7 @@ impl KeyService {
                 AuditOutcome::Denied,
             )
             .detail(detail);
-        self.append(event).await?;
-        Err(ServiceError::Unauthenticated)
+        self.append(event).await
     }
 
     async fn lookup_token(&self, presented: &str) -> Result<Option<Principal>> {

@@ -15,12 +15,20 @@ use std::time::{Duration, Instant};
 /// Addresses tracked before expired windows are swept.
 const SWEEP_AT: usize = 10_000;
 
+/// One key's window: when it started, its count, when the key was last seen.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    count: u32,
+    seen: Instant,
+}
+
 /// At most `max` events per key per fixed `window`.
 #[derive(Debug)]
 pub struct FixedWindow<K> {
     max: u32,
     window: Duration,
-    counts: Mutex<HashMap<K, (Instant, u32)>>,
+    counts: Mutex<HashMap<K, Window>>,
 }
 
 impl<K: Hash + Eq> FixedWindow<K> {
@@ -36,35 +44,62 @@ impl<K: Hash + Eq> FixedWindow<K> {
 
     /// How long `key` must wait, if it is over the limit at `now`.
     pub(crate) fn blocked(&self, key: &K, now: Instant) -> Option<Duration> {
-        let counts = self.counts.lock().ok()?;
-        let (start, count) = counts.get(key)?;
-        let ends = *start + self.window;
-        (*count >= self.max && now < ends).then(|| ends - now)
+        let mut counts = self.counts.lock().ok()?;
+        let window = counts.get_mut(key)?;
+        window.seen = now;
+        let ends = window.start + self.window;
+        (window.count >= self.max && now < ends).then(|| ends - now)
     }
 
-    /// Counts one event for `key` at `now`.
-    pub(crate) fn record(&self, key: K, now: Instant) {
+    /// Counts one event for `key` at `now`; returns the count in its window.
+    pub(crate) fn record(&self, key: K, now: Instant) -> u32
+    where
+        K: Clone,
+    {
         let Ok(mut counts) = self.counts.lock() else {
-            return;
+            return 0;
         };
-        if counts.len() >= SWEEP_AT {
-            counts.retain(|_, (start, _)| now < *start + self.window);
-            // Still full of live windows (a flood from many addresses): start
-            // over rather than grow without bound.
+        if counts.len() >= SWEEP_AT && !counts.contains_key(&key) {
+            counts.retain(|_, w| now < w.start + self.window);
+            // Still full of live windows (a flood from many addresses): drop
+            // the tenth least recently seen, so a churn of fresh addresses
+            // never lifts the block of one that keeps trying, and the cost is
+            // one pass per thousand new addresses.
             if counts.len() >= SWEEP_AT {
-                counts.clear();
+                let mut seen: Vec<(Instant, K)> =
+                    counts.iter().map(|(k, w)| (w.seen, k.clone())).collect();
+                let cut = SWEEP_AT / 10;
+                seen.select_nth_unstable_by_key(cut, |(at, _)| *at);
+                for (_, idle) in seen.into_iter().take(cut) {
+                    counts.remove(&idle);
+                }
             }
         }
-        let entry = counts.entry(key).or_insert((now, 0));
-        if now >= entry.0 + self.window {
-            *entry = (now, 0);
+        let entry = counts.entry(key).or_insert(Window {
+            start: now,
+            count: 0,
+            seen: now,
+        });
+        if now >= entry.start + self.window {
+            entry.start = now;
+            entry.count = 0;
         }
-        entry.1 = entry.1.saturating_add(1);
+        entry.seen = now;
+        entry.count = entry.count.saturating_add(1);
+        entry.count
+    }
+
+    /// The most events a key may have in a window.
+    pub(crate) fn max(&self) -> u32 {
+        self.max
     }
 
     /// Counts one event unless `key` is already over the limit; returns the
     /// wait when it is.
-    pub(crate) fn try_acquire(&self, key: K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_acquire(&self, key: K, now: Instant) -> Result<(), Duration>
+    where
+        K: Clone,
+    {
         if let Some(wait) = self.blocked(&key, now) {
             return Err(wait);
         }
@@ -73,8 +108,25 @@ impl<K: Hash + Eq> FixedWindow<K> {
     }
 }
 
-/// Refused authentications per client address.
+/// Refused authentications per client address (IPv6 by /64: one host
+/// usually holds a whole /64, so counting single addresses would let it
+/// rotate through billions).
 pub type AuthThrottle = FixedWindow<IpAddr>;
+
+/// The key an address is counted under: IPv4 as it is, IPv6 by its /64.
+#[must_use]
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !u128::from(u64::MAX);
+                IpAddr::V6(bits.into())
+            }
+        },
+    }
+}
 
 impl Default for AuthThrottle {
     /// 30 refused authentications per address per minute.
@@ -86,6 +138,39 @@ impl Default for AuthThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_key(mapped), IpAddr::from([10, 0, 0, 1]));
+    }
+
+    #[test]
+    fn a_churn_of_fresh_addresses_never_lifts_a_block() {
+        let throttle = AuthThrottle::new(2, Duration::from_secs(60));
+        let attacker: IpAddr = [10, 0, 0, 1].into();
+        let t0 = Instant::now();
+        throttle.record(attacker, t0);
+        throttle.record(attacker, t0);
+        // Far more fresh addresses than the map holds, while the attacker
+        // keeps trying now and then.
+        let mut at = t0;
+        for i in 0..(u32::try_from(SWEEP_AT).unwrap() * 2) {
+            at += Duration::from_micros(1);
+            let fresh = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            throttle.record(fresh, at);
+            if i % 1000 == 0 {
+                assert!(throttle.blocked(&attacker, at).is_some(), "lifted at {i}");
+            }
+        }
+        assert!(throttle.blocked(&attacker, at).is_some());
+        assert!(throttle.counts.lock().unwrap().len() <= SWEEP_AT);
+    }
 
     #[test]
     fn blocks_after_the_limit_until_the_window_ends() {

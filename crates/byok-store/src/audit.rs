@@ -302,6 +302,17 @@ pub fn append(
     Ok(())
 }
 
+/// How many events of `action` the trail holds.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn count(conn: &mut DbConnection, action: AuditAction) -> Result<i64, StoreError> {
+    Ok(audit_events::table
+        .filter(audit_events::action.eq(action.as_str()))
+        .count()
+        .get_result(conn)?)
+}
+
 /// Up to `limit` events about `user`, newest first, older than the event
 /// `before` when given (pass the last id of one page to get the next).
 ///

@@ -176,6 +176,25 @@ async fn repeated_failures_from_one_address_are_throttled(db: TestDb) {
         (status, throttled["error"]["code"].as_str()),
         (429, Some("too_many_failures"))
     );
+    // The flood goes on: no audit row per request. The trail holds the
+    // address's first refusal and the one that blocked it.
+    for i in 0..70 {
+        let response = app
+            .client
+            .get(&url)
+            .bearer_auth(format!("byok-flood-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429);
+    }
+    let failures = app
+        .service
+        .store()
+        .run(|c| byok_store::audit::count(c, byok_store::audit::AuditAction::AuthFailure))
+        .await
+        .unwrap();
+    assert_eq!(failures, 2, "101 refusals, two audit rows");
     // A valid token still works from the same address: guessing never locks out real users.
     assert_eq!(
         app.client
