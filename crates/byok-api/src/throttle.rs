@@ -118,13 +118,13 @@ pub type AuthThrottle = FixedWindow<IpAddr>;
 pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let bits = u128::from(v6) & !u128::from(u64::MAX);
-                IpAddr::V6(bits.into())
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                IpAddr::V4(v4)
+            } else {
+                IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into())
             }
-        },
+        }
     }
 }
 
