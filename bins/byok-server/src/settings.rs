@@ -328,6 +328,34 @@ impl Layered {
         }
     }
 
+    /// `BYOK_ADMIN_TOKEN`: long, and not predictable.
+    fn admin_token(&mut self) -> Result<Option<SecretString>, SettingsError> {
+        let admin_token = self.take("admin_token");
+        if let Some(token) = &admin_token
+            && secrecy::ExposeSecret::expose_secret(token).len() < 24
+        {
+            return Err(bad(
+                "admin_token",
+                "shorter than 24 characters",
+                "use a long random value, e.g. `openssl rand -base64 32`",
+            ));
+        }
+        if let Some(token) = &admin_token {
+            let distinct: std::collections::BTreeSet<char> =
+                secrecy::ExposeSecret::expose_secret(token)
+                    .chars()
+                    .collect();
+            if distinct.len() < 12 {
+                return Err(bad(
+                    "admin_token",
+                    "too predictable (fewer than 12 different characters)",
+                    "use a long random value, e.g. `openssl rand -base64 32`",
+                ));
+            }
+        }
+        Ok(admin_token)
+    }
+
     fn gateway_limits(&mut self) -> Result<byok_api::gateway::GatewayLimits, SettingsError> {
         let defaults = byok_api::gateway::GatewayLimits::default();
         let secs = |this: &mut Self, key: &str, default: std::time::Duration| {
@@ -494,29 +522,7 @@ impl Layered {
             "use a whole number; the first key is 1",
         )?;
         let retired_master_keys = self.take("retired_master_keys");
-        let admin_token = self.take("admin_token");
-        if let Some(token) = &admin_token
-            && secrecy::ExposeSecret::expose_secret(token).len() < 24
-        {
-            return Err(bad(
-                "admin_token",
-                "shorter than 24 characters",
-                "use a long random value, e.g. `openssl rand -base64 32`",
-            ));
-        }
-        if let Some(token) = &admin_token {
-            let distinct: std::collections::BTreeSet<char> =
-                secrecy::ExposeSecret::expose_secret(token)
-                    .chars()
-                    .collect();
-            if distinct.len() < 12 {
-                return Err(bad(
-                    "admin_token",
-                    "too predictable (fewer than 12 different characters)",
-                    "use a long random value, e.g. `openssl rand -base64 32`",
-                ));
-            }
-        }
+        let admin_token = self.admin_token()?;
         let log = self.plain("log").unwrap_or_else(|| "info".to_owned());
         let log_format = match self.plain("log_format").as_deref() {
             None | Some("text") => LogFormat::Text,
