@@ -64,6 +64,10 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "usage_durability",
+        secret: false,
+    },
+    Setting {
         key: "gateway_deadline_secs",
         secret: false,
     },
@@ -184,6 +188,8 @@ pub(crate) struct Settings {
     pub catalog: byok_router::PriceCatalog,
     /// Bounds on every wait of a gateway request.
     pub gateway_limits: byok_api::gateway::GatewayLimits,
+    /// How usage records reach the database.
+    pub usage_durability: byok_api::usage::Durability,
 }
 
 impl Settings {
@@ -543,6 +549,17 @@ impl Layered {
         let providers = self.providers()?;
         let catalog = self.catalog()?;
         let gateway_limits = self.gateway_limits()?;
+        let usage_durability = match self.plain("usage_durability").as_deref() {
+            None | Some("batched") => byok_api::usage::Durability::Batched,
+            Some("strict") => byok_api::usage::Durability::Strict,
+            Some(other) => {
+                return Err(bad(
+                    "usage_durability",
+                    format!("`{other}` is not a mode"),
+                    "use batched (the default) or strict",
+                ));
+            }
+        };
         Ok(Settings {
             bind,
             database_url,
@@ -557,6 +574,7 @@ impl Layered {
             providers,
             catalog,
             gateway_limits,
+            usage_durability,
         })
     }
 }

@@ -216,8 +216,12 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
     }
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend().as_str(), "byok listening");
     // Usage records are written in the background, and drained at shutdown.
-    let (usage, writer, writer_task) =
-        byok_api::usage::usage_writer(service.store().clone(), 10_000, 200);
+    let (usage, writer, writer_task) = byok_api::usage::usage_writer_with(
+        service.store().clone(),
+        10_000,
+        200,
+        settings.usage_durability,
+    );
     let writer_task = actix_web::rt::spawn(writer_task);
     let planner = Arc::new(byok_router::RoutePlanner::new(settings.catalog.clone()));
     tracing::info!(

@@ -588,3 +588,96 @@ async fn the_first_admin_token_is_printed_only_once_the_server_listens() {
     assert_eq!(status(&server.base_url, "/readyz", "").await, 200);
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flight() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let provider = MockServer::start().await;
+    let answer = serde_json::json!({
+        "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    });
+    // Ten quick answers, then answers that take far longer than the test.
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer.clone()))
+        .up_to_n_times(10)
+        .mount(&provider)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(60))
+                .set_body_json(answer),
+        )
+        .mount(&provider)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("{}/v1", provider.uri());
+    let admin = "an-admin-token-of-enough-length";
+    let env: &[(&str, &str)] = &[
+        ("BYOK_ADMIN_TOKEN", admin),
+        ("BYOK_OPENAI_BASE_URL", &base),
+        ("BYOK_USAGE_DURABILITY", "strict"),
+    ];
+    let mut server = Running::start(dir.path(), env);
+    let token = create_user(&server.base_url, admin, "alice").await;
+    let client = reqwest::Client::new();
+    let saved = client
+        .post(format!(
+            "{}/api/user/api-keys/alice/keys/openai",
+            server.base_url
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "api_key": "sk-proj-killtest-0123456789abcdef0123456789" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 201);
+    let url = format!("{}/v1/chat/completions", server.base_url);
+    let chat = || {
+        client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    for _ in 0..10 {
+        assert_eq!(chat().await.unwrap().status(), 200);
+    }
+    // Three more, still waiting on the provider when the process is killed.
+    let in_flight = futures_util::future::join_all((0..3).map(|_| chat()));
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.child.kill().unwrap(); // SIGKILL: no drain, no goodbye
+        server.child.wait().unwrap()
+    };
+    let (_, status) = tokio::join!(in_flight, kill);
+    assert!(!status.success());
+
+    let store = byok_store::Store::connect(byok_store::StoreConfig::new(
+        dir.path().join("byok-data/byok.db").display().to_string(),
+    ))
+    .await
+    .unwrap();
+    let alice = byok_core::UserId::parse("alice").unwrap();
+    let (from, to) = (
+        byok_store::now() - chrono::Duration::hours(1),
+        byok_store::now() + chrono::Duration::hours(1),
+    );
+    let records = store
+        .run(move |c| byok_store::usage::list_for_user(c, &alice, from, to))
+        .await
+        .unwrap();
+    let outcome = |o: &str| records.iter().filter(|r| r.outcome == o).count();
+    assert_eq!(
+        outcome("success"),
+        10,
+        "every answered request: {records:?}"
+    );
+    assert_eq!(outcome("incomplete"), 3, "every call in flight is marked");
+}

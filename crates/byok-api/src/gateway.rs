@@ -231,6 +231,8 @@ struct Served<T> {
     attempts: Vec<Attempt>,
     /// The answering provider's bulkhead slot (held for a stream's life).
     slot: Slot,
+    /// Strict durability: the key of the attempt's `incomplete` record.
+    record_key: Option<String>,
 }
 
 /// The gateway: routing, fallback, health and usage over [`KeyService`].
@@ -246,6 +248,7 @@ pub struct Gateway {
 
 struct Prepared {
     user: UserId,
+    request_id: Option<String>,
     /// When the request must be over.
     deadline: tokio::time::Instant,
     stored: Vec<StoredKey>,
@@ -257,11 +260,13 @@ impl Gateway {
     /// A gateway over `keys`, planning with `planner` and queueing usage on `usage`.
     #[must_use]
     pub fn new(keys: KeyService, planner: Arc<RoutePlanner>, usage: UsageSender) -> Self {
+        let mut metrics = crate::metrics::Metrics::default();
+        metrics.register_usage(usage.stats());
         Self {
             keys,
             planner,
             usage,
-            metrics: Arc::new(crate::metrics::Metrics::default()),
+            metrics: Arc::new(metrics),
             limits: GatewayLimits::default(),
             bulkhead: Arc::default(),
         }
@@ -426,6 +431,7 @@ impl Gateway {
         }
         Ok(Prepared {
             user: user.clone(),
+            request_id: None,
             deadline: tokio::time::Instant::now() + self.limits.deadline,
             stored,
             plan,
@@ -592,6 +598,7 @@ impl Gateway {
     async fn attempts<'a, T>(
         &'a self,
         prepared: &'a Prepared,
+        (task, door): (&'a Task, &'static str),
         per_attempt: std::time::Duration,
         mut call: impl FnMut(
             Arc<dyn ChatProvider>,
@@ -628,6 +635,7 @@ impl Gateway {
             else {
                 continue;
             };
+            let record_key = self.begin_record(prepared, candidate, (task, door)).await?;
             let started = Instant::now();
             let until = prepared
                 .deadline
@@ -645,9 +653,13 @@ impl Gateway {
                         started,
                         attempts,
                         slot,
+                        record_key,
                     });
                 }
                 Err(error) => {
+                    if let Some(key) = record_key {
+                        self.usage.discard(key).await;
+                    }
                     if matches!(error, ProviderError::Timeout { .. }) {
                         tracing::warn!(
                             %provider,
@@ -671,6 +683,46 @@ impl Gateway {
             }
         }
         Err(GatewayError::AllFailed { attempts })
+    }
+
+    /// Strict durability: the `incomplete` record written before `candidate`
+    /// is called (a crash during the call leaves it), and its key.
+    async fn begin_record(
+        &self,
+        prepared: &Prepared,
+        candidate: &Candidate,
+        (task, door): (&Task, &'static str),
+    ) -> Result<Option<String>, GatewayError> {
+        if self.usage.durability() != crate::usage::Durability::Strict {
+            return Ok(None);
+        }
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let mut record = usage_record(
+            &prepared.user,
+            candidate.provider,
+            &Priced {
+                answered: candidate.model.clone(),
+                recorded: candidate.model.clone(),
+                report: CostReport {
+                    picodollars: None,
+                    source: CostSource::Unknown,
+                    usage: Usage::default(),
+                },
+            },
+            (task, door),
+            0,
+            std::time::Duration::ZERO,
+            "incomplete",
+            &RequestContext {
+                request_id: prepared.request_id.clone(),
+            },
+        );
+        record.record_key = Some(key.clone());
+        self.usage
+            .commit(record, prepared.deadline)
+            .await
+            .map_err(|e| GatewayError::Service(ServiceError::from(e)))?;
+        Ok(Some(key))
     }
 
     /// The request as `candidate` gets it: its model id, and `reasoning_effort:
@@ -700,11 +752,13 @@ impl Gateway {
         call: GatewayChat,
         ctx: &RequestContext,
     ) -> Result<Answered<ChatResponse>, GatewayError> {
-        let prepared = self.prepare_chat(principal, &call, false).await?;
+        let mut prepared = self.prepare_chat(principal, &call, false).await?;
+        prepared.request_id.clone_from(&ctx.request_id);
         let request = &call.request;
         let served = self
             .attempts(
                 &prepared,
+                (&call.task, "chat"),
                 self.limits.attempt,
                 |adapter, key, settings, candidate| {
                     let request = self.request_for(request, candidate);
@@ -729,9 +783,8 @@ impl Gateway {
             prepared.at,
             || estimate_chat(served.provider, request, &served.value),
         );
-        Ok(self
-            .settle(&prepared, &call.task, "chat", served, priced, ctx)
-            .await)
+        self.settle(&prepared, &call.task, "chat", served, priced, ctx)
+            .await
     }
 
     /// A streamed chat answer. Fallback happens only until a provider's
@@ -747,11 +800,13 @@ impl Gateway {
         call: GatewayChat,
         ctx: &RequestContext,
     ) -> Result<Answered<ChatStream>, GatewayError> {
-        let prepared = self.prepare_chat(principal, &call, true).await?;
+        let mut prepared = self.prepare_chat(principal, &call, true).await?;
+        prepared.request_id.clone_from(&ctx.request_id);
         let request = &call.request;
         let served = self
             .attempts(
                 &prepared,
+                (&call.task, "chat"),
                 self.limits.first_byte,
                 |adapter, key, settings, candidate| {
                     let request = self.request_for(request, candidate);
@@ -788,6 +843,7 @@ impl Gateway {
             started,
             mut attempts,
             slot,
+            record_key,
         } = served;
         // Azure names its model in the stream; the others answer as asked.
         let answered = named.unwrap_or_else(|| {
@@ -825,6 +881,7 @@ impl Gateway {
                 request_id: ctx.request_id.clone(),
                 at: prepared.at,
                 request: Arc::new(call.request),
+                record_key,
             }),
             gateway: self.clone(),
         };
@@ -868,10 +925,13 @@ impl Gateway {
                 (&[], &refused),
             )
             .await?;
+        let mut prepared = prepared;
+        prepared.request_id.clone_from(&ctx.request_id);
         let request = &request;
         let served = self
             .attempts(
                 &prepared,
+                (&task, "embeddings"),
                 self.limits.attempt,
                 |adapter, key, settings, candidate| {
                     let mut call = request.clone();
@@ -905,9 +965,8 @@ impl Gateway {
                 ..Usage::default()
             }
         });
-        Ok(self
-            .settle(&prepared, &task, "embeddings", served, priced, ctx)
-            .await)
+        self.settle(&prepared, &task, "embeddings", served, priced, ctx)
+            .await
     }
 
     /// Health, metrics and the usage record of a whole answer; the answer
@@ -920,7 +979,7 @@ impl Gateway {
         served: Served<T>,
         priced: Priced,
         ctx: &RequestContext,
-    ) -> Answered<T> {
+    ) -> Result<Answered<T>, GatewayError> {
         let Served {
             value,
             provider,
@@ -928,6 +987,7 @@ impl Gateway {
             started,
             mut attempts,
             slot,
+            record_key,
         } = served;
         drop(slot);
         let latency = started.elapsed();
@@ -940,7 +1000,7 @@ impl Gateway {
             cost,
             &mut attempts,
         );
-        let record = usage_record(
+        let mut record = usage_record(
             &prepared.user,
             provider,
             &priced,
@@ -950,15 +1010,24 @@ impl Gateway {
             "success",
             ctx,
         );
-        self.usage.record(record).await;
-        Answered {
+        if record_key.is_some() {
+            // Strict: committed (over the incomplete record) before the answer goes out.
+            record.record_key = record_key;
+            self.usage
+                .commit(record, prepared.deadline)
+                .await
+                .map_err(|e| GatewayError::Service(ServiceError::from(e)))?;
+        } else {
+            self.usage.record(record).await;
+        }
+        Ok(Answered {
             value,
             provider,
             model: display_model(&priced.answered),
             cost,
             report: Some(priced.report),
             attempts,
-        }
+        })
     }
 
     /// The catalog's models the user's providers can serve.
@@ -1179,6 +1248,7 @@ fn usage_record(
         cost_picodollars: cost.map(|c| int(c.picodollars())),
         cost_source: priced.report.source,
         door: door.to_owned(),
+        record_key: None,
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         outcome: outcome.to_owned(),
@@ -1201,6 +1271,8 @@ struct Pending {
     /// The request, kept to estimate its tokens if the provider never
     /// reports usage (a stream cut short): such streams are billed too.
     request: Arc<ChatRequest>,
+    /// Strict durability: the key of the stream's `incomplete` record.
+    record_key: Option<String>,
 }
 
 /// A committed stream that keeps the usage it sees, records it once, and
@@ -1223,10 +1295,8 @@ struct Tracked {
 }
 
 impl Tracked {
-    /// Queues the usage record, once, without waiting (a stream's end must
-    /// not be cancellable between taking the record and sending it); what
-    /// the answer cost.
-    fn record(&mut self, outcome: &str) -> Option<CostReport> {
+    /// The final usage record, once, and what the answer cost.
+    fn final_record(&mut self, outcome: &str) -> Option<(UsageRecord, CostReport)> {
         let pending = self.pending.take()?;
         let output = std::mem::take(&mut self.output);
         let priced = self.gateway.price(
@@ -1252,7 +1322,7 @@ impl Tracked {
         let ctx = RequestContext {
             request_id: pending.request_id.clone(),
         };
-        let record = usage_record(
+        let mut record = usage_record(
             &pending.user,
             pending.provider,
             &priced,
@@ -1262,8 +1332,36 @@ impl Tracked {
             outcome,
             &ctx,
         );
+        record.record_key = pending.record_key;
+        Some((record, priced.report))
+    }
+
+    /// Queues the usage record, once, without waiting (a stream's end must
+    /// not be cancellable between taking the record and sending it).
+    fn record(&mut self, outcome: &str) -> Option<CostReport> {
+        let (record, report) = self.final_record(outcome)?;
         self.gateway.usage.record_now(record);
-        Some(priced.report)
+        Some(report)
+    }
+
+    /// The stream's end: in strict durability its record is committed before
+    /// the last byte goes out; otherwise queued.
+    async fn settle(&mut self) -> Option<CostReport> {
+        let (record, report) = self.final_record("success")?;
+        if record.record_key.is_some() {
+            if let Err(error) = self
+                .gateway
+                .usage
+                .commit(record.clone(), self.deadline)
+                .await
+            {
+                tracing::error!(%error, "a streamed answer's usage could not be committed; queued");
+                self.gateway.usage.record_now(record);
+            }
+        } else {
+            self.gateway.usage.record_now(record);
+        }
+        Some(report)
     }
 
     fn into_stream(self) -> impl Stream<Item = Result<ChatChunk, ProviderError>> + Send + 'static {
@@ -1314,7 +1412,7 @@ impl Tracked {
                 }
                 None => {
                     state.finished = true;
-                    let report = state.record("success")?;
+                    let report = state.settle().await?;
                     Some((Ok(ChatChunk::Cost(report)), state))
                 }
             }

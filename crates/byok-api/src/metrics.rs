@@ -91,6 +91,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Adds the usage writer's metrics.
+    pub(crate) fn register_usage(&mut self, stats: &crate::usage::UsageStats) {
+        self.registry.register(
+            "usage_records_unwritten",
+            "Usage records queued or retried, not yet in the database",
+            stats.unwritten.clone(),
+        );
+        self.registry.register(
+            "usage_records_written",
+            "Usage records written to the database",
+            stats.written.clone(),
+        );
+        self.registry.register(
+            "usage_records_dropped",
+            "Usage records dropped: the database was away and the memory bound reached",
+            stats.dropped.clone(),
+        );
+    }
+
     pub(crate) fn attempt(&self, provider: ProviderKind, outcome: &str) {
         self.attempts
             .get_or_create(&Attempt {

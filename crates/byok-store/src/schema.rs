@@ -73,6 +73,7 @@ diesel::table! {
         cache_write_tokens -> BigInt,
         cache_write_1h_tokens -> BigInt,
         door -> Text,
+        record_key -> Nullable<Text>,
     }
 }
 

@@ -42,6 +42,10 @@ pub struct UsageRecord {
     pub cost_source: CostSource,
     /// The door the request came through (`chat`, `embeddings`).
     pub door: String,
+    /// The record's own key, when it may be written twice (an `incomplete`
+    /// record first, the final one later): a record with the key of a stored
+    /// one replaces it.
+    pub record_key: Option<String>,
     /// How many providers were tried.
     pub attempts: i32,
     /// End-to-end latency.
@@ -54,9 +58,10 @@ pub struct UsageRecord {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = usage_records)]
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = usage_records, treat_none_as_null = true)]
 struct UsageRow {
+    record_key: Option<String>,
     cost_source: String,
     cache_write_tokens: i64,
     cache_write_1h_tokens: i64,
@@ -85,32 +90,58 @@ struct UsageRow {
 pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<(), StoreError> {
     write_transaction(conn, |conn| {
         for record in records {
+            let row = UsageRow::from(record);
+            if let Some(key) = &record.record_key {
+                let replaced =
+                    diesel::update(usage_records::table.filter(usage_records::record_key.eq(key)))
+                        .set(&row)
+                        .execute(conn)?;
+                if replaced > 0 {
+                    continue;
+                }
+            }
             diesel::insert_into(usage_records::table)
-                .values(UsageRow {
-                    cost_source: record.cost_source.as_str().to_owned(),
-                    cache_write_tokens: record.cache_write_tokens,
-                    cache_write_1h_tokens: record.cache_write_1h_tokens,
-                    door: record.door.clone(),
-                    user_id: record.user_id.as_str().to_owned(),
-                    provider: record.provider.as_str().to_owned(),
-                    model: record.model.clone(),
-                    task: record.task.clone(),
-                    input_tokens: record.input_tokens,
-                    cached_input_tokens: record.cached_input_tokens,
-                    output_tokens: record.output_tokens,
-                    reasoning_tokens: record.reasoning_tokens,
-                    cost_micro_usd: record.cost_micro_usd,
-                    cost_picodollars: record.cost_picodollars,
-                    attempts: record.attempts,
-                    latency_ms: record.latency_ms,
-                    outcome: record.outcome.clone(),
-                    request_id: record.request_id.clone(),
-                    created_at: to_db(record.created_at),
-                })
+                .values(row)
                 .execute(conn)?;
         }
         Ok(())
     })
+}
+
+/// Removes the record with `key` (an attempt that ended without an answer).
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn discard(conn: &mut DbConnection, key: &str) -> Result<(), StoreError> {
+    diesel::delete(usage_records::table.filter(usage_records::record_key.eq(key))).execute(conn)?;
+    Ok(())
+}
+
+impl From<&UsageRecord> for UsageRow {
+    fn from(record: &UsageRecord) -> Self {
+        UsageRow {
+            record_key: record.record_key.clone(),
+            cost_source: record.cost_source.as_str().to_owned(),
+            cache_write_tokens: record.cache_write_tokens,
+            cache_write_1h_tokens: record.cache_write_1h_tokens,
+            door: record.door.clone(),
+            user_id: record.user_id.as_str().to_owned(),
+            provider: record.provider.as_str().to_owned(),
+            model: record.model.clone(),
+            task: record.task.clone(),
+            input_tokens: record.input_tokens,
+            cached_input_tokens: record.cached_input_tokens,
+            output_tokens: record.output_tokens,
+            reasoning_tokens: record.reasoning_tokens,
+            cost_micro_usd: record.cost_micro_usd,
+            cost_picodollars: record.cost_picodollars,
+            attempts: record.attempts,
+            latency_ms: record.latency_ms,
+            outcome: record.outcome.clone(),
+            request_id: record.request_id.clone(),
+            created_at: to_db(record.created_at),
+        }
+    }
 }
 
 /// `user`'s records with `from <= created_at < to`, oldest first.
@@ -190,6 +221,7 @@ impl UsageRow {
             cost_source: CostSource::parse(&row.cost_source)
                 .ok_or(StoreError::Corrupt("usage cost source"))?,
             door: row.door,
+            record_key: row.record_key,
             attempts: row.attempts,
             latency_ms: row.latency_ms,
             outcome: row.outcome,

@@ -134,6 +134,20 @@ impl TestApp {
             vault,
             providers,
             byok_api::gateway::GatewayLimits::default(),
+            byok_api::usage::Durability::Batched,
+        )
+        .await
+    }
+
+    /// Serves `db` with [`test_vault`] and `providers`, writing usage with
+    /// strict durability.
+    pub async fn spawn_strict(db: &TestDb, providers: byok_providers::ProviderSettings) -> Self {
+        Self::spawn_limited(
+            db,
+            test_vault(),
+            providers,
+            byok_api::gateway::GatewayLimits::default(),
+            byok_api::usage::Durability::Strict,
         )
         .await
     }
@@ -145,7 +159,14 @@ impl TestApp {
         providers: byok_providers::ProviderSettings,
         limits: byok_api::gateway::GatewayLimits,
     ) -> Self {
-        Self::spawn_limited(db, test_vault(), providers, limits).await
+        Self::spawn_limited(
+            db,
+            test_vault(),
+            providers,
+            limits,
+            byok_api::usage::Durability::Batched,
+        )
+        .await
     }
 
     async fn spawn_limited(
@@ -153,6 +174,7 @@ impl TestApp {
         vault: KeyVault,
         providers: byok_providers::ProviderSettings,
         limits: byok_api::gateway::GatewayLimits,
+        durability: byok_api::usage::Durability,
     ) -> Self {
         capture();
         let store = db.store().await;
@@ -169,7 +191,7 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
         let port = listener.local_addr().expect("local address").port();
         let (usage, writer, writer_future) =
-            byok_api::usage::usage_writer(service.store().clone(), 64, 16);
+            byok_api::usage::usage_writer_with(service.store().clone(), 64, 16, durability);
         #[expect(
             clippy::disallowed_methods,
             reason = "the harness runs the usage writer beside the test"

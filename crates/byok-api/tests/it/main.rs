@@ -15,6 +15,7 @@ mod auth;
 mod bounds;
 mod costs;
 mod disconnect;
+mod durability;
 mod errors;
 mod fidelity;
 mod gateway;

@@ -34,6 +34,7 @@ fn record(
         cost_picodollars: None,
         cost_source: byok_core::CostSource::Exact,
         door: "chat".to_owned(),
+        record_key: None,
         attempts: 1,
         latency_ms: 100,
         outcome: "success".to_owned(),

@@ -32,6 +32,7 @@ fn record(who: &str, minutes_ago: i64, cost: Option<i64>) -> UsageRecord {
             byok_core::CostSource::Unknown
         },
         door: "chat".to_owned(),
+        record_key: None,
         attempts: 2,
         latency_ms: 840,
         outcome: "success".to_owned(),
