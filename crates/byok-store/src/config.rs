@@ -72,17 +72,25 @@ pub struct StoreConfig {
     /// How long a SQLite writer waits for another writer's lock before the
     /// write fails with [`StoreError::Busy`].
     pub busy_timeout: Duration,
+    /// PostgreSQL: how long opening a connection may take (a server that
+    /// accepts and never answers fails here instead of hanging).
+    pub connect_timeout: Duration,
+    /// PostgreSQL: the longest one statement may run.
+    pub statement_timeout: Duration,
 }
 
 impl StoreConfig {
-    /// A configuration with the defaults: 8 connections, a 10 s connection
-    /// timeout and a 5 s SQLite busy timeout.
+    /// A configuration with the defaults: 8 connections, a 5 s wait for a
+    /// pooled connection, a 5 s SQLite busy timeout, and on PostgreSQL a 5 s
+    /// connect timeout and a 15 s statement timeout.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: SecretString::from(url.into()),
             max_connections: 8,
-            connection_timeout: Duration::from_secs(10),
+            connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(15),
         }
     }
 

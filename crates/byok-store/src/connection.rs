@@ -53,6 +53,7 @@ pub(crate) struct Manager {
     backend: Backend,
     url: SecretString,
     busy_timeout: Duration,
+    statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for Manager {
@@ -68,12 +69,25 @@ impl Manager {
         let backend = config.backend()?;
         let url = match backend {
             Backend::Sqlite => SecretString::from(config.sqlite_path().to_owned()),
-            Backend::Postgres => config.url.clone(),
+            Backend::Postgres => {
+                // libpq's own connect timeout, unless the URL sets one.
+                let url = config.url.expose_secret();
+                if url.contains("connect_timeout=") {
+                    config.url.clone()
+                } else {
+                    let separator = if url.contains('?') { '&' } else { '?' };
+                    SecretString::from(format!(
+                        "{url}{separator}connect_timeout={}",
+                        config.connect_timeout.as_secs().max(1)
+                    ))
+                }
+            }
         };
         Ok(Self {
             backend,
             url,
             busy_timeout: config.busy_timeout,
+            statement_timeout: config.statement_timeout,
         })
     }
 
@@ -97,9 +111,16 @@ impl Manager {
                 Ok(DbConnection::Sqlite(conn))
             }
             #[cfg(feature = "postgres")]
-            Backend::Postgres => diesel::PgConnection::establish(self.url.expose_secret())
-                .map(DbConnection::Postgres)
-                .map_err(StoreError::Connect),
+            Backend::Postgres => {
+                let mut conn = diesel::PgConnection::establish(self.url.expose_secret())
+                    .map_err(StoreError::Connect)?;
+                conn.batch_execute(&format!(
+                    "SET statement_timeout = {}",
+                    self.statement_timeout.as_millis()
+                ))
+                .map_err(StoreError::Database)?;
+                Ok(DbConnection::Postgres(conn))
+            }
             #[cfg(not(feature = "sqlite"))]
             Backend::Sqlite => Err(StoreError::BackendNotCompiled("sqlite")),
             #[cfg(not(feature = "postgres"))]

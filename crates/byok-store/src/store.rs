@@ -103,10 +103,24 @@ impl Store {
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.run(|conn| {
             if migrations_pending(conn)? {
-                Err(StoreError::Corrupt("migrations pending"))
-            } else {
-                Ok(())
+                return Err(StoreError::Corrupt("migrations pending"));
             }
+            // Every table a request reads or writes must answer a read.
+            for table in [
+                "users",
+                "api_tokens",
+                "provider_keys",
+                "audit_events",
+                "usage_records",
+                "master_key_checks",
+            ] {
+                diesel::connection::SimpleConnection::batch_execute(
+                    conn,
+                    &format!("SELECT 1 FROM {table} LIMIT 1"),
+                )
+                .map_err(|_| StoreError::Corrupt("a table requests need is unreadable"))?;
+            }
+            Ok(())
         })
         .await
     }

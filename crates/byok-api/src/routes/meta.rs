@@ -28,17 +28,25 @@ pub(crate) async fn healthz() -> HttpResponse {
     )
 )]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.service.store().ready().await {
-        Ok(()) => HttpResponse::Ok().json(Health { status: "ready" }),
-        Err(error) => {
-            tracing::warn!(error = %error, "not ready");
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "internal error",
-            )
-        }
-    }
+    // Its own deadline: a database that does not answer is not ready, now.
+    let checked = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.service.store().ready(),
+    )
+    .await;
+    let reason = match checked {
+        Ok(Ok(())) => return HttpResponse::Ok().json(Health { status: "ready" }),
+        Ok(Err(byok_store::StoreError::Corrupt(reason))) => reason,
+        Ok(Err(
+            byok_store::StoreError::Pool(_)
+            | byok_store::StoreError::Connect(_)
+            | byok_store::StoreError::Busy,
+        )) => "the database is unreachable",
+        Ok(Err(_)) => "the database refused a check",
+        Err(_) => "the database did not answer within 2 s",
+    };
+    tracing::warn!(reason, "not ready");
+    error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, description = "this document")))]

@@ -46,6 +46,28 @@ async fn a_replica_with_another_master_key_under_the_same_id_is_refused(db: Test
 
 async fn health_and_readiness(db: TestDb) {
     let app = TestApp::spawn(&db).await;
+    // A table requests need, unreadable: not ready, and it says why.
+    let rename = |from: &'static str, to: &'static str| {
+        app.service.store().run(move |c| {
+            diesel::connection::SimpleConnection::batch_execute(
+                c,
+                &format!("ALTER TABLE {from} RENAME TO {to}"),
+            )
+            .map_err(byok_store::StoreError::Database)
+        })
+    };
+    rename("api_tokens", "api_tokens_away").await.unwrap();
+    let (status, not_ready) = body(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, 503, "{not_ready}");
+    assert_eq!(not_ready["error"]["code"], "not_ready");
+    assert!(
+        not_ready["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("table"),
+        "{not_ready}"
+    );
+    rename("api_tokens_away", "api_tokens").await.unwrap();
     let (status, health) = body(app.client.get(app.url("/healthz")).send().await.unwrap()).await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();

@@ -124,3 +124,33 @@ async fn the_request_log_pages_newest_first(db: TestDb) {
         (100, 40, byok_core::CostSource::Estimated, "chat")
     );
 }
+
+/// A PostgreSQL server that accepts connections and never answers: opening
+/// the store fails within its connect timeout instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_postgres_server_fails_fast() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let holder = std::thread::spawn(move || {
+        // Accept and hold the sockets open, saying nothing.
+        let mut held = Vec::new();
+        for socket in listener.incoming().take(4) {
+            held.push(socket);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(held);
+    });
+    let mut config = byok_store::StoreConfig::new(format!("postgres://byok@{address}/byok"));
+    config.connect_timeout = std::time::Duration::from_secs(1);
+    config.connection_timeout = std::time::Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let opened = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        byok_store::Store::connect(config),
+    )
+    .await
+    .expect("bounded by the connect timeout, not hanging");
+    assert!(opened.is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    drop(holder);
+}
