@@ -24,6 +24,12 @@ struct Provider {
     provider: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitState {
+    provider: String,
+    state: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
 }
@@ -31,6 +37,7 @@ fn latency_histogram() -> Histogram {
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
+    circuits: Family<CircuitState, prometheus_client::metrics::gauge::Gauge>,
     attempts: Family<Attempt, Counter>,
     fallbacks: Counter,
     openings: Family<Provider, Counter>,
@@ -54,6 +61,12 @@ impl Default for Metrics {
             latency_histogram,
         );
         let spend = Family::<Provider, Counter<f64, AtomicU64>>::default();
+        let circuits = Family::<CircuitState, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "circuits",
+            "Circuit breakers (one per user and provider) open or half-open now, by provider",
+            circuits.clone(),
+        );
         registry.register(
             "gateway_attempts",
             "Provider calls by provider and outcome (success or an error code)",
@@ -81,6 +94,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            circuits,
             attempts,
             fallbacks,
             openings,
@@ -149,6 +163,30 @@ impl Metrics {
                 provider: provider.as_str().to_owned(),
             })
             .inc_by(cost.picodollars() as f64 / 1e12);
+    }
+
+    /// Sets the circuit gauge from the tracker's state now.
+    pub(crate) fn observe_circuits(&self, health: &byok_router::HealthTracker) {
+        for provider in ProviderKind::ALL {
+            for state in ["open", "half_open"] {
+                self.circuits
+                    .get_or_create(&CircuitState {
+                        provider: provider.as_str().to_owned(),
+                        state: state.to_owned(),
+                    })
+                    .set(0);
+            }
+        }
+        for (provider, (open, half_open)) in health.circuit_counts(std::time::Instant::now()) {
+            for (state, count) in [("open", open), ("half_open", half_open)] {
+                self.circuits
+                    .get_or_create(&CircuitState {
+                        provider: provider.as_str().to_owned(),
+                        state: state.to_owned(),
+                    })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+        }
     }
 
     /// The text exposition.

@@ -326,6 +326,29 @@ impl HealthTracker {
         breakers.remove(&(user.clone(), provider));
     }
 
+    /// How many circuits are open and half-open now, by provider, over all
+    /// users (for a gauge; no user ids leave the tracker).
+    pub fn circuit_counts(
+        &self,
+        now: Instant,
+    ) -> std::collections::BTreeMap<ProviderKind, (usize, usize)> {
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts = std::collections::BTreeMap::new();
+        for ((_, provider), breaker) in breakers.iter_mut() {
+            breaker.tick(now);
+            let entry: &mut (usize, usize) = counts.entry(*provider).or_default();
+            match breaker.state {
+                State::Open { .. } => entry.0 += 1,
+                State::HalfOpen { .. } => entry.1 += 1,
+                State::Closed => {}
+            }
+        }
+        counts
+    }
+
     /// `user`'s providers' health at `now`.
     pub fn snapshot(&self, user: &UserId, now: Instant) -> HealthSnapshot {
         let mut breakers = self

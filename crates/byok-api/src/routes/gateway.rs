@@ -47,7 +47,22 @@ fn openai_error_param(
         .json(json!({ "error": error }))
 }
 
-fn gateway_error(error: &GatewayError) -> HttpResponse {
+fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse {
+    // One line per failed request naming what was tried (never a key).
+    match error {
+        GatewayError::AllFailed { attempts } | GatewayError::Rejected { attempts, .. } => {
+            let tried: Vec<String> = attempts
+                .iter()
+                .map(|a| format!("{}:{}={}", a.provider, a.model, a.error.unwrap_or("ok")))
+                .collect();
+            tracing::warn!(request_id, attempts = %tried.join(" "), "gateway request failed");
+        }
+        GatewayError::NoCandidate { skipped } => {
+            let skipped: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+            tracing::warn!(request_id, skipped = %skipped.join("; "), "no provider could serve the request");
+        }
+        _ => {}
+    }
     match error {
         GatewayError::NotAUser => openai_error(
             StatusCode::FORBIDDEN,
@@ -342,7 +357,7 @@ pub(crate) async fn chat_completions(
                 );
                 with_headers(HttpResponse::Ok(), &answered).json(body)
             }
-            Err(error) => gateway_error(&error),
+            Err(error) => gateway_error(&error, ctx.request_id.as_deref()),
         };
     }
     match gateway.chat_stream(&caller.0, call, &ctx).await {
@@ -352,7 +367,7 @@ pub(crate) async fn chat_completions(
             let sse = openai_sse(answered.value, id, created, model, include_usage);
             builder.content_type("text/event-stream").streaming(sse)
         }
-        Err(error) => gateway_error(&error),
+        Err(error) => gateway_error(&error, ctx.request_id.as_deref()),
     }
 }
 
@@ -518,7 +533,7 @@ pub(crate) async fn models(caller: Caller, state: web::Data<AppState>) -> HttpRe
                 .insert_header(("cache-control", "no-store"))
                 .json(json!({ "object": "list", "data": data }))
         }
-        Err(error) => gateway_error(&error),
+        Err(error) => gateway_error(&error, None),
     }
 }
 
@@ -556,7 +571,7 @@ pub(crate) async fn model(
                 ),
             }
         }
-        Err(error) => gateway_error(&error),
+        Err(error) => gateway_error(&error, None),
     }
 }
 
@@ -580,8 +595,9 @@ pub(crate) async fn embeddings(
         Ok(preferences) => preferences,
         Err((code, message)) => return bad_request(code, message),
     };
+    let ctx = context(&req);
     match gateway
-        .embed(&caller.0, model, call.request, &preferences, &context(&req))
+        .embed(&caller.0, model, call.request, &preferences, &ctx)
         .await
     {
         Ok(answered) => {
@@ -597,6 +613,6 @@ pub(crate) async fn embeddings(
                 "usage": { "prompt_tokens": tokens, "total_tokens": tokens } });
             with_headers(HttpResponse::Ok(), &answered).json(body)
         }
-        Err(error) => gateway_error(&error),
+        Err(error) => gateway_error(&error, ctx.request_id.as_deref()),
     }
 }

@@ -78,7 +78,10 @@ pub(crate) async fn metrics(
     let body = state
         .gateway
         .as_ref()
-        .map(|g| g.metrics().render())
+        .map(|g| {
+            g.metrics().observe_circuits(g.health());
+            g.metrics().render()
+        })
         .unwrap_or_default();
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -238,6 +238,13 @@ async fn no_request_outlives_its_deadline() {
         "deadline_exceeded",
         "{error}"
     );
+    // The log line names what was tried and how it failed.
+    let logs = byok_test_support::captured_logs();
+    assert!(
+        logs.lines().any(|l| l.contains("gateway request failed")
+            && l.contains("gemini:gemini-2.5-flash-lite=provider_timeout")),
+        "no log line naming the attempts"
+    );
     app.stop().await;
 }
 

@@ -50,6 +50,7 @@ async fn assert_fallback_metrics(app: &TestApp, token: &str) {
         "byok_gateway_attempts_total{provider=\"openai\",outcome=\"success\"} 1",
         "byok_gateway_fallbacks_total 1",
         "byok_gateway_latency_seconds_count{provider=\"openai\"} 1",
+        "byok_circuits{provider=\"openai\",state=\"open\"} 0",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
