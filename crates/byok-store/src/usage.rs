@@ -154,6 +154,7 @@ pub fn list_for_user(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<UsageRecord>, StoreError> {
+    let from = since_creation(conn, user, from)?;
     usage_records::table
         .filter(usage_records::user_id.eq(user.as_str()))
         .filter(usage_records::created_at.ge(to_db(from)))
@@ -180,6 +181,7 @@ pub fn page_for_user(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<(i64, UsageRecord)>, StoreError> {
+    let from = since_creation(conn, user, from)?;
     let mut query = usage_records::table
         .filter(usage_records::user_id.eq(user.as_str()))
         .filter(usage_records::created_at.ge(to_db(from)))
@@ -196,6 +198,19 @@ pub fn page_for_user(
         .into_iter()
         .map(|(id, row)| Ok((id, row.into_record()?)))
         .collect()
+}
+
+/// `from`, or the user's creation when later: a re-created user id never
+/// reads its predecessor's usage.
+fn since_creation(
+    conn: &mut DbConnection,
+    user: &UserId,
+    from: DateTime<Utc>,
+) -> Result<DateTime<Utc>, StoreError> {
+    Ok(match crate::users::find(conn, user)? {
+        Some(found) if found.created_at > from => found.created_at,
+        _ => from,
+    })
 }
 
 impl UsageRow {

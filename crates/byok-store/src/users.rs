@@ -77,6 +77,12 @@ pub fn delete(
         diesel::delete(crate::schema::api_tokens::table)
             .filter(crate::schema::api_tokens::user_id.eq(user.as_str()))
             .execute(conn)?;
+        // Usage goes with the user: a later user with the same id starts at
+        // zero (reports also read usage only from the user's creation on, so
+        // a record still in flight at the delete never counts for them).
+        diesel::delete(crate::schema::usage_records::table)
+            .filter(crate::schema::usage_records::user_id.eq(user.as_str()))
+            .execute(conn)?;
         let deleted = diesel::delete(users::table.find(user.as_str())).execute(conn)? > 0;
         if deleted {
             audit::append(conn, event, at)?;

@@ -43,6 +43,34 @@ async fn users_are_created_once_and_deleted_with_their_keys(db: TestDb) {
         .status(),
         201
     );
+    // Alice has spent something.
+    let spent = byok_store::usage::UsageRecord {
+        user_id: byok_core::UserId::parse("alice").unwrap(),
+        provider: byok_core::ProviderKind::Gemini,
+        model: "gemini-2.5-flash-lite".to_owned(),
+        task: "general".to_owned(),
+        input_tokens: 1000,
+        cached_input_tokens: 0,
+        cache_write_tokens: 0,
+        cache_write_1h_tokens: 0,
+        output_tokens: 100,
+        reasoning_tokens: 0,
+        cost_micro_usd: Some(140),
+        cost_picodollars: Some(140_000_000),
+        cost_source: byok_core::CostSource::Exact,
+        door: "chat".to_owned(),
+        record_key: None,
+        attempts: 1,
+        latency_ms: 10,
+        outcome: "success".to_owned(),
+        request_id: None,
+        created_at: byok_store::now(),
+    };
+    app.service
+        .store()
+        .run(move |c| byok_store::usage::insert_batch(c, &[spent]))
+        .await
+        .unwrap();
     let delete = app
         .client
         .delete(app.url("/api/admin/users/alice"))
@@ -87,4 +115,19 @@ async fn users_are_created_once_and_deleted_with_their_keys(db: TestDb) {
         events.iter().all(|e| e.request_id.is_some()),
         "every HTTP event has a request id"
     );
+    // A new alice starts at zero: her usage went with her predecessor.
+    let (status, created) = body(create().await.unwrap()).await;
+    assert_eq!(status, 201);
+    let new_token = created["token"].as_str().unwrap().to_owned();
+    let (status, usage) = body(
+        app.client
+            .get(app.url("/api/user/api-keys/alice/usage"))
+            .bearer_auth(&new_token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["total"]["requests"], 0, "{usage}");
 }
