@@ -7,6 +7,37 @@ use crate::{body, key_body};
 
 both_backends!(users_are_created_once_and_deleted_with_their_keys);
 
+/// A usage record for `user`, straight into the store.
+async fn spend(app: &TestApp, user: &str) {
+    let spent = byok_store::usage::UsageRecord {
+        user_id: byok_core::UserId::parse(user).unwrap(),
+        provider: byok_core::ProviderKind::Gemini,
+        model: "gemini-2.5-flash-lite".to_owned(),
+        task: "general".to_owned(),
+        input_tokens: 1000,
+        cached_input_tokens: 0,
+        cache_write_tokens: 0,
+        cache_write_1h_tokens: 0,
+        output_tokens: 100,
+        reasoning_tokens: 0,
+        cost_micro_usd: Some(140),
+        cost_picodollars: Some(140_000_000),
+        cost_source: byok_core::CostSource::Exact,
+        door: "chat".to_owned(),
+        record_key: None,
+        attempts: 1,
+        latency_ms: 10,
+        outcome: "success".to_owned(),
+        request_id: None,
+        created_at: byok_store::now(),
+    };
+    app.service
+        .store()
+        .run(move |c| byok_store::usage::insert_batch(c, &[spent]))
+        .await
+        .unwrap();
+}
+
 async fn users_are_created_once_and_deleted_with_their_keys(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let create = || {
@@ -44,33 +75,7 @@ async fn users_are_created_once_and_deleted_with_their_keys(db: TestDb) {
         201
     );
     // Alice has spent something.
-    let spent = byok_store::usage::UsageRecord {
-        user_id: byok_core::UserId::parse("alice").unwrap(),
-        provider: byok_core::ProviderKind::Gemini,
-        model: "gemini-2.5-flash-lite".to_owned(),
-        task: "general".to_owned(),
-        input_tokens: 1000,
-        cached_input_tokens: 0,
-        cache_write_tokens: 0,
-        cache_write_1h_tokens: 0,
-        output_tokens: 100,
-        reasoning_tokens: 0,
-        cost_micro_usd: Some(140),
-        cost_picodollars: Some(140_000_000),
-        cost_source: byok_core::CostSource::Exact,
-        door: "chat".to_owned(),
-        record_key: None,
-        attempts: 1,
-        latency_ms: 10,
-        outcome: "success".to_owned(),
-        request_id: None,
-        created_at: byok_store::now(),
-    };
-    app.service
-        .store()
-        .run(move |c| byok_store::usage::insert_batch(c, &[spent]))
-        .await
-        .unwrap();
+    spend(&app, "alice").await;
     let delete = app
         .client
         .delete(app.url("/api/admin/users/alice"))
