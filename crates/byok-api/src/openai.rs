@@ -1200,3 +1200,82 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// JSON values shaped like requests: the known fields, with any values.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[a-z_:/;,.=+ -]{0,24}".prop_map(Value::String),
+            Just(Value::String(
+                "data:image/png;base64,iVBORw0KGgo=".to_owned()
+            )),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("role".to_owned()),
+                        Just("content".to_owned()),
+                        Just("type".to_owned()),
+                        Just("text".to_owned()),
+                        Just("image_url".to_owned()),
+                        Just("url".to_owned()),
+                        Just("tool_calls".to_owned()),
+                        Just("tool_call_id".to_owned()),
+                        Just("function".to_owned()),
+                        Just("name".to_owned()),
+                        Just("arguments".to_owned()),
+                        Just("json_schema".to_owned()),
+                        "[a-z_]{1,8}",
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any request body: parsed and translated, or refused — never a panic.
+        #[test]
+        fn any_request_is_translated_or_refused(
+            messages in proptest::collection::vec(value(), 0..4),
+            extra in proptest::collection::btree_map(
+                prop_oneof![
+                    Just("tools".to_owned()),
+                    Just("tool_choice".to_owned()),
+                    Just("response_format".to_owned()),
+                    Just("stop".to_owned()),
+                    Just("n".to_owned()),
+                    Just("reasoning_effort".to_owned()),
+                    Just("stream_options".to_owned()),
+                    "[a-z_]{1,10}",
+                ],
+                value(),
+                0..4,
+            ),
+        ) {
+            let mut body = serde_json::json!({"model": "auto", "messages": messages});
+            for (k, v) in extra {
+                body[k] = v;
+            }
+            if let Ok(request) = serde_json::from_value::<ChatCompletionRequest>(body) {
+                let _ = request.into_chat();
+            }
+        }
+    }
+}

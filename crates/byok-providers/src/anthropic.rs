@@ -783,3 +783,73 @@ struct WireDelta {
     partial_json: Option<String>,
     stop_reason: Option<String>,
 }
+
+#[cfg(test)]
+mod fuzz {
+    use futures_util::StreamExt as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FRAGMENTS: &[&str] = &[
+        r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":3}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#,
+        r#"{"type":"content_block_start","index":1,"content_block":{"type":"thinking","thinking":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{"}}"#,
+        r#"{"type":"content_block_delta","index":1,"delta":{"type":"thinking_delta","thinking":"x"}}"#,
+        r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":"s"}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}"#,
+        r#"{"type":"message_stop"}"#,
+        r#"{"type":"error","error":{"type":"overloaded_error"}}"#,
+    ];
+
+    /// Event data: fragments of this provider's JSON, or anything.
+    fn data() -> impl Strategy<Value = String> {
+        prop_oneof![
+            FRAGMENTS
+                .iter()
+                .map(|f| Just((*f).to_owned()))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .fold(Just(String::new()).boxed(), |acc, next| prop_oneof![
+                    acc, next
+                ]
+                .boxed()),
+            ".{0,80}",
+        ]
+    }
+
+    fn run(events: Vec<(String, String)>) -> usize {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let events = futures_util::stream::iter(
+                events
+                    .into_iter()
+                    .map(|(name, data)| Ok::<_, ProviderError>(crate::sse::Event { name, data })),
+            );
+            decode(events).collect::<Vec<_>>().await.len()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Any sequence of events: no panic, and the stream ends.
+        #[test]
+        fn any_events_decode_without_panicking(
+            events in proptest::collection::vec(("(message_start|content_block_start|content_block_delta|message_delta|message_stop|error|ping)", data()), 0..12),
+        ) {
+            let items = run(events.clone());
+            prop_assert!(items <= events.len() * 8 + 2);
+        }
+
+        /// Any body: parsing an answer never panics.
+        #[test]
+        fn any_answer_body_parses_or_is_refused(body in prop_oneof![data(), ".{0,200}"]) {
+            let _ = serde_json::from_str::<WireMessageResponse>(&body);
+        }
+    }
+}

@@ -887,3 +887,69 @@ struct WireEmbedResponse {
 struct WireEmbedding {
     values: Vec<f32>,
 }
+
+#[cfg(test)]
+mod fuzz {
+    use futures_util::StreamExt as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FRAGMENTS: &[&str] = &[
+        r#"{"candidates":[{"index":0,"content":{"parts":[{"text":"hi"}]}}],"modelVersion":"g"}"#,
+        r#"{"candidates":[{"index":0,"finishReason":"STOP","content":{"parts":[{"functionCall":{"name":"f","args":{}},"thoughtSignature":"s"}]}}],"usageMetadata":{"promptTokenCount":1}}"#,
+        r#"{"candidates":[{"index":0,"finishReason":"MALFORMED_FUNCTION_CALL"}]}"#,
+        r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#,
+        r#"{"candidates":[{"index":1,"content":{"parts":[{"text":"x","thought":true}]}}]}"#,
+        r#"{"error":{"code":500}}"#,
+    ];
+
+    /// Event data: fragments of this provider's JSON, or anything.
+    fn data() -> impl Strategy<Value = String> {
+        prop_oneof![
+            FRAGMENTS
+                .iter()
+                .map(|f| Just((*f).to_owned()))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .fold(Just(String::new()).boxed(), |acc, next| prop_oneof![
+                    acc, next
+                ]
+                .boxed()),
+            ".{0,80}",
+        ]
+    }
+
+    fn run(events: Vec<(String, String)>) -> usize {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let events = futures_util::stream::iter(
+                events
+                    .into_iter()
+                    .map(|(name, data)| Ok::<_, ProviderError>(crate::sse::Event { name, data })),
+            );
+            decode(events).collect::<Vec<_>>().await.len()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Any sequence of events: no panic, and the stream ends.
+        #[test]
+        fn any_events_decode_without_panicking(
+            events in proptest::collection::vec(("", data()), 0..12),
+        ) {
+            let items = run(events.clone());
+            prop_assert!(items <= events.len() * 8 + 2);
+        }
+
+        /// Any body: parsing an answer never panics.
+        #[test]
+        fn any_answer_body_parses_or_is_refused(body in prop_oneof![data(), ".{0,200}"]) {
+            let _ = serde_json::from_str::<WireResponse>(&body);
+        }
+    }
+}

@@ -214,3 +214,34 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any key a user can paste: checked for every provider without a
+        /// panic, and a refusal never quotes it.
+        #[test]
+        fn any_key_is_checked_without_echoing_it(
+            raw in prop_oneof![
+                "(sk-|sk-ant-api03-|sk-proj-|AIza|AQ\\.)?[A-Za-z0-9_.-]{0,140}",
+                "[!-~]{1,80}",
+            ],
+        ) {
+            if let Ok(key) = ApiKey::parse(&raw) {
+                for provider in ProviderKind::ALL {
+                    if let Err(error) = check(provider, &key) {
+                        let text = format!("{error} {error:?}");
+                        prop_assert!(raw.len() < 12 || !text.contains(&raw));
+                    }
+                    let _ = retiring_kind(provider, &key);
+                }
+            }
+        }
+    }
+}

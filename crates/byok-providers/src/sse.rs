@@ -256,3 +256,46 @@ mod tests {
         assert_eq!(parser.push(b"data: \xff\xfe\n", &mut out), Err(NotSse));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parse_split(body: &[u8], cuts: &[usize]) -> Result<Vec<Event>, NotSse> {
+        let mut parser = Parser::default();
+        let mut out = VecDeque::new();
+        let mut start = 0;
+        for cut in cuts
+            .iter()
+            .map(|c| c % (body.len() + 1))
+            .chain([body.len()])
+        {
+            let cut = cut.max(start);
+            parser.push(&body[start..cut], &mut out)?;
+            start = cut;
+        }
+        parser.finish(&mut out)?;
+        Ok(out.into())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes: no panic, and the same events (or the same refusal)
+        /// however they are split.
+        #[test]
+        fn any_bytes_parse_the_same_however_split(
+            body in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b':'), Just(b' '), any::<u8>()],
+                0..400,
+            ),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let whole = parse_split(&body, &[]);
+            let split = parse_split(&body, &cuts);
+            prop_assert_eq!(whole, split);
+        }
+    }
+}
