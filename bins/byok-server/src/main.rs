@@ -53,11 +53,25 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         batch: u32,
     },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Price catalog tools (no database needed).
     Catalog {
         #[command(subcommand)]
         action: CatalogAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walks the audit trail's hash chain and reports the first event that
+    /// was edited, inserted or had its predecessor deleted by hand; prints the
+    /// chain's head (record it elsewhere to notice a rewritten tail). Exits 1
+    /// when the chain is broken. Needs the database, not the master key.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +84,29 @@ enum CatalogAction {
         /// The catalog file (`BYOK_PRICE_CATALOG_FILE`'s format).
         file: Option<PathBuf>,
     },
+}
+
+/// `audit verify`: the chain's state on stdout; an error when it is broken.
+async fn audit_verify(settings: &Settings) -> anyhow::Result<()> {
+    let store = byok_store::Store::connect(byok_store::StoreConfig::new(
+        settings.database_url.expose_secret(),
+    ))
+    .await?;
+    let report = store.run(byok_store::audit::verify_chain).await?;
+    say(&format!(
+        "audit chain: {} events checked; head {}",
+        report.checked,
+        report.head.as_deref().unwrap_or("(none)")
+    ));
+    match report.first_broken {
+        None => {
+            say("intact");
+            Ok(())
+        }
+        Some(id) => anyhow::bail!(
+            "the audit chain is broken at event {id}: it, or the event before it, was changed, inserted or deleted outside byok"
+        ),
+    }
 }
 
 /// `catalog check`: every finding on stdout, one a line.
@@ -148,6 +185,12 @@ fn say(text: &str) {
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if let Command::Audit {
+        action: AuditCommand::Verify,
+    } = command
+    {
+        return audit_verify(&settings).await;
+    }
     let (service, _lock) = setup::service(&settings).await?;
     match command {
         Command::Serve => setup::serve(service, &settings).await,
@@ -192,6 +235,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Catalog { .. } => Ok(()), // handled before settings load
+        Command::Catalog { .. } | Command::Audit { .. } => Ok(()), // handled above
     }
 }

@@ -681,3 +681,22 @@ async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flig
     );
     assert_eq!(outcome("incomplete"), 3, "every call in flight is marked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_reports_an_intact_chain_and_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &[]);
+    let admin = server.admin_token().unwrap();
+    create_user(&server.base_url, &admin, "alice").await;
+    assert!(server.terminate().success());
+    let verified = command(dir.path(), &[])
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        out.contains("events checked; head ") && out.trim_end().ends_with("intact"),
+        "{out}"
+    );
+}

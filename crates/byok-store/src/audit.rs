@@ -238,7 +238,8 @@ impl AuditEvent {
     }
 }
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
 struct AuditRow {
     id: i64,
     occurred_at: chrono::NaiveDateTime,
@@ -287,19 +288,182 @@ pub fn append(
     event: &NewAuditEvent,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    // One appender at a time, so each link follows the one before it
+    // (SQLite's write transactions already serialise; PostgreSQL takes a
+    // transaction-scoped advisory lock).
+    #[cfg(feature = "postgres")]
+    if let DbConnection::Postgres(pg) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(7251917001)").execute(pg)?;
+    }
+    let previous = audit_events::table
+        .filter(audit_events::chain_hash.is_not_null())
+        .order(audit_events::id.desc())
+        .select(audit_events::chain_hash)
+        .first::<Option<String>>(conn)
+        .optional()?
+        .flatten()
+        .unwrap_or_default();
+    let occurred_at = to_db(at);
+    let fields = ChainFields {
+        occurred_at,
+        actor: event.actor.to_db(),
+        action: event.action.as_str(),
+        user_id: event.user_id.as_ref().map(UserId::as_str),
+        provider: event.provider.map(ProviderKind::as_str),
+        outcome: event.outcome.as_str(),
+        request_id: event.request_id.as_deref(),
+        detail: event.detail,
+    };
+    let link = fields.link(&previous);
     diesel::insert_into(audit_events::table)
         .values((
-            audit_events::occurred_at.eq(to_db(at)),
-            audit_events::actor.eq(event.actor.to_db()),
-            audit_events::action.eq(event.action.as_str()),
-            audit_events::user_id.eq(event.user_id.as_ref().map(UserId::as_str)),
-            audit_events::provider.eq(event.provider.map(ProviderKind::as_str)),
-            audit_events::outcome.eq(event.outcome.as_str()),
-            audit_events::request_id.eq(event.request_id.as_deref()),
-            audit_events::detail.eq(event.detail),
+            audit_events::occurred_at.eq(occurred_at),
+            audit_events::actor.eq(fields.actor.as_str()),
+            audit_events::action.eq(fields.action),
+            audit_events::user_id.eq(fields.user_id),
+            audit_events::provider.eq(fields.provider),
+            audit_events::outcome.eq(fields.outcome),
+            audit_events::request_id.eq(fields.request_id),
+            audit_events::detail.eq(fields.detail),
+            audit_events::chain_hash.eq(link),
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// The fields an event's link covers.
+struct ChainFields<'a> {
+    occurred_at: chrono::NaiveDateTime,
+    actor: String,
+    action: &'a str,
+    user_id: Option<&'a str>,
+    provider: Option<&'a str>,
+    outcome: &'a str,
+    request_id: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+impl ChainFields<'_> {
+    /// SHA-256 over the previous link and these fields, in hex.
+    fn link(&self, previous: &str) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        let optional = |v: Option<&str>| v.map_or_else(|| "\u{0}".to_owned(), str::to_owned);
+        for part in [
+            previous.to_owned(),
+            self.occurred_at.and_utc().timestamp_micros().to_string(),
+            self.actor.clone(),
+            self.action.to_owned(),
+            optional(self.user_id),
+            optional(self.provider),
+            self.outcome.to_owned(),
+            optional(self.request_id),
+            optional(self.detail),
+        ] {
+            hash.update(part.as_bytes());
+            hash.update([0x1f]);
+        }
+        hex::encode(hash.finalize())
+    }
+}
+
+/// Where the audit chain is broken, if it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events checked (those written since the chain began).
+    pub checked: u64,
+    /// The first event whose link does not follow from the one before (an
+    /// edited, inserted or deleted-before event), by id.
+    pub first_broken: Option<i64>,
+    /// The last link: record it elsewhere to notice a rewritten tail.
+    pub head: Option<String>,
+}
+
+/// Walks the whole chain, oldest first.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn verify_chain(conn: &mut DbConnection) -> Result<ChainReport, StoreError> {
+    type Row = (
+        i64,
+        chrono::NaiveDateTime,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let mut report = ChainReport {
+        checked: 0,
+        first_broken: None,
+        head: None,
+    };
+    let mut previous = String::new();
+    let mut after = i64::MIN;
+    loop {
+        let rows: Vec<Row> = audit_events::table
+            .filter(audit_events::id.gt(after))
+            .order(audit_events::id.asc())
+            .limit(1000)
+            .select((
+                audit_events::id,
+                audit_events::occurred_at,
+                audit_events::actor,
+                audit_events::action,
+                audit_events::user_id,
+                audit_events::provider,
+                audit_events::outcome,
+                audit_events::request_id,
+                audit_events::detail,
+                audit_events::chain_hash,
+            ))
+            .load(conn)?;
+        let Some(last) = rows.last() else {
+            return Ok(report);
+        };
+        after = last.0;
+        for (
+            id,
+            occurred_at,
+            actor,
+            action,
+            user_id,
+            provider,
+            outcome,
+            request_id,
+            detail,
+            link,
+        ) in rows
+        {
+            // Events from before the chain began have no link.
+            let Some(link) = link else {
+                if report.checked > 0 && report.first_broken.is_none() {
+                    report.first_broken = Some(id); // a link removed by hand
+                }
+                continue;
+            };
+            let expected = ChainFields {
+                occurred_at,
+                actor,
+                action: &action,
+                user_id: user_id.as_deref(),
+                provider: provider.as_deref(),
+                outcome: &outcome,
+                request_id: request_id.as_deref(),
+                detail: detail.as_deref(),
+            }
+            .link(&previous);
+            report.checked += 1;
+            if expected != link && report.first_broken.is_none() {
+                report.first_broken = Some(id);
+            }
+            previous.clone_from(&link);
+            report.head = Some(link);
+        }
+    }
 }
 
 /// How many events of `action` the trail holds.
@@ -352,6 +516,7 @@ pub fn list_for_user_since(
         query = query.filter(audit_events::occurred_at.ge(to_db(since)));
     }
     query
+        .select(AuditRow::as_select())
         .load::<AuditRow>(conn)?
         .into_iter()
         .map(AuditEvent::try_from)

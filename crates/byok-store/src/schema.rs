@@ -48,6 +48,7 @@ diesel::table! {
         outcome -> Text,
         request_id -> Nullable<Text>,
         detail -> Nullable<Text>,
+        chain_hash -> Nullable<Text>,
     }
 }
 

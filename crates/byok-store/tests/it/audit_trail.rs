@@ -9,8 +9,80 @@ use crate::fixtures::{create_user, event, put_key, vault};
 
 both_backends!(
     events_are_recorded_newest_first_and_paginated,
-    events_are_per_user
+    events_are_per_user,
+    the_chain_finds_an_edited_an_inserted_and_a_deleted_event
 );
+
+async fn the_chain_finds_an_edited_an_inserted_and_a_deleted_event(db: TestDb) {
+    use diesel::connection::SimpleConnection as _;
+    let store = db.store().await;
+    for i in 0..6 {
+        store
+            .run(move |c| {
+                let e =
+                    NewAuditEvent::new(Actor::System, AuditAction::KeyTest, AuditOutcome::Success)
+                        .detail(if i % 2 == 0 { "even" } else { "odd" });
+                audit::append(c, &e, now())
+            })
+            .await
+            .unwrap();
+    }
+    let intact = store.run(audit::verify_chain).await.unwrap();
+    assert_eq!((intact.checked, intact.first_broken), (6, None));
+    assert_eq!(intact.head.as_ref().map(String::len), Some(64));
+    #[derive(diesel::QueryableByName)]
+    struct IdRow {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let ids: Vec<i64> = store
+        .run(|c| {
+            use diesel::RunQueryDsl as _;
+            diesel::sql_query("SELECT id FROM audit_events ORDER BY id")
+                .load::<IdRow>(c)
+                .map_err(byok_store::StoreError::Database)
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let sql = |sql: String| {
+        store.run(move |c| {
+            c.batch_execute(&sql)
+                .map_err(byok_store::StoreError::Database)
+        })
+    };
+    // Edited: that event breaks.
+    sql(format!(
+        "UPDATE audit_events SET detail = 'forged' WHERE id = {}",
+        ids[2]
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        store.run(audit::verify_chain).await.unwrap().first_broken,
+        Some(ids[2])
+    );
+    sql(format!(
+        "UPDATE audit_events SET detail = 'even' WHERE id = {}",
+        ids[2]
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        store.run(audit::verify_chain).await.unwrap().first_broken,
+        None
+    );
+    // Deleted: the event after the hole breaks.
+    sql(format!("DELETE FROM audit_events WHERE id = {}", ids[3]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run(audit::verify_chain).await.unwrap().first_broken,
+        Some(ids[4])
+    );
+}
 
 async fn events_are_recorded_newest_first_and_paginated(db: TestDb) {
     let store = db.store().await;
