@@ -15,6 +15,11 @@ both_backends!(
 
 async fn the_chain_finds_an_edited_an_inserted_and_a_deleted_event(db: TestDb) {
     use diesel::connection::SimpleConnection as _;
+    #[derive(diesel::QueryableByName)]
+    struct IdRow {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
     let store = db.store().await;
     for i in 0..6 {
         store
@@ -30,11 +35,6 @@ async fn the_chain_finds_an_edited_an_inserted_and_a_deleted_event(db: TestDb) {
     let intact = store.run(audit::verify_chain).await.unwrap();
     assert_eq!((intact.checked, intact.first_broken), (6, None));
     assert_eq!(intact.head.as_ref().map(String::len), Some(64));
-    #[derive(diesel::QueryableByName)]
-    struct IdRow {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        id: i64,
-    }
     let ids: Vec<i64> = store
         .run(|c| {
             use diesel::RunQueryDsl as _;
