@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use byok_api::{AppState, KeyService};
+use byok_api::KeyService;
 use byok_store::{Store, StoreConfig};
 use byok_vault::{KeyVault, MasterKey, MasterKeyId};
 use secrecy::ExposeSecret;
@@ -215,29 +215,19 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
         );
     }
     tracing::info!(address = %listener.local_addr()?, backend = service.store().backend().as_str(), "byok listening");
-    // Usage records are written in the background, and drained at shutdown.
-    let (usage, writer, writer_task) = byok_api::usage::usage_writer_with(
-        service.store().clone(),
-        10_000,
-        200,
-        settings.usage_durability,
-    );
-    let writer_task = actix_web::rt::spawn(writer_task);
-    let planner = Arc::new(byok_router::RoutePlanner::new(settings.catalog.clone()));
-    tracing::info!(
-        version = planner.catalog().version(),
-        "price catalog loaded"
-    );
-    let gateway = byok_api::gateway::Gateway::new(service.clone(), planner, usage)
-        .with_limits(settings.gateway_limits);
-    let state = AppState::new(service).with_gateway(gateway);
-    byok_api::server(
-        listener,
-        state,
-        Duration::from_secs(settings.shutdown_timeout_secs),
-    )?
-    .await?;
-    writer.shutdown();
+    tracing::info!(version = settings.catalog.version(), "price catalog loaded");
+    // The one wiring path (the tests use it too); usage records are written
+    // in the background, and drained at shutdown.
+    let started = byok_api::Application::new(service)
+        .catalog(settings.catalog.clone())
+        .limits(settings.gateway_limits)
+        .durability(settings.usage_durability)
+        .usage_queue(10_000, 200)
+        .shutdown_timeout(Duration::from_secs(settings.shutdown_timeout_secs))
+        .start(listener)?;
+    let writer_task = actix_web::rt::spawn(started.usage_task);
+    started.server.await?;
+    started.usage.shutdown();
     writer_task
         .await
         .context("the usage writer stopped abnormally")?;

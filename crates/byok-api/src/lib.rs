@@ -219,3 +219,126 @@ pub fn server(
     .run();
     Ok(server)
 }
+
+/// Everything a byok server runs, wired one way: the binary, the test
+/// harness and embedding programs all build their server here, so what the
+/// tests exercise is the server's own wiring.
+///
+/// ```no_run
+/// # async fn demo(service: byok_api::KeyService) -> std::io::Result<()> {
+/// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+/// let parts = byok_api::Application::new(service).start(listener)?;
+/// let writer = tokio::spawn(parts.usage_task); // the caller owns the executor
+/// parts.server.await?;
+/// parts.usage.shutdown();
+/// let _ = writer.await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Application {
+    service: KeyService,
+    catalog: byok_router::PriceCatalog,
+    limits: gateway::GatewayLimits,
+    durability: usage::Durability,
+    usage_queue: (usize, usize),
+    shutdown_timeout: Duration,
+}
+
+/// A started application: its server, and its usage writer to run beside it.
+pub struct Started<W> {
+    /// The HTTP server: await it; it ends on SIGTERM or its handle's stop.
+    pub server: actix_web::dev::Server,
+    /// Stops the usage writer once the server has stopped (it drains first).
+    pub usage: usage::UsageWriterHandle,
+    /// The usage writer: run it on the caller's executor.
+    pub usage_task: W,
+    /// The state the routes serve (its gateway, for metrics and reports).
+    pub state: AppState,
+}
+
+impl<W> std::fmt::Debug for Started<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started").finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// An application over `service`, with the built-in price catalog and
+    /// default limits, batched usage, a 10,000-record usage queue written in
+    /// batches of 200, and 30 s for in-flight requests at shutdown.
+    #[must_use]
+    pub fn new(service: KeyService) -> Self {
+        Self {
+            service,
+            catalog: byok_router::PriceCatalog::builtin(),
+            limits: gateway::GatewayLimits::default(),
+            durability: usage::Durability::default(),
+            usage_queue: (10_000, 200),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// This price catalog.
+    #[must_use]
+    pub fn catalog(mut self, catalog: byok_router::PriceCatalog) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// These bounds on the gateway's waits.
+    #[must_use]
+    pub fn limits(mut self, limits: gateway::GatewayLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// This usage durability.
+    #[must_use]
+    pub fn durability(mut self, durability: usage::Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// A usage queue of `capacity` records, written `batch` at a time.
+    #[must_use]
+    pub fn usage_queue(mut self, capacity: usize, batch: usize) -> Self {
+        self.usage_queue = (capacity, batch);
+        self
+    }
+
+    /// How long in-flight requests get at shutdown.
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Wires the gateway (planner, usage writer, limits) over the service
+    /// and starts serving on `listener`.
+    ///
+    /// # Errors
+    /// When the server cannot use `listener`.
+    pub fn start(
+        self,
+        listener: TcpListener,
+    ) -> std::io::Result<Started<impl std::future::Future<Output = ()> + Send + 'static>> {
+        let (capacity, batch) = self.usage_queue;
+        let (sender, usage, usage_task) = usage::usage_writer_with(
+            self.service.store().clone(),
+            capacity,
+            batch,
+            self.durability,
+        );
+        let planner = std::sync::Arc::new(byok_router::RoutePlanner::new(self.catalog));
+        let gateway =
+            gateway::Gateway::new(self.service.clone(), planner, sender).with_limits(self.limits);
+        let state = AppState::new(self.service).with_gateway(gateway);
+        let server = server(listener, state.clone(), self.shutdown_timeout)?;
+        Ok(Started {
+            server,
+            usage,
+            usage_task,
+            state,
+        })
+    }
+}

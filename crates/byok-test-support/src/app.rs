@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use byok_api::{AppState, KeyService};
+use byok_api::KeyService;
 use byok_core::UserId;
 use byok_vault::{KeyVault, MasterKey, MasterKeyId};
 use secrecy::SecretString;
@@ -190,24 +190,21 @@ impl TestApp {
             .expect("master keys open the stored keys");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
         let port = listener.local_addr().expect("local address").port();
-        let (usage, writer, writer_future) =
-            byok_api::usage::usage_writer_with(service.store().clone(), 64, 16, durability);
+        // The server's own wiring, with a small usage queue.
+        let started = byok_api::Application::new(service.clone())
+            .limits(limits)
+            .durability(durability)
+            .usage_queue(64, 16)
+            .shutdown_timeout(Duration::from_secs(5))
+            .start(listener)
+            .expect("start the server");
         #[expect(
             clippy::disallowed_methods,
             reason = "the harness runs the usage writer beside the test"
         )]
-        let writer_task = tokio::spawn(writer_future);
-        let planner = Arc::new(byok_router::RoutePlanner::new(
-            byok_router::PriceCatalog::builtin(),
-        ));
-        let gateway =
-            byok_api::gateway::Gateway::new(service.clone(), planner, usage).with_limits(limits);
-        let server = byok_api::server(
-            listener,
-            AppState::new(service.clone()).with_gateway(gateway),
-            Duration::from_secs(5),
-        )
-        .expect("start the server");
+        let writer_task = tokio::spawn(started.usage_task);
+        let writer = started.usage;
+        let server = started.server;
         let handle = server.handle();
         #[expect(
             clippy::disallowed_methods,
