@@ -68,6 +68,14 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "body_read_timeout_secs",
+        secret: false,
+    },
+    Setting {
+        key: "max_requests_per_address",
+        secret: false,
+    },
+    Setting {
         key: "gateway_deadline_secs",
         secret: false,
     },
@@ -190,6 +198,10 @@ pub(crate) struct Settings {
     pub gateway_limits: byok_api::gateway::GatewayLimits,
     /// How usage records reach the database.
     pub usage_durability: byok_api::usage::Durability,
+    /// The longest a request body may take to arrive.
+    pub body_read_timeout_secs: u64,
+    /// Requests in flight at once from one client address.
+    pub max_requests_per_address: usize,
 }
 
 impl Settings {
@@ -560,6 +572,13 @@ impl Layered {
                 ));
             }
         };
+        let body_read_timeout_secs = self.number(
+            "body_read_timeout_secs",
+            30u64,
+            "use a whole number of seconds",
+        )?;
+        let max_requests_per_address =
+            self.number("max_requests_per_address", 256usize, "use a whole number")?;
         Ok(Settings {
             bind,
             database_url,
@@ -575,6 +594,8 @@ impl Layered {
             catalog,
             gateway_limits,
             usage_durability,
+            body_read_timeout_secs,
+            max_requests_per_address,
         })
     }
 }

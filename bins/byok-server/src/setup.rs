@@ -223,6 +223,10 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
         .limits(settings.gateway_limits)
         .durability(settings.usage_durability)
         .usage_queue(10_000, 200)
+        .request_limits(
+            Duration::from_secs(settings.body_read_timeout_secs.max(1)),
+            settings.max_requests_per_address.max(1),
+        )
         .shutdown_timeout(Duration::from_secs(settings.shutdown_timeout_secs))
         .start(listener)?;
     let writer_task = actix_web::rt::spawn(started.usage_task);

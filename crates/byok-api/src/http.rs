@@ -278,6 +278,9 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<usize>().ok());
         let payload = web::Payload::from_request(req, payload);
+        let body_read_timeout = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(std::time::Duration::from_secs(30), |s| s.body_read_timeout);
         Box::pin(async move {
             if !is_json {
                 return Err(ApiError::bad(
@@ -301,13 +304,25 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "the request body could not be read",
                 )
             };
-            let bytes = payload
+            let read = async {
+                payload
+                    .await
+                    .map_err(|_| unreadable())?
+                    .to_bytes_limited(limit.bytes)
+                    .await
+                    .map_err(|_| too_large)?
+                    .map_err(|_| unreadable())
+            };
+            // A body that trickles in is not held forever.
+            let bytes = tokio::time::timeout(body_read_timeout, read)
                 .await
-                .map_err(|_| unreadable())?
-                .to_bytes_limited(limit.bytes)
-                .await
-                .map_err(|_| too_large)?
-                .map_err(|_| unreadable())?;
+                .map_err(|_| {
+                    ApiError::bad(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        "the request body did not arrive in time",
+                    )
+                })??;
             serde_json::from_slice(&bytes).map(JsonBody).map_err(|_| {
                 ApiError::bad(
                     StatusCode::BAD_REQUEST,
@@ -460,4 +475,87 @@ mod body_limit_tests {
             assert!(limit.too_large.ends_with(&named), "{limit:?}");
         }
     }
+}
+
+/// Requests in flight per client address (IPv6 by /64): a cap, so one peer
+/// holding many slow requests open cannot take every connection.
+#[derive(Debug)]
+pub struct PeerLimit {
+    max: usize,
+    in_flight: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PeerLimit {
+    /// At most `max` requests in flight per address.
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            in_flight: std::sync::Mutex::default(),
+        }
+    }
+
+    fn enter(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let key = crate::throttle::client_key(ip);
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = map.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            limit: std::sync::Arc::clone(self),
+            key,
+        })
+    }
+}
+
+struct PeerSlot {
+    limit: std::sync::Arc<PeerLimit>,
+    key: std::net::IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .limit
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Refuses a request when its address already has the most in flight
+/// (`429 too_many_requests_in_flight`).
+pub(crate) async fn per_peer_limit(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| std::sync::Arc::clone(&s.peer_limit));
+    let mut slot = None;
+    if let (Some(limit), Some(peer)) = (limit, req.peer_addr()) {
+        slot = limit.enter(peer.ip());
+        if slot.is_none() {
+            let response = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests_in_flight",
+                "this address has too many requests in flight; wait for some to finish",
+            );
+            return Ok(req.into_response(response));
+        }
+    }
+    let response = next.call(req).await?.map_into_boxed_body();
+    drop(slot);
+    Ok(response)
 }

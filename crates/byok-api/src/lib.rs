@@ -42,17 +42,34 @@ pub struct AppState {
     pub auth_throttle: std::sync::Arc<AuthThrottle>,
     /// The OpenAI-compatible gateway, when enabled.
     pub gateway: Option<gateway::Gateway>,
+    /// The longest a request body may take to arrive; then `408`.
+    pub body_read_timeout: Duration,
+    /// Requests in flight at once from one client address (IPv6 by /64).
+    pub peer_limit: std::sync::Arc<http::PeerLimit>,
 }
 
 impl AppState {
-    /// State over `service` with the default limits.
+    /// State over `service` with the default limits: 30 refused
+    /// authentications per address a minute, 30 s to read a body, 256
+    /// requests in flight per address.
     #[must_use]
     pub fn new(service: KeyService) -> Self {
         Self {
             service,
             auth_throttle: std::sync::Arc::new(AuthThrottle::default()),
             gateway: None,
+            body_read_timeout: Duration::from_secs(30),
+            peer_limit: std::sync::Arc::new(http::PeerLimit::new(256)),
         }
+    }
+
+    /// A body read timeout of `timeout` and at most `per_peer` requests in
+    /// flight per client address.
+    #[must_use]
+    pub fn with_request_limits(mut self, timeout: Duration, per_peer: usize) -> Self {
+        self.body_read_timeout = timeout;
+        self.peer_limit = std::sync::Arc::new(http::PeerLimit::new(per_peer));
+        self
     }
 
     /// Enables the OpenAI-compatible gateway under `/v1`.
@@ -212,6 +229,7 @@ pub fn server(
             .configure(configure(state.clone()))
             .configure(configure_ui)
             .default_service(web::to(not_found).wrap(from_fn(http::request_log)))
+            .wrap(from_fn(http::per_peer_limit))
     })
     .client_request_timeout(Duration::from_secs(10))
     .shutdown_timeout(shutdown_timeout.as_secs())
@@ -242,6 +260,7 @@ pub struct Application {
     durability: usage::Durability,
     usage_queue: (usize, usize),
     shutdown_timeout: Duration,
+    request_limits: (Duration, usize),
 }
 
 /// A started application: its server, and its usage writer to run beside it.
@@ -275,7 +294,16 @@ impl Application {
             durability: usage::Durability::default(),
             usage_queue: (10_000, 200),
             shutdown_timeout: Duration::from_secs(30),
+            request_limits: (Duration::from_secs(30), 256),
         }
+    }
+
+    /// The longest a request body may take to arrive, and the most requests
+    /// in flight from one client address.
+    #[must_use]
+    pub fn request_limits(mut self, body_read_timeout: Duration, per_peer: usize) -> Self {
+        self.request_limits = (body_read_timeout, per_peer);
+        self
     }
 
     /// This price catalog.
@@ -332,7 +360,9 @@ impl Application {
         let planner = std::sync::Arc::new(byok_router::RoutePlanner::new(self.catalog));
         let gateway =
             gateway::Gateway::new(self.service.clone(), planner, sender).with_limits(self.limits);
-        let state = AppState::new(self.service).with_gateway(gateway);
+        let state = AppState::new(self.service)
+            .with_gateway(gateway)
+            .with_request_limits(self.request_limits.0, self.request_limits.1);
         let server = server(listener, state.clone(), self.shutdown_timeout)?;
         Ok(Started {
             server,

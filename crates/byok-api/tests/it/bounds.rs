@@ -289,3 +289,60 @@ async fn one_hanging_provider_cannot_take_every_slot() {
     assert_eq!(quick.headers()["x-byok-attempts"], "gemini,openai");
     app.stop().await;
 }
+
+/// A slow body is cut at the body read timeout (`408`), and one address
+/// cannot hold more requests in flight than its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_time_out_and_one_address_has_a_cap() {
+    let db = TestDb::sqlite();
+    let store = db.store().await;
+    let service =
+        byok_api::KeyService::new(store, std::sync::Arc::new(byok_test_support::test_vault()))
+            .with_admin_token(&secrecy::SecretString::from(
+                byok_test_support::ADMIN_TOKEN.to_owned(),
+            ));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let started = byok_api::Application::new(service)
+        .request_limits(Duration::from_millis(500), 2)
+        .start(listener)
+        .unwrap();
+    let handle = started.server.handle();
+    #[expect(clippy::disallowed_methods, reason = "the test runs its own server")]
+    let server = tokio::spawn(started.server);
+    // Headers promise 100 bytes of body; ten arrive, then nothing.
+    let slow = || async {
+        let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+        socket
+            .write_all(
+                format!("POST /api/admin/users HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"user_id\"", byok_test_support::ADMIN_TOKEN).as_bytes(),
+            )
+            .await
+            .unwrap();
+        socket
+    };
+    let held_a = slow().await;
+    let held_b = slow().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two slow bodies in flight: a third request from the same address waits its turn.
+    let third = reqwest::get(format!("http://{address}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 429);
+    // The slow bodies are cut.
+    let started_at = Instant::now();
+    let mut answer = String::new();
+    let mut socket = held_a;
+    let _ = tokio::time::timeout(HANG, socket.read_to_string(&mut answer)).await;
+    assert!(started_at.elapsed() < HANG / 2);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    drop(held_b);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after = reqwest::get(format!("http://{address}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200, "slots are given back");
+    handle.stop(true).await;
+    server.abort();
+}
