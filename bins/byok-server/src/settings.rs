@@ -374,6 +374,20 @@ impl Layered {
         Ok(admin_token)
     }
 
+    fn usage_durability(&mut self) -> Result<byok_api::usage::Durability, SettingsError> {
+        Ok(match self.plain("usage_durability").as_deref() {
+            None | Some("batched") => byok_api::usage::Durability::Batched,
+            Some("strict") => byok_api::usage::Durability::Strict,
+            Some(other) => {
+                return Err(bad(
+                    "usage_durability",
+                    format!("`{other}` is not a mode"),
+                    "use batched (the default) or strict",
+                ));
+            }
+        })
+    }
+
     fn gateway_limits(&mut self) -> Result<byok_api::gateway::GatewayLimits, SettingsError> {
         let defaults = byok_api::gateway::GatewayLimits::default();
         let secs = |this: &mut Self, key: &str, default: std::time::Duration| {
@@ -561,17 +575,7 @@ impl Layered {
         let providers = self.providers()?;
         let catalog = self.catalog()?;
         let gateway_limits = self.gateway_limits()?;
-        let usage_durability = match self.plain("usage_durability").as_deref() {
-            None | Some("batched") => byok_api::usage::Durability::Batched,
-            Some("strict") => byok_api::usage::Durability::Strict,
-            Some(other) => {
-                return Err(bad(
-                    "usage_durability",
-                    format!("`{other}` is not a mode"),
-                    "use batched (the default) or strict",
-                ));
-            }
-        };
+        let usage_durability = self.usage_durability()?;
         let body_read_timeout_secs = self.number(
             "body_read_timeout_secs",
             30u64,
