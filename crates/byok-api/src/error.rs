@@ -47,6 +47,12 @@ pub enum ServiceError {
     /// A stored key could not be opened with the configured master keys.
     #[error("stored key cannot be opened; re-enter it")]
     KeyUnusable,
+    /// A stored key is sealed with a master key this server does not have
+    /// (another replica's, after a rotation): the key itself is fine.
+    #[error(
+        "this key cannot be opened by this server right now (its master key is not configured here); the operator has been told — retry later, no need to re-enter it"
+    )]
+    KeyUnavailable,
     /// The database stayed busy; nothing was written.
     #[error("the database is busy; retry shortly")]
     Busy,
@@ -70,6 +76,7 @@ impl ServiceError {
             Self::InvalidKeyFormat(_) => "invalid_key_format",
             Self::TooManyTests { .. } => "too_many_tests",
             Self::KeyUnusable => "key_unusable",
+            Self::KeyUnavailable => "key_temporarily_unusable",
             Self::Busy => "store_busy",
             Self::Internal(_) => "internal",
         }

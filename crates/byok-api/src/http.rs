@@ -95,6 +95,7 @@ impl ResponseError for ApiError {
                 | ServiceError::KeyNotFound
                 | ServiceError::TokenNotFound => StatusCode::NOT_FOUND,
                 ServiceError::UserExists | ServiceError::KeyUnusable => StatusCode::CONFLICT,
+                ServiceError::KeyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
                 ServiceError::Invalid { .. } | ServiceError::InvalidKeyFormat(_) => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }

@@ -619,11 +619,20 @@ impl KeyService {
         if let Ok(key) = self.vault.open(&sealed, &Binding::new(user, provider)) {
             return Ok((key, stored));
         }
+        let missing = sealed
+            .master_key_id()
+            .filter(|id| !self.vault.key_ids().any(|k| k == *id));
         tracing::error!(
             user = %user,
             %provider,
             master_key_id = ?sealed.master_key_id(),
-            "stored key does not open with the configured master keys"
+            missing_here = missing.is_some(),
+            "stored key does not open with the configured master keys{}",
+            if missing.is_some() {
+                "; this server lacks its master key id: configure it (BYOK_RETIRED_MASTER_KEYS) as on the other replicas"
+            } else {
+                ""
+            }
         );
         let event = ctx
             .event(
@@ -634,7 +643,11 @@ impl KeyService {
             .user(user)
             .provider(provider);
         self.append(event).await?;
-        Err(ServiceError::KeyUnusable)
+        Err(if missing.is_some() {
+            ServiceError::KeyUnavailable
+        } else {
+            ServiceError::KeyUnusable
+        })
     }
 
     /// [`KeyService::validate_key`], then, for Azure, the endpoint's DNS

@@ -11,8 +11,40 @@ both_backends!(
     health_and_readiness,
     keys_survive_a_restart,
     rotation_then_rewrap_then_retire,
-    a_replica_with_another_master_key_under_the_same_id_is_refused
+    a_replica_with_another_master_key_under_the_same_id_is_refused,
+    a_key_sealed_by_a_newer_replica_is_temporarily_unusable_not_bad
 );
+
+async fn a_key_sealed_by_a_newer_replica_is_temporarily_unusable_not_bad(db: TestDb) {
+    // An old replica (master key 1 only) and one already rotated to key 2.
+    let old = TestApp::spawn(&db).await;
+    let new = TestApp::spawn_with(&db, vault_v2_with_v1_retired()).await;
+    let token = new.create_user("bob").await;
+    assert_eq!(
+        new.save_key(&token, "bob", "openai", key_body(&openai_key("v2")))
+            .await
+            .status(),
+        201
+    );
+    let tested = old
+        .client
+        .post(old.url("/api/user/api-keys/bob/keys/openai/test"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = body(tested).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["error"]["code"], "key_temporarily_unusable");
+    assert!(
+        !error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("re-enter")
+    );
+    old.stop().await;
+    new.stop().await;
+}
 
 async fn a_replica_with_another_master_key_under_the_same_id_is_refused(db: TestDb) {
     let store = db.store().await;
