@@ -95,12 +95,13 @@ impl ResponseError for ApiError {
                 | ServiceError::KeyNotFound
                 | ServiceError::TokenNotFound => StatusCode::NOT_FOUND,
                 ServiceError::UserExists | ServiceError::KeyUnusable => StatusCode::CONFLICT,
-                ServiceError::KeyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
                 ServiceError::Invalid { .. } | ServiceError::InvalidKeyFormat(_) => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 ServiceError::TooManyTests { .. } => StatusCode::TOO_MANY_REQUESTS,
-                ServiceError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                ServiceError::Busy | ServiceError::KeyUnavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
