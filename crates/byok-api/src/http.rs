@@ -167,8 +167,8 @@ pub(crate) fn context(req: &HttpRequest) -> RequestContext {
     }
 }
 
-/// Assigns a request id (a client's `X-Request-Id` if it is short and plain,
-/// otherwise a new UUID), echoes it in the response, and logs one line per
+/// Assigns a request id (always a new UUID, never the client's own
+/// `X-Request-Id`), returns it in the response, and logs one line per
 /// request: id, method, route pattern (never the raw path or query, which
 /// could carry a token), status and latency.
 pub(crate) async fn request_log(

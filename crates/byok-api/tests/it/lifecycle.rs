@@ -102,8 +102,17 @@ async fn health_and_readiness(db: TestDb) {
     rename("api_tokens_away", "api_tokens").await.unwrap();
     let (status, health) = body(app.client.get(app.url("/healthz")).send().await.unwrap()).await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert!(ready.headers().get("x-request-id").is_some());
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .header("x-request-id", "client-chosen-id")
+        .send()
+        .await
+        .unwrap();
+    // Always byok's own id, never the client's.
+    let id = ready.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "client-chosen-id");
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
     let (status, ready) = body(ready).await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
 }
