@@ -20,6 +20,11 @@ test:
 test-store:
     cargo test -p byok-store
 
+# Fuzz byok's API from its OpenAPI document (schemathesis; `pip install schemathesis`).
+fuzz-api:
+    cargo build -p byok-server
+    scripts/api-fuzz.sh
+
 # API docs with warnings as errors.
 doc:
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

@@ -57,6 +57,13 @@ pub struct TaskRoute {
     pub skipped: Vec<String>,
 }
 
+/// The body of `GET …/services`: one chain per task.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Services {
+    /// The chains, one per task.
+    pub tasks: Vec<TaskRoute>,
+}
+
 /// One provider's status.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProviderStatus {

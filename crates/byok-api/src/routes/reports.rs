@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::http::{ApiError, Caller, ErrorBody, context};
-use crate::reports::{RequestLog, Status, TaskRoute, UsageReport, parse_time};
+use crate::reports::{RequestLog, Services, Status, UsageReport, parse_time};
 
 use super::user_id;
 
@@ -24,7 +24,7 @@ fn gateway(state: &AppState) -> Result<&crate::gateway::Gateway, ApiError> {
     get, path = "/api/user/api-keys/{user_id}/services", tag = "routing",
     params(("user_id" = String, Path, description = "the user")),
     security(("bearer" = [])),
-    responses((status = 200, body = Vec<TaskRoute>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses((status = 200, body = Services), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub(crate) async fn services(
     req: HttpRequest,
@@ -36,7 +36,7 @@ pub(crate) async fn services(
     let routes = gateway(&state)?
         .services(&caller.0, &user, &context(&req))
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": routes })))
+    Ok(HttpResponse::Ok().json(Services { tasks: routes }))
 }
 
 #[utoipa::path(
