@@ -589,8 +589,12 @@ async fn the_first_admin_token_is_printed_only_once_the_server_listens() {
     assert!(server.terminate().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flight() {
+/// Ten answered requests, then (after `settle`) three still waiting on the
+/// provider when the server gets SIGKILL; returns the usage records found.
+async fn usage_after_kill_9(
+    durability: &str,
+    settle: Duration,
+) -> Vec<byok_store::usage::UsageRecord> {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -622,7 +626,7 @@ async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flig
     let env: &[(&str, &str)] = &[
         ("BYOK_ADMIN_TOKEN", admin),
         ("BYOK_OPENAI_BASE_URL", &base),
-        ("BYOK_USAGE_DURABILITY", "strict"),
+        ("BYOK_USAGE_DURABILITY", durability),
     ];
     let mut server = Running::start(dir.path(), env);
     let token = create_user(&server.base_url, admin, "alice").await;
@@ -649,6 +653,7 @@ async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flig
     for _ in 0..10 {
         assert_eq!(chat().await.unwrap().status(), 200);
     }
+    tokio::time::sleep(settle).await;
     // Three more, still waiting on the provider when the process is killed.
     let in_flight = futures_util::future::join_all((0..3).map(|_| chat()));
     let kill = async {
@@ -669,10 +674,15 @@ async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flig
         byok_store::now() - chrono::Duration::hours(1),
         byok_store::now() + chrono::Duration::hours(1),
     );
-    let records = store
+    store
         .run(move |c| byok_store::usage::list_for_user(c, &alice, from, to))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flight() {
+    let records = usage_after_kill_9("strict", Duration::ZERO).await;
     let outcome = |o: &str| records.iter().filter(|r| r.outcome == o).count();
     assert_eq!(
         outcome("success"),
@@ -680,6 +690,26 @@ async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flig
         "every answered request: {records:?}"
     );
     assert_eq!(outcome("incomplete"), 3, "every call in flight is marked");
+}
+
+/// The batched promise: a crash loses at most the last moments. Requests
+/// answered a second before the kill are all on disk; calls in flight leave
+/// nothing (no `incomplete` rows in this mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_batched_mode_keeps_what_was_answered_a_second_before() {
+    let records = usage_after_kill_9("batched", Duration::from_secs(1)).await;
+    let outcome = |o: &str| records.iter().filter(|r| r.outcome == o).count();
+    assert_eq!(
+        outcome("success"),
+        10,
+        "answered a second before the kill: {records:?}"
+    );
+    assert_eq!(
+        outcome("incomplete"),
+        0,
+        "batched mode writes no intent rows"
+    );
+    assert_eq!(records.len(), 10, "{records:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
