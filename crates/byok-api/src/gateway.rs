@@ -262,6 +262,7 @@ impl Gateway {
     pub fn new(keys: KeyService, planner: Arc<RoutePlanner>, usage: UsageSender) -> Self {
         let mut metrics = crate::metrics::Metrics::default();
         metrics.register_usage(usage.stats());
+        metrics.register_key_open_failures(keys.open_failures());
         Self {
             keys,
             planner,

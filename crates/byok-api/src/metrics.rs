@@ -30,6 +30,18 @@ struct CircuitState {
     state: String,
 }
 
+/// Labels of `byok_key_open_failures_total`: the master key id a stored key
+/// names, and whether this server holds that id. No user, no provider.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KeyOpenFailure {
+    pub(crate) master_key_id: String,
+    pub(crate) missing_here: String,
+}
+
+/// Stored keys that did not open, by the master key id they name; shared by
+/// the key service (which counts) and the metrics registry (which reports).
+pub(crate) type KeyOpenFailures = Family<KeyOpenFailure, Counter>;
+
 fn latency_histogram() -> Histogram {
     Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
 }
@@ -121,6 +133,15 @@ impl Metrics {
             "usage_records_dropped",
             "Usage records dropped: the database was away and the memory bound reached",
             stats.dropped.clone(),
+        );
+    }
+
+    /// Adds the key service's count of stored keys that did not open.
+    pub(crate) fn register_key_open_failures(&mut self, failures: &KeyOpenFailures) {
+        self.registry.register(
+            "key_open_failures",
+            "Stored keys that did not open, by the master key id they were sealed with and whether this server lacks that id",
+            failures.clone(),
         );
     }
 

@@ -195,6 +195,7 @@ pub struct KeyService {
     allow_private_endpoints: bool,
     test_limit: Arc<FixedWindow<UserId>>,
     health: Arc<byok_router::HealthTracker>,
+    open_failures: crate::metrics::KeyOpenFailures,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -225,7 +226,13 @@ impl KeyService {
             allow_private_endpoints: false,
             test_limit: Arc::new(FixedWindow::new(10, Duration::from_secs(60))),
             health: Arc::new(byok_router::HealthTracker::default()),
+            open_failures: crate::metrics::KeyOpenFailures::default(),
         }
+    }
+
+    /// Stored keys that did not open, for `/metrics`.
+    pub(crate) fn open_failures(&self) -> &crate::metrics::KeyOpenFailures {
+        &self.open_failures
     }
 
     /// Provider health per user, fed by key tests and gateway calls.
@@ -622,6 +629,14 @@ impl KeyService {
         let missing = sealed
             .master_key_id()
             .filter(|id| !self.vault.key_ids().any(|k| k == *id));
+        self.open_failures
+            .get_or_create(&crate::metrics::KeyOpenFailure {
+                master_key_id: sealed
+                    .master_key_id()
+                    .map_or_else(|| "unreadable".to_owned(), |id| id.to_string()),
+                missing_here: missing.is_some().to_string(),
+            })
+            .inc();
         tracing::error!(
             user = %user,
             %provider,

@@ -42,6 +42,20 @@ async fn a_key_sealed_by_a_newer_replica_is_temporarily_unusable_not_bad(db: Tes
             .unwrap()
             .contains("re-enter")
     );
+    // The operator sees which master key id this replica lacks.
+    let metrics = old
+        .client
+        .get(old.url("/metrics"))
+        .bearer_auth(byok_test_support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = "byok_key_open_failures_total{master_key_id=\"2\",missing_here=\"true\"} 1";
+    assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    assert!(!metrics.contains("bob"), "no user ids in metrics");
     old.stop().await;
     new.stop().await;
 }
