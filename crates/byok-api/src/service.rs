@@ -209,6 +209,7 @@ impl std::fmt::Debug for KeyService {
             .field("allow_private_endpoints", &self.allow_private_endpoints)
             .field("test_limit", &self.test_limit)
             .field("health", &"HealthTracker")
+            .field("open_failures", &"Family")
             .finish()
     }
 }
