@@ -68,6 +68,10 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "usage_batch_window_ms",
+        secret: false,
+    },
+    Setting {
         key: "body_read_timeout_secs",
         secret: false,
     },
@@ -198,6 +202,8 @@ pub(crate) struct Settings {
     pub gateway_limits: byok_api::gateway::GatewayLimits,
     /// How usage records reach the database.
     pub usage_durability: byok_api::usage::Durability,
+    /// `BYOK_USAGE_BATCH_WINDOW_MS`: the batched writer's group-commit window.
+    pub usage_batch_window_ms: u64,
     /// The longest a request body may take to arrive.
     pub body_read_timeout_secs: u64,
     /// Requests in flight at once from one client address.
@@ -576,6 +582,11 @@ impl Layered {
         let catalog = self.catalog()?;
         let gateway_limits = self.gateway_limits()?;
         let usage_durability = self.usage_durability()?;
+        let usage_batch_window_ms = self.number(
+            "usage_batch_window_ms",
+            100u64,
+            "use a whole number of milliseconds",
+        )?;
         let body_read_timeout_secs = self.number(
             "body_read_timeout_secs",
             30u64,
@@ -598,6 +609,7 @@ impl Layered {
             catalog,
             gateway_limits,
             usage_durability,
+            usage_batch_window_ms,
             body_read_timeout_secs,
             max_requests_per_address,
         })

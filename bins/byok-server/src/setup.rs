@@ -222,6 +222,7 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
         .catalog(settings.catalog.clone())
         .limits(settings.gateway_limits)
         .durability(settings.usage_durability)
+        .usage_batch_window(Duration::from_millis(settings.usage_batch_window_ms))
         .usage_queue(10_000, 200)
         .request_limits(
             Duration::from_secs(settings.body_read_timeout_secs.max(1)),

@@ -627,6 +627,8 @@ async fn usage_after_kill_9(
         ("BYOK_ADMIN_TOKEN", admin),
         ("BYOK_OPENAI_BASE_URL", &base),
         ("BYOK_USAGE_DURABILITY", durability),
+        // Batched mode's group-commit window (strict mode ignores it).
+        ("BYOK_USAGE_BATCH_WINDOW_MS", "300"),
     ];
     let mut server = Running::start(dir.path(), env);
     let token = create_user(&server.base_url, admin, "alice").await;
@@ -692,8 +694,8 @@ async fn kill_9_in_strict_mode_loses_no_answered_request_and_marks_calls_in_flig
     assert_eq!(outcome("incomplete"), 3, "every call in flight is marked");
 }
 
-/// The batched promise: a crash loses at most the last moments. Requests
-/// answered a second before the kill are all on disk; calls in flight leave
+/// The batched promise: a crash loses at most the batch window (300 ms
+/// here). Requests answered a second before the kill are all on disk; calls in flight leave
 /// nothing (no `incomplete` rows in this mode).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_batched_mode_keeps_what_was_answered_a_second_before() {

@@ -258,6 +258,7 @@ pub struct Application {
     catalog: byok_router::PriceCatalog,
     limits: gateway::GatewayLimits,
     durability: usage::Durability,
+    batch_window: Duration,
     usage_queue: (usize, usize),
     shutdown_timeout: Duration,
     request_limits: (Duration, usize),
@@ -292,6 +293,7 @@ impl Application {
             catalog: byok_router::PriceCatalog::builtin(),
             limits: gateway::GatewayLimits::default(),
             durability: usage::Durability::default(),
+            batch_window: usage::DEFAULT_BATCH_WINDOW,
             usage_queue: (10_000, 200),
             shutdown_timeout: Duration::from_secs(30),
             request_limits: (Duration::from_secs(30), 256),
@@ -327,6 +329,14 @@ impl Application {
         self
     }
 
+    /// In `batched` durability, how long a usage record may wait for others
+    /// before its batch is committed (the most a crash can lose).
+    #[must_use]
+    pub fn usage_batch_window(mut self, window: Duration) -> Self {
+        self.batch_window = window;
+        self
+    }
+
     /// A usage queue of `capacity` records, written `batch` at a time.
     #[must_use]
     pub fn usage_queue(mut self, capacity: usize, batch: usize) -> Self {
@@ -356,6 +366,7 @@ impl Application {
             capacity,
             batch,
             self.durability,
+            self.batch_window,
         );
         let planner = std::sync::Arc::new(byok_router::RoutePlanner::new(self.catalog));
         let gateway =

@@ -18,12 +18,18 @@ use tokio::sync::{Notify, mpsc};
 /// `byok_usage_records_dropped_total`.
 pub const MAX_UNWRITTEN: i64 = 100_000;
 
+/// How long a batched record may wait for others before its batch is
+/// committed, by default: the most a crash can lose in `batched` mode is the
+/// records of this window (plus the batch being committed).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(100);
+
 /// How usage records reach the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Batched in the background (group commit): a crash loses at most the
-    /// records of the last moments (those queued or in the batch being
-    /// written, normally well under a second's worth).
+    /// Batched in the background (group commit): a batch is committed once
+    /// it is full or its first record has waited the batch window
+    /// ([`DEFAULT_BATCH_WINDOW`] unless set), so a crash loses at most the
+    /// records of that window and the batch being committed.
     #[default]
     Batched,
     /// Each request writes an `incomplete` record before it calls a provider
@@ -173,15 +179,24 @@ pub fn usage_writer(
     UsageWriterHandle,
     impl Future<Output = ()> + Send + 'static,
 ) {
-    usage_writer_with(store, capacity, batch, Durability::default())
+    usage_writer_with(
+        store,
+        capacity,
+        batch,
+        Durability::default(),
+        DEFAULT_BATCH_WINDOW,
+    )
 }
 
-/// As [`usage_writer`], with `durability`.
+/// As [`usage_writer`], with `durability` and a batch `window` (how long a
+/// record may wait for others before its batch is committed; zero commits
+/// whatever is queued at once).
 pub fn usage_writer_with(
     store: Store,
     capacity: usize,
     batch: usize,
     durability: Durability,
+    window: Duration,
 ) -> (
     UsageSender,
     UsageWriterHandle,
@@ -222,10 +237,27 @@ pub fn usage_writer_with(
             };
             let Some(first) = first else { break };
             let mut records = vec![first];
+            // Group commit: gather until the batch is full or its first
+            // record has waited the window (at once when stopping).
+            let deadline = tokio::time::Instant::now() + window;
             while records.len() < batch {
-                match overflow_rx.try_recv().or_else(|_| rx.try_recv()) {
-                    Ok(record) => records.push(record),
-                    Err(_) => break,
+                if let Ok(record) = overflow_rx.try_recv().or_else(|_| rx.try_recv()) {
+                    records.push(record);
+                    continue;
+                }
+                if stopping || window.is_zero() {
+                    break;
+                }
+                let next = tokio::time::timeout_at(deadline, async {
+                    tokio::select! {
+                        record = rx.recv() => record,
+                        Some(record) = overflow_rx.recv() => Some(record),
+                    }
+                })
+                .await;
+                match next {
+                    Ok(Some(record)) => records.push(record),
+                    _ => break,
                 }
             }
             write(&store, records, &stats).await;
