@@ -443,9 +443,15 @@ impl FromRequest for Caller {
             if let Some(principal) = found {
                 return Ok(Caller(principal));
             }
-            let count = key.map_or(1, |k| state.auth_throttle.record(k, now));
-            // The trail gets an address's first refusal in a window and the
-            // refusal that blocks it, not one row per request of a flood.
+            let (count, ended) =
+                key.map_or((1, None), |k| state.auth_throttle.record_rolling(k, now));
+            // The trail gets an address's first refusal in a window, the
+            // refusal that blocks it, and (when the address comes back after
+            // its window) how many refusals that window held — not one row
+            // per request of a flood.
+            if let Some(total) = ended.filter(|&n| n > 1) {
+                state.service.audit_refusal_window(total, &ctx).await?;
+            }
             if blocked.is_none() && (count == 1 || count == state.auth_throttle.max()) {
                 state
                     .service

@@ -262,6 +262,7 @@ pub struct Application {
     usage_queue: (usize, usize),
     shutdown_timeout: Duration,
     request_limits: (Duration, usize),
+    auth_throttle: Option<AuthThrottle>,
 }
 
 /// A started application: its server, and its usage writer to run beside it.
@@ -297,6 +298,7 @@ impl Application {
             usage_queue: (10_000, 200),
             shutdown_timeout: Duration::from_secs(30),
             request_limits: (Duration::from_secs(30), 256),
+            auth_throttle: None,
         }
     }
 
@@ -326,6 +328,14 @@ impl Application {
     #[must_use]
     pub fn durability(mut self, durability: usage::Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Refused authentications per client address: `throttle` instead of
+    /// [`AuthThrottle::default`] (30 a minute).
+    #[must_use]
+    pub fn auth_throttle(mut self, throttle: AuthThrottle) -> Self {
+        self.auth_throttle = Some(throttle);
         self
     }
 
@@ -371,9 +381,12 @@ impl Application {
         let planner = std::sync::Arc::new(byok_router::RoutePlanner::new(self.catalog));
         let gateway =
             gateway::Gateway::new(self.service.clone(), planner, sender).with_limits(self.limits);
-        let state = AppState::new(self.service)
+        let mut state = AppState::new(self.service)
             .with_gateway(gateway)
             .with_request_limits(self.request_limits.0, self.request_limits.1);
+        if let Some(throttle) = self.auth_throttle {
+            state.auth_throttle = std::sync::Arc::new(throttle);
+        }
         let server = server(listener, state.clone(), self.shutdown_timeout)?;
         Ok(Started {
             server,

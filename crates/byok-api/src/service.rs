@@ -342,6 +342,23 @@ impl KeyService {
         self.append(event).await
     }
 
+    /// Records how many authentications one client address had refused in
+    /// a throttle window that has ended (detail `refused_in_window:N`; the
+    /// window's length is in the docs, the address is not stored).
+    ///
+    /// # Errors
+    /// When the audit trail cannot be written.
+    pub async fn audit_refusal_window(&self, refused: u32, ctx: &RequestContext) -> Result<()> {
+        let event = ctx
+            .event(
+                Actor::Anonymous,
+                AuditAction::AuthFailure,
+                AuditOutcome::Denied,
+            )
+            .detail_count("refused_in_window", u64::from(refused));
+        self.append(event).await
+    }
+
     async fn lookup_token(&self, presented: &str) -> Result<Option<Principal>> {
         if let Some(admin) = &self.admin_token
             && admin.matches(presented)

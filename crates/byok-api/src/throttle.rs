@@ -56,8 +56,17 @@ impl<K: Hash + Eq> FixedWindow<K> {
     where
         K: Clone,
     {
+        self.record_rolling(key, now).0
+    }
+
+    /// As [`Self::record`], and when this event starts a new window for a
+    /// key seen before, the count of the window that ended.
+    pub(crate) fn record_rolling(&self, key: K, now: Instant) -> (u32, Option<u32>)
+    where
+        K: Clone,
+    {
         let Ok(mut counts) = self.counts.lock() else {
-            return 0;
+            return (0, None);
         };
         if counts.len() >= SWEEP_AT && !counts.contains_key(&key) {
             counts.retain(|_, w| now < w.start + self.window);
@@ -80,13 +89,15 @@ impl<K: Hash + Eq> FixedWindow<K> {
             count: 0,
             seen: now,
         });
+        let mut ended = None;
         if now >= entry.start + self.window {
+            ended = Some(entry.count);
             entry.start = now;
             entry.count = 0;
         }
         entry.seen = now;
         entry.count = entry.count.saturating_add(1);
-        entry.count
+        (entry.count, ended)
     }
 
     /// The most events a key may have in a window.
@@ -196,7 +207,15 @@ mod tests {
             None,
             "the window ended"
         );
-        throttle.record(ip, t0 + Duration::from_secs(61));
+        assert_eq!(
+            throttle.record_rolling(ip, t0 + Duration::from_secs(61)),
+            (1, Some(3)),
+            "a new window, and the total of the one that ended"
+        );
+        assert_eq!(
+            throttle.record_rolling(ip, t0 + Duration::from_secs(62)),
+            (2, None)
+        );
         assert_eq!(
             throttle.blocked(&ip, t0 + Duration::from_secs(61)),
             None,

@@ -156,9 +156,10 @@ pub struct NewAuditEvent {
     pub outcome: AuditOutcome,
     /// The request that caused it, for correlation with logs.
     pub request_id: Option<String>,
-    /// A short code (an error code, a setting's name). Static so that no
-    /// client input, and so no key, can ever be written here.
-    pub detail: Option<&'static str>,
+    /// A short code (an error code, a setting's name), possibly with a
+    /// count (`code:N`). Built only from static text and numbers, so that
+    /// no client input, and so no key, can ever be written here.
+    detail: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl NewAuditEvent {
@@ -200,8 +201,21 @@ impl NewAuditEvent {
     /// Sets the detail code.
     #[must_use]
     pub fn detail(mut self, detail: &'static str) -> Self {
-        self.detail = Some(detail);
+        self.detail = Some(detail.into());
         self
+    }
+
+    /// Sets the detail to a code and a count, written `code:count`.
+    #[must_use]
+    pub fn detail_count(mut self, detail: &'static str, count: u64) -> Self {
+        self.detail = Some(format!("{detail}:{count}").into());
+        self
+    }
+
+    /// The detail, as it will be written.
+    #[must_use]
+    pub fn detail_text(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 }
 
@@ -312,7 +326,7 @@ pub fn append(
         provider: event.provider.map(ProviderKind::as_str),
         outcome: event.outcome.as_str(),
         request_id: event.request_id.as_deref(),
-        detail: event.detail,
+        detail: event.detail.as_deref(),
     };
     let link = fields.link(&previous);
     diesel::insert_into(audit_events::table)
@@ -464,6 +478,27 @@ pub fn verify_chain(conn: &mut DbConnection) -> Result<ChainReport, StoreError> 
             report.head = Some(link);
         }
     }
+}
+
+/// The oldest `limit` events of one kind, oldest first (for operators'
+/// tools and tests; events without a user are not in any user's trail).
+///
+/// # Errors
+/// When the database fails.
+pub fn list_by_action(
+    conn: &mut DbConnection,
+    action: AuditAction,
+    limit: u32,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    audit_events::table
+        .filter(audit_events::action.eq(action.as_str()))
+        .order(audit_events::id.asc())
+        .limit(i64::from(limit))
+        .select(AuditRow::as_select())
+        .load::<AuditRow>(conn)?
+        .into_iter()
+        .map(AuditEvent::try_from)
+        .collect()
 }
 
 /// How many events of `action` the trail holds.

@@ -135,6 +135,7 @@ impl TestApp {
             providers,
             byok_api::gateway::GatewayLimits::default(),
             byok_api::usage::Durability::Batched,
+            None,
         )
         .await
     }
@@ -148,6 +149,7 @@ impl TestApp {
             providers,
             byok_api::gateway::GatewayLimits::default(),
             byok_api::usage::Durability::Strict,
+            None,
         )
         .await
     }
@@ -165,6 +167,21 @@ impl TestApp {
             providers,
             limits,
             byok_api::usage::Durability::Batched,
+            None,
+        )
+        .await
+    }
+
+    /// Serves `db` with [`test_vault`] and refused authentications limited
+    /// by `throttle`.
+    pub async fn spawn_throttled(db: &TestDb, throttle: byok_api::AuthThrottle) -> Self {
+        Self::spawn_limited(
+            db,
+            test_vault(),
+            byok_providers::ProviderSettings::default(),
+            byok_api::gateway::GatewayLimits::default(),
+            byok_api::usage::Durability::Batched,
+            Some(throttle),
         )
         .await
     }
@@ -175,6 +192,7 @@ impl TestApp {
         providers: byok_providers::ProviderSettings,
         limits: byok_api::gateway::GatewayLimits,
         durability: byok_api::usage::Durability,
+        throttle: Option<byok_api::AuthThrottle>,
     ) -> Self {
         capture();
         let store = db.store().await;
@@ -191,7 +209,11 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
         let port = listener.local_addr().expect("local address").port();
         // The server's own wiring, with a small usage queue.
-        let started = byok_api::Application::new(service.clone())
+        let mut application = byok_api::Application::new(service.clone());
+        if let Some(throttle) = throttle {
+            application = application.auth_throttle(throttle);
+        }
+        let started = application
             .limits(limits)
             .durability(durability)
             .usage_queue(64, 16)

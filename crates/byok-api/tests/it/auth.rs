@@ -147,7 +147,54 @@ async fn revoked_tokens_stop_working(db: TestDb) {
     );
 }
 
-both_backends!(repeated_failures_from_one_address_are_throttled);
+both_backends!(
+    repeated_failures_from_one_address_are_throttled,
+    a_flood_is_summed_up_in_one_row_when_its_window_ends
+);
+
+async fn a_flood_is_summed_up_in_one_row_when_its_window_ends(db: TestDb) {
+    let app = TestApp::spawn_throttled(
+        &db,
+        byok_api::AuthThrottle::new(3, std::time::Duration::from_millis(700)),
+    )
+    .await;
+    let url = app.url("/api/user/api-keys/alice/keys");
+    let refuse = |i: usize| {
+        app.client
+            .get(&url)
+            .bearer_auth(format!("byok-guess-{i}"))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        statuses.push(refuse(i).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429, 429, 429, 429, 429]);
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    // The address comes back after its window: its total is written once.
+    assert_eq!(refuse(10).await.unwrap().status(), 401);
+    let details: Vec<Option<String>> = app
+        .service
+        .store()
+        .run(|c| {
+            byok_store::audit::list_by_action(c, byok_store::audit::AuditAction::AuthFailure, 100)
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(
+        details,
+        [
+            Some("invalid_token".to_owned()),
+            Some("invalid_token".to_owned()),
+            Some("refused_in_window:10".to_owned()),
+            Some("invalid_token".to_owned()),
+        ],
+        "first refusal, the blocking one, the window's total, the next window's first"
+    );
+}
 
 async fn repeated_failures_from_one_address_are_throttled(db: TestDb) {
     let app = TestApp::spawn(&db).await;
