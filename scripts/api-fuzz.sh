@@ -7,7 +7,7 @@
 #   scripts/api-fuzz.sh [path/to/byok-server]   (default: target/debug/byok-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-server=${1:-target/debug/byok-server}
+server=${1:-${CARGO_TARGET_DIR:-target}/debug/byok-server}
 port=${BYOK_FUZZ_PORT:-18097}
 token=fuzzing-admin-token-$(date +%s%N)
 dir=$(mktemp -d)
