@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Property-based fuzzing of byok's own API against its OpenAPI document
-# (schemathesis): no generated request may get a 5xx, and every response must
-# match the documented schema. Starts a throwaway server on SQLite whose
+# (schemathesis): no generated request may get a 5xx, and every response's
+# status, content type and body must be the documented ones. Starts a throwaway server on SQLite whose
 # provider addresses point at a closed local port, so no provider is called.
 #
 #   scripts/api-fuzz.sh [path/to/byok-server]   (default: target/debug/byok-server)
@@ -29,7 +29,7 @@ done
 # A fixed seed keeps CI reproducible; raise BYOK_FUZZ_EXAMPLES locally to dig.
 timeout 600 st run "http://127.0.0.1:$port/api/openapi.json" \
     -H "Authorization: Bearer $token" \
-    --checks not_a_server_error,response_schema_conformance \
+    --checks ${BYOK_FUZZ_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance} \
     --phases examples,fuzzing \
     --max-examples "${BYOK_FUZZ_EXAMPLES:-25}" \
     --seed "${BYOK_FUZZ_SEED:-1}" \

@@ -73,7 +73,7 @@ pub(crate) async fn create_user(
     params(("user_id" = String, Path, description = "the user")),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "the user, their keys and tokens are gone; the audit trail stays"),
+        (status = 400, description = "a malformed user id or provider name", body = ErrorBody), (status = 204, description = "the user, their keys and tokens are gone; the audit trail stays"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -98,7 +98,7 @@ pub(crate) async fn delete_user(
     params(("user_id" = String, Path, description = "the user")),
     security(("bearer" = [])),
     responses(
-        (status = 201, body = CreatedToken),
+        (status = 400, description = "a malformed user id or provider name", body = ErrorBody), (status = 201, body = CreatedToken),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),

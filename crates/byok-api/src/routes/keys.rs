@@ -175,7 +175,7 @@ pub(crate) async fn save_key(
     request_body(content = Option<SaveKeyRequest>, description = "optional: a candidate key to test without saving it"),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = KeyTestReport, description = "the provider was asked; `status` says what it answered"),
+        (status = 400, description = "a malformed user id or provider name", body = ErrorBody), (status = 200, body = KeyTestReport, description = "the provider was asked; `status` says what it answered"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such user, provider, or stored key"),
         (status = 422, body = ErrorBody, description = "the candidate key or a setting is not acceptable"),
@@ -206,7 +206,7 @@ pub(crate) async fn test_key(
     ),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "deleted; the sealed key is gone"),
+        (status = 400, description = "a malformed user id or provider name", body = ErrorBody), (status = 204, description = "deleted; the sealed key is gone"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such user, provider or key"),
     )

@@ -24,7 +24,7 @@ fn gateway(state: &AppState) -> Result<&crate::gateway::Gateway, ApiError> {
     get, path = "/api/user/api-keys/{user_id}/services", tag = "routing",
     params(("user_id" = String, Path, description = "the user")),
     security(("bearer" = [])),
-    responses((status = 200, body = Services), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses((status = 400, description = "a malformed user id or provider name", body = ErrorBody), (status = 200, body = Services), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub(crate) async fn services(
     req: HttpRequest,
@@ -43,7 +43,7 @@ pub(crate) async fn services(
     get, path = "/api/user/api-keys/{user_id}/status", tag = "routing",
     params(("user_id" = String, Path, description = "the user")),
     security(("bearer" = [])),
-    responses((status = 200, body = Status), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses((status = 400, description = "a malformed user id or provider name", body = ErrorBody), (status = 200, body = Status), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub(crate) async fn status(
     req: HttpRequest,
@@ -72,7 +72,7 @@ pub(crate) struct UsageQuery {
     get, path = "/api/user/api-keys/{user_id}/usage", tag = "routing",
     params(("user_id" = String, Path, description = "the user"), UsageQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = UsageReport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+    responses((status = 400, description = "a malformed user id or provider name", body = ErrorBody), (status = 200, body = UsageReport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
 pub(crate) async fn usage(
     req: HttpRequest,
@@ -108,7 +108,7 @@ pub(crate) struct RequestsQuery {
     get, path = "/api/user/api-keys/{user_id}/requests", tag = "routing",
     params(("user_id" = String, Path, description = "the user"), RequestsQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = RequestLog), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+    responses((status = 400, description = "a malformed user id or provider name", body = ErrorBody), (status = 200, body = RequestLog), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
 pub(crate) async fn requests(
     req: HttpRequest,
