@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Property-based fuzzing of byok's own API against its OpenAPI document
 # (schemathesis): no generated request may get a 5xx, and every response's
-# status, content type and body must be the documented ones. Starts a throwaway server on SQLite whose
-# provider addresses point at a closed local port, so no provider is called.
+# status, content type and body must be the documented ones. Starts a
+# throwaway server on SQLite whose provider addresses point at a closed local
+# port, so no provider is called.
 #
 #   scripts/api-fuzz.sh [path/to/byok-server]   (default: target/debug/byok-server)
 set -euo pipefail
