@@ -130,6 +130,57 @@ async fn a_stream_that_never_starts_falls_back_at_its_first_byte_limit() {
     app.stop().await;
 }
 
+/// Requests still waiting past the first-byte limit count against the
+/// provider's circuit: after three, it opens, and the next request goes
+/// straight to the provider that answers (no 400 ms spent on the hung one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_byte_timeouts_open_the_circuit() {
+    let mock = MockServer::start().await;
+    hang_gemini(&mock).await;
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "streamed"}, "finish_reason": "stop"}]});
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"stream": true}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(format!("data: {chunk}\n\ndata: [DONE]\n\n")),
+        )
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(openai_answer())
+        .mount(&mock)
+        .await;
+    let db = TestDb::sqlite();
+    let (app, token) = two_providers(&mock, &db, limits()).await;
+    // Streams wait for the first byte; plain calls for the attempt limit.
+    let stream =
+        json!({"model": "auto", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let plain = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+    for (i, request) in [&stream, &plain, &stream].into_iter().enumerate() {
+        let response = gateway_chat(&app, &token, request).await;
+        assert_eq!(response.status(), 200, "request {i}");
+        assert_eq!(
+            response.headers()["x-byok-attempts"],
+            "gemini,openai",
+            "request {i}"
+        );
+    }
+    let response = gateway_chat(&app, &token, &plain).await;
+    assert_eq!(
+        response.headers()["x-byok-attempts"],
+        "openai",
+        "the hung provider's circuit is open"
+    );
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}
+
 /// A provider on loopback that sends a stream's first event and then says
 /// nothing for [`HANG`].
 async fn stalling_provider() -> (String, tokio::task::JoinHandle<()>) {
