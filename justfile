@@ -39,6 +39,10 @@ examples:
 run:
     cargo run --release -p byok-server
 
+# The load benchmark: direct vs through byok, with oha (`cargo install oha`).
+load-bench:
+    scripts/load-bench.sh
+
 # Criterion benchmarks (figures go in docs/performance.md).
 bench:
     cargo bench -p byok-vault --bench vault
