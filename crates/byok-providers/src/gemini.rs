@@ -890,7 +890,6 @@ struct WireEmbedding {
 
 #[cfg(test)]
 mod fuzz {
-    use futures_util::StreamExt as _;
     use proptest::prelude::*;
 
     use super::*;
@@ -904,34 +903,12 @@ mod fuzz {
         r#"{"error":{"code":500}}"#,
     ];
 
-    /// Event data: fragments of this provider's JSON, or anything.
     fn data() -> impl Strategy<Value = String> {
-        prop_oneof![
-            FRAGMENTS
-                .iter()
-                .map(|f| Just((*f).to_owned()))
-                .collect::<Vec<_>>()
-                .into_iter()
-                .fold(Just(String::new()).boxed(), |acc, next| prop_oneof![
-                    acc, next
-                ]
-                .boxed()),
-            ".{0,80}",
-        ]
+        crate::sse::fuzzing::data(FRAGMENTS)
     }
 
     fn run(events: Vec<(String, String)>) -> usize {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let events = futures_util::stream::iter(
-                events
-                    .into_iter()
-                    .map(|(name, data)| Ok::<_, ProviderError>(crate::sse::Event { name, data })),
-            );
-            decode(events).collect::<Vec<_>>().await.len()
-        })
+        crate::sse::fuzzing::decoded_len(events, decode)
     }
 
     proptest! {

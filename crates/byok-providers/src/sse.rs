@@ -299,3 +299,38 @@ mod fuzz {
         }
     }
 }
+
+/// What the adapters' decoder fuzz tests share.
+#[cfg(test)]
+pub(crate) mod fuzzing {
+    use futures_util::{Stream, StreamExt as _};
+    use proptest::prelude::*;
+
+    use super::Event;
+    use crate::ProviderError;
+
+    /// Event data: one of a provider's JSON `fragments`, or anything.
+    pub(crate) fn data(fragments: &'static [&'static str]) -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(fragments).prop_map(str::to_owned),
+            ".{0,80}",
+        ]
+    }
+
+    /// Runs `decode` over `events` to its end; returns how many items it gave.
+    pub(crate) fn decoded_len<S: Stream>(
+        events: Vec<(String, String)>,
+        decode: impl FnOnce(
+            futures_util::stream::Iter<std::vec::IntoIter<Result<Event, ProviderError>>>,
+        ) -> S,
+    ) -> usize {
+        let events: Vec<_> = events
+            .into_iter()
+            .map(|(name, data)| Ok(Event { name, data }))
+            .collect();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(decode(futures_util::stream::iter(events)).count())
+    }
+}
