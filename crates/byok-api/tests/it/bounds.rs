@@ -37,6 +37,15 @@ fn openai_answer() -> ResponseTemplate {
     }))
 }
 
+/// A whole OpenAI stream: one chunk saying "streamed", then `[DONE]`.
+fn openai_stream_answer() -> ResponseTemplate {
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "streamed"}, "finish_reason": "stop"}]});
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "text/event-stream")
+        .set_body_string(format!("data: {chunk}\n\ndata: [DONE]\n\n"))
+}
+
 /// Alice with Gemini (the cheapest, made to hang) and OpenAI (which answers).
 async fn two_providers(mock: &MockServer, db: &TestDb, limits: GatewayLimits) -> (TestApp, String) {
     let app = TestApp::spawn_with_limits(db, providers(mock), limits).await;
@@ -99,16 +108,9 @@ async fn a_provider_that_never_answers_costs_one_attempt_limit() {
 async fn a_stream_that_never_starts_falls_back_at_its_first_byte_limit() {
     let mock = MockServer::start().await;
     hang_gemini(&mock).await;
-    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "streamed"}, "finish_reason": "stop"}]});
-    let stream = format!("data: {chunk}\n\ndata: [DONE]\n\n");
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "text/event-stream")
-                .set_body_string(stream),
-        )
+        .respond_with(openai_stream_answer())
         .mount(&mock)
         .await;
     let db = TestDb::sqlite();
@@ -137,18 +139,12 @@ async fn a_stream_that_never_starts_falls_back_at_its_first_byte_limit() {
 async fn first_byte_timeouts_open_the_circuit() {
     let mock = MockServer::start().await;
     hang_gemini(&mock).await;
-    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "streamed"}, "finish_reason": "stop"}]});
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .and(wiremock::matchers::body_partial_json(
             json!({"stream": true}),
         ))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "text/event-stream")
-                .set_body_string(format!("data: {chunk}\n\ndata: [DONE]\n\n")),
-        )
+        .respond_with(openai_stream_answer())
         .mount(&mock)
         .await;
     Mock::given(method("POST"))
