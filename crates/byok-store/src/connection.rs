@@ -53,6 +53,8 @@ pub(crate) struct Manager {
     backend: Backend,
     url: SecretString,
     busy_timeout: Duration,
+    /// Read only by PostgreSQL connections.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     statement_timeout: Duration,
 }
 
