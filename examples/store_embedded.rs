@@ -22,7 +22,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     {
         let store = Store::connect_blocking(&config())?; // creates and migrates the file
         let key = ApiKey::parse("sk-ant-api03-Ex4mpleKeyForTheEmbeddedStoreDemo0123456789")?;
-        let sealed = vault.seal(&key, &Binding::new(&alice, ProviderKind::Anthropic))?;
+        // Each key has its own id, and its sealed bytes are bound to it.
+        let key_id = "7f1c2d3e-0000-4000-8000-000000000001";
+        let sealed = vault.seal(
+            &key,
+            &Binding::for_key(&alice, ProviderKind::Anthropic, key_id),
+        )?;
         store.run_blocking(|conn| {
             let event = NewAuditEvent::new(
                 Actor::System,
@@ -32,6 +37,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             .user(&alice);
             users::create(conn, &alice, &event, now())?;
             let new = NewProviderKey {
+                id: key_id,
+                label: Some("personal"),
                 user_id: &alice,
                 provider: ProviderKind::Anthropic,
                 sealed_key: sealed.as_bytes(),
@@ -57,8 +64,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .run_blocking(|conn| keys::get(conn, &alice, ProviderKind::Anthropic))?
         .ok_or("the key should survive a restart")?;
     let opened = vault.open(
-        &SealedKey::from_bytes(stored.sealed_key),
-        &Binding::new(&alice, ProviderKind::Anthropic),
+        &SealedKey::from_bytes(stored.sealed_key.clone()),
+        &Binding::for_key(&alice, ProviderKind::Anthropic, &stored.id),
     )?;
     println!(
         "after restart: {} (stored mask {})",

@@ -14,6 +14,23 @@ pub enum ServiceError {
     /// admin route).
     #[error("this operation needs an admin token")]
     Forbidden,
+    /// The token's scope does not allow this (a door, provider or model it
+    /// was not given; a user a service token may not act for).
+    #[error("{message}")]
+    Denied {
+        /// A stable code such as `token_door_not_allowed`.
+        code: &'static str,
+        /// What is not allowed, in words.
+        message: &'static str,
+    },
+    /// A header is malformed or not allowed with this token.
+    #[error("{message}")]
+    BadHeader {
+        /// A stable code such as `service_token_needs_user`.
+        code: &'static str,
+        /// What is wrong, in words; never the value itself.
+        message: &'static str,
+    },
     /// The user does not exist, or is not the caller: the two are
     /// deliberately indistinguishable.
     #[error("user not found")]
@@ -68,6 +85,7 @@ impl ServiceError {
         match self {
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
+            Self::Denied { code, .. } | Self::BadHeader { code, .. } => code,
             Self::UserNotFound => "user_not_found",
             Self::UserExists => "user_exists",
             Self::KeyNotFound => "key_not_found",
@@ -80,6 +98,10 @@ impl ServiceError {
             Self::Busy => "store_busy",
             Self::Internal(_) => "internal",
         }
+    }
+
+    pub(crate) fn denied(code: &'static str, message: &'static str) -> Self {
+        Self::Denied { code, message }
     }
 
     pub(crate) fn invalid(code: &'static str, message: &'static str) -> Self {

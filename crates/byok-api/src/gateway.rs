@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use byok_core::{
+    KeyStatus,
     ApiKey, Capability, ChatChunk, ChatRequest, ChatResponse, CostReport, CostSource,
     EmbeddingRequest, EmbeddingResponse, ProviderKind, ReasoningEffort, Unsupported, Usage, UserId,
 };
@@ -21,7 +22,6 @@ use byok_router::{
 use byok_store::keys::{self, StoredKey};
 use byok_store::now;
 use byok_store::usage::UsageRecord;
-use byok_vault::{Binding, SealedKey};
 use futures_util::{Stream, StreamExt as _};
 use serde::Serialize;
 
@@ -35,13 +35,16 @@ const DEFAULT_OUTPUT_BUDGET: u64 = 4096;
 /// Most providers tried for one request.
 const MAX_ATTEMPTS: usize = 3;
 
-/// One provider tried, and how it went.
+/// One provider (and key) tried, and how it went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
     /// The provider.
     pub provider: ProviderKind,
     /// The model.
     pub model: String,
+    /// The id of the key used (absent when no key was reached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// Why it failed (a stable code), or `None` for the one that answered.
     pub error: Option<&'static str>,
 }
@@ -233,6 +236,8 @@ struct Served<T> {
     slot: Slot,
     /// Strict durability: the key of the attempt's `incomplete` record.
     record_key: Option<String>,
+    /// The id of the key that answered.
+    key_id: String,
 }
 
 /// The gateway: routing, fallback, health and usage over [`KeyService`].
@@ -248,12 +253,76 @@ pub struct Gateway {
 
 struct Prepared {
     user: UserId,
+    /// The token the request came with (for its usage).
+    token_id: String,
     request_id: Option<String>,
     /// When the request must be over.
     deadline: tokio::time::Instant,
+    /// The user's enabled keys for the providers the token may use, in
+    /// each provider's order.
     stored: Vec<StoredKey>,
     plan: RoutePlan,
     at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a failed attempt leads to.
+enum AfterFailure {
+    /// The provider refused the request itself: another would too.
+    Stop(GatewayError),
+    /// The key failed (rejected, out of credit, rate limited): try the
+    /// provider's next key.
+    NextKey,
+    /// The provider failed (down, slow, cut off): try the next candidate.
+    NextProvider,
+}
+
+/// The user, token id and scope a gateway request acts with: a user's token
+/// (or a service token acting for the user) whose scope includes the gateway.
+fn gateway_caller(
+    principal: &Principal,
+) -> Result<(&UserId, &str, &byok_store::tokens::TokenScope), GatewayError> {
+    match principal {
+        Principal::User {
+            user,
+            token_id,
+            scope,
+            ..
+        } => {
+            if scope.allows_door(byok_store::tokens::Door::Gateway) {
+                Ok((user, token_id, scope))
+            } else {
+                Err(GatewayError::Service(ServiceError::denied(
+                    "token_door_not_allowed",
+                    "this token's scope does not include the gateway",
+                )))
+            }
+        }
+        Principal::Service { .. } => Err(GatewayError::Service(ServiceError::BadHeader {
+            code: "service_token_needs_user",
+            message: "a service token must name the user it acts for in X-BYOK-User",
+        })),
+        Principal::Admin { .. } => Err(GatewayError::NotAUser),
+    }
+}
+
+/// Key statuses a key is skipped for until it is tested again or replaced.
+fn known_bad(key: &StoredKey) -> bool {
+    matches!(
+        key.last_test.as_ref().map(|t| t.status),
+        Some(KeyStatus::Invalid | KeyStatus::Misconfigured | KeyStatus::NoCredit)
+    )
+}
+
+/// A uniform random number in (0, 1].
+fn unit_random() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 1.0;
+    }
+    // 53 random bits, as f64 can hold exactly.
+    #[expect(clippy::cast_precision_loss, reason = "53 bits fit an f64 exactly")]
+    let unit = ((u64::from_le_bytes(bytes) >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    unit
 }
 
 impl Gateway {
@@ -363,23 +432,62 @@ impl Gateway {
         preferences: &Preferences,
         (needs, refused): (&[Capability], &[(ProviderKind, Unsupported)]),
     ) -> Result<Prepared, GatewayError> {
-        let Principal::User { user, .. } = principal else {
-            return Err(GatewayError::NotAUser);
-        };
+        let (user, token_id, scope) = gateway_caller(principal)?;
+        if let Some(model) = model
+            && !scope.allows_model(model)
+        {
+            return Err(GatewayError::Service(ServiceError::denied(
+                "model_not_allowed",
+                "this token may not use that model",
+            )));
+        }
+        if let Some(model) = model
+            && scope.providers.is_some()
+            && self
+                .planner
+                .catalog()
+                .models()
+                .any(|m| m.model == model)
+            && !self
+                .planner
+                .catalog()
+                .models()
+                .any(|m| m.model == model && scope.allows_provider(m.provider))
+        {
+            return Err(GatewayError::Service(ServiceError::denied(
+                "provider_not_allowed",
+                "this token may not use the providers that serve that model",
+            )));
+        }
         let u = user.clone();
-        let stored = self
+        let mut stored = self
             .keys
             .store()
             .run(move |c| keys::list_for_user(c, &u))
             .await
             .map_err(ServiceError::from)?;
-        let infos: Vec<KeyInfo> = stored
-            .iter()
-            .map(|k| KeyInfo {
-                provider: k.provider,
-                status: k.last_test.as_ref().map(|t| t.status),
-            })
-            .collect();
+        stored.retain(|k| k.enabled && scope.allows_provider(k.provider));
+        // One entry per provider for the planner: its first key that is not
+        // known to be bad stands for it.
+        let mut infos: Vec<KeyInfo> = Vec::new();
+        for key in &stored {
+            let status = key.last_test.as_ref().map(|t| t.status);
+            match infos.iter_mut().find(|i| i.provider == key.provider) {
+                Some(info) => {
+                    if matches!(
+                        info.status,
+                        Some(KeyStatus::Invalid | KeyStatus::Misconfigured | KeyStatus::NoCredit)
+                    ) && !known_bad(key)
+                    {
+                        info.status = status;
+                    }
+                }
+                None => infos.push(KeyInfo {
+                    provider: key.provider,
+                    status,
+                }),
+            }
+        }
         // A key whose settings cannot serve this task is not a candidate for
         // it (an Azure key without an embedding deployment, for embeddings).
         let mut refused = refused.to_vec();
@@ -390,7 +498,7 @@ impl Gateway {
         );
         let refused = refused.as_slice();
         let at = now();
-        let plan = self.planner.plan(
+        let mut plan = self.planner.plan(
             &RouteRequest {
                 task,
                 model,
@@ -402,15 +510,32 @@ impl Gateway {
                 needs,
                 refused,
             },
-            &self.health().snapshot(user, Instant::now()),
+            &self.health().snapshot_keys(
+                user,
+                stored.iter().map(|k| (k.provider, k.id.as_str())),
+                Instant::now(),
+            ),
         );
+        if scope.models.is_some() {
+            let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.candidates)
+                .into_iter()
+                .partition(|c| scope.allows_model(&c.model));
+            plan.candidates = allowed;
+            plan.skipped.extend(denied.into_iter().map(|c| byok_router::Skipped {
+                provider: c.provider,
+                model: c.model,
+                reason: byok_router::SkipReason::NotInTokenScope,
+            }));
+        }
         if plan.candidates.is_empty() {
             let mismatch = plan.skipped.iter().any(|s| s.reason.is_request_mismatch());
             let only_mismatch = plan.skipped.iter().all(|s| {
                 s.reason.is_request_mismatch()
                     || matches!(
                         s.reason,
-                        byok_router::SkipReason::NoKey | byok_router::SkipReason::Excluded
+                        byok_router::SkipReason::NoKey
+                            | byok_router::SkipReason::Excluded
+                            | byok_router::SkipReason::NotInTokenScope
                     )
             });
             if mismatch && only_mismatch {
@@ -432,6 +557,7 @@ impl Gateway {
         }
         Ok(Prepared {
             user: user.clone(),
+            token_id: token_id.to_owned(),
             request_id: None,
             deadline: tokio::time::Instant::now() + self.limits.deadline,
             stored,
@@ -440,58 +566,65 @@ impl Gateway {
         })
     }
 
-    /// Opens the stored key for `provider` and finds its adapter.
-    fn open<'p>(
-        &self,
-        prepared: &'p Prepared,
-        provider: ProviderKind,
-    ) -> Option<(ApiKey, &'p StoredKey, Arc<dyn ChatProvider>)> {
-        let stored = prepared.stored.iter().find(|k| k.provider == provider)?;
-        let sealed = SealedKey::from_bytes(stored.sealed_key.clone());
-        let key = self
-            .keys
-            .vault()
-            .open(&sealed, &Binding::new(&prepared.user, provider))
-            .ok()?;
-        let adapter = self.keys.providers()?.get(provider)?.clone();
-        Some((key, stored, adapter))
+    /// `provider`'s keys for this request, in the user's order: by
+    /// position, keys sharing a position in a random order weighted by their
+    /// weights; keys known to be bad (rejected, out of credit) left out.
+    fn keys_for<'p>(&self, prepared: &'p Prepared, provider: ProviderKind) -> Vec<&'p StoredKey> {
+        let mut keys: Vec<(i32, f64, &StoredKey)> = prepared
+            .stored
+            .iter()
+            .filter(|k| k.provider == provider && !known_bad(k))
+            .map(|k| {
+                // Efraimidis–Spirakis: u^(1/w), largest first.
+                let weight = f64::from(k.weight.max(1));
+                (k.position, unit_random().powf(1.0 / weight), k)
+            })
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        keys.into_iter().map(|(_, _, k)| k).collect()
     }
 
-    fn learn(&self, user: &UserId, provider: ProviderKind, error: &ProviderError) {
+    fn learn(&self, user: &UserId, key: &StoredKey, error: &ProviderError) {
         let outcome = if error.is_auth_failure() {
-            Some(Outcome::KeyRejected)
+            Outcome::KeyRejected
         } else if error.is_retryable() {
-            Some(Outcome::Failure {
+            Outcome::Failure {
                 retry_after: error.retry_after(),
-            })
+            }
         } else {
             // A bad request means the provider is up and answering: it counts
             // as health (and frees a half-open probe slot).
-            Some(Outcome::Success {
+            Outcome::Success {
                 latency: std::time::Duration::ZERO,
-            })
+            }
         };
-        if let Some(outcome) = outcome
-            && self
-                .health()
-                .record(user, provider, outcome, Instant::now())
+        if self
+            .health()
+            .record_key(user, key.provider, &key.id, outcome, Instant::now())
         {
-            self.metrics.opened(provider);
+            self.metrics.opened(key.provider);
         }
     }
 
-    /// Health, metrics and the attempt list for the provider that answered.
+    /// Health, metrics and the attempt list for the key that answered.
+    #[expect(clippy::too_many_arguments, reason = "one fact each")]
     fn succeeded(
         &self,
         user: &UserId,
         provider: ProviderKind,
+        key_id: &str,
         model: &str,
         latency: std::time::Duration,
         cost: Option<Money>,
         attempts: &mut Vec<Attempt>,
     ) {
-        self.health()
-            .record(user, provider, Outcome::Success { latency }, Instant::now());
+        self.health().record_key(
+            user,
+            provider,
+            key_id,
+            Outcome::Success { latency },
+            Instant::now(),
+        );
         self.metrics.attempt(provider, "success");
         self.metrics
             .answered(provider, latency, cost.unwrap_or(Money::ZERO));
@@ -501,59 +634,67 @@ impl Gateway {
         attempts.push(Attempt {
             provider,
             model: model.to_owned(),
+            key_id: Some(key_id.to_owned()),
             error: None,
         });
     }
 
-    /// Admission and key for one candidate; records why not in `attempts`.
-    fn begin<'p>(
+    /// Admission and the opened key for one of a candidate's keys; records
+    /// why not in `attempts`.
+    fn begin(
         &self,
-        prepared: &'p Prepared,
-        provider: ProviderKind,
+        prepared: &Prepared,
+        key: &StoredKey,
         model: &str,
         attempts: &mut Vec<Attempt>,
-    ) -> Option<(ApiKey, &'p StoredKey, Arc<dyn ChatProvider>)> {
+    ) -> Option<(ApiKey, Arc<dyn ChatProvider>)> {
+        let refuse = |attempts: &mut Vec<Attempt>, error| {
+            attempts.push(Attempt {
+                provider: key.provider,
+                model: model.to_owned(),
+                key_id: Some(key.id.clone()),
+                error: Some(error),
+            });
+        };
         if self
             .health()
-            .admit(&prepared.user, provider, Instant::now())
+            .admit_key(&prepared.user, key.provider, &key.id, Instant::now())
             == byok_router::Admission::Denied
         {
-            attempts.push(Attempt {
-                provider,
-                model: model.to_owned(),
-                error: Some("circuit_open"),
-            });
+            refuse(attempts, "circuit_open");
             return None;
         }
-        let opened = self.open(prepared, provider);
-        if opened.is_none() {
-            attempts.push(Attempt {
-                provider,
-                model: model.to_owned(),
-                error: Some("key_unusable"),
-            });
-        }
-        opened
+        let Some(opened) = self.keys.open_sealed(key) else {
+            tracing::error!(key_id = %key.id, provider = %key.provider, "stored key does not open; skipped");
+            refuse(attempts, "key_unusable");
+            return None;
+        };
+        let Some(adapter) = self.keys.providers().and_then(|p| p.get(key.provider)) else {
+            refuse(attempts, "key_unusable");
+            return None;
+        };
+        Some((opened, adapter.clone()))
     }
 
-    /// Learns from a failed attempt; a refusal that another provider would
-    /// repeat ends the request. A rejected key is also marked invalid in the
-    /// store (so the page shows it, and a restart remembers it) — only if it
-    /// is still the key that was used.
+    /// Learns from a failed attempt and says what comes next: a refusal
+    /// another provider would repeat ends the request; a key's own failure
+    /// (rejected, out of credit, rate limited) moves to the provider's next
+    /// key; the provider's failure moves to the next candidate. A rejected
+    /// key is also marked in the store (so the page shows it, and a restart
+    /// remembers it) — only if it is still the key that was used.
     async fn failed(
         &self,
         prepared: &Prepared,
-        provider: ProviderKind,
+        key: &StoredKey,
         model: String,
         error: ProviderError,
         attempts: &mut Vec<Attempt>,
-    ) -> Option<GatewayError> {
-        self.learn(&prepared.user, provider, &error);
+    ) -> AfterFailure {
+        let provider = key.provider;
+        self.learn(&prepared.user, key, &error);
         self.metrics.attempt(provider, error.code());
-        if error.is_auth_failure()
-            && let Some(stored) = prepared.stored.iter().find(|k| k.provider == provider)
-        {
-            let (user, tested) = (prepared.user.clone(), stored.sealed_key.clone());
+        if error.is_auth_failure() || matches!(error, ProviderError::NoCredit { .. }) {
+            let (id, tested) = (key.id.clone(), key.sealed_key.clone());
             let test = keys::KeyTest {
                 status: error.key_status(),
                 at: now(),
@@ -564,15 +705,13 @@ impl Gateway {
                 byok_store::audit::AuditAction::KeyUse,
                 byok_store::audit::AuditOutcome::Failure,
             )
-            .user(&user)
+            .user(&prepared.user)
             .provider(provider)
             .detail(error.code());
             let written = self
                 .keys
                 .store()
-                .run(move |c| {
-                    keys::record_test_if_unchanged(c, &user, provider, &tested, &test, &event)
-                })
+                .run(move |c| keys::record_test_if_unchanged(c, &id, &tested, &test, &event))
                 .await;
             if let Err(error) = written {
                 tracing::warn!(%error, "could not mark a rejected key invalid");
@@ -581,21 +720,32 @@ impl Gateway {
         attempts.push(Attempt {
             provider,
             model,
+            key_id: Some(key.id.clone()),
             error: Some(error.code()),
         });
-        let fall_back = error.is_retryable()
-            || error.is_auth_failure()
-            || matches!(error, ProviderError::IncompleteStream { .. });
-        (!fall_back).then(|| GatewayError::Rejected {
-            attempts: std::mem::take(attempts),
-            error,
-        })
+        let key_failed = error.is_auth_failure()
+            || matches!(
+                error,
+                ProviderError::NoCredit { .. } | ProviderError::RateLimited { .. }
+            );
+        if key_failed {
+            AfterFailure::NextKey
+        } else if error.is_retryable() || matches!(error, ProviderError::IncompleteStream { .. }) {
+            AfterFailure::NextProvider
+        } else {
+            AfterFailure::Stop(GatewayError::Rejected {
+                attempts: std::mem::take(attempts),
+                error,
+            })
+        }
     }
 
     /// The fallback loop every door shares: tries the plan's candidates in
-    /// order (at most [`MAX_ATTEMPTS`]), skipping open circuits and keys that
-    /// do not open, learning from each failure, and stopping at a refusal
-    /// another provider would repeat.
+    /// order (at most [`MAX_ATTEMPTS`]) and each candidate's keys in the
+    /// user's order, skipping open circuits and keys that do not open,
+    /// learning from each failure, moving to the provider's next key when a
+    /// key fails and to the next candidate when the provider does, and
+    /// stopping at a refusal another provider would repeat.
     async fn attempts<'a, T>(
         &'a self,
         prepared: &'a Prepared,
@@ -609,77 +759,78 @@ impl Gateway {
         ) -> AttemptFuture<'a, T>,
     ) -> Result<Served<T>, GatewayError> {
         let mut attempts = Vec::new();
-        for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
+        'candidates: for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
             let provider = candidate.provider;
-            if tokio::time::Instant::now() >= prepared.deadline {
-                attempts.push(Attempt {
-                    provider,
-                    model: candidate.model.clone(),
-                    error: Some("deadline_exceeded"),
-                });
-                break;
-            }
-            let Some(slot) = self.bulkhead.try_enter(
-                &prepared.user,
-                provider,
-                self.limits.per_provider_concurrency,
-            ) else {
-                attempts.push(Attempt {
-                    provider,
-                    model: candidate.model.clone(),
-                    error: Some("provider_busy"),
-                });
-                continue;
-            };
-            let Some((key, stored, adapter)) =
-                self.begin(prepared, provider, &candidate.model, &mut attempts)
-            else {
-                continue;
-            };
-            let record_key = self.begin_record(prepared, candidate, (task, door)).await?;
-            let started = Instant::now();
-            let until = prepared
-                .deadline
-                .min(tokio::time::Instant::now() + per_attempt);
-            let result =
-                tokio::time::timeout_at(until, call(adapter, key, &stored.settings, candidate))
-                    .await
-                    .unwrap_or(Err(ProviderError::Timeout { provider }));
-            match result {
-                Ok(value) => {
-                    return Ok(Served {
-                        value,
+            for stored in self.keys_for(prepared, provider) {
+                if tokio::time::Instant::now() >= prepared.deadline {
+                    attempts.push(Attempt {
                         provider,
                         model: candidate.model.clone(),
-                        started,
-                        attempts,
-                        slot,
-                        record_key,
+                        key_id: None,
+                        error: Some("deadline_exceeded"),
                     });
+                    break 'candidates;
                 }
-                Err(error) => {
-                    if let Some(key) = record_key {
-                        self.usage.discard(key).await;
-                    }
-                    if matches!(error, ProviderError::Timeout { .. }) {
-                        tracing::warn!(
-                            %provider,
-                            model = candidate.model,
-                            "provider attempt timed out; trying the next"
-                        );
-                    }
-                    if let Some(rejected) = self
-                        .failed(
-                            prepared,
-                            provider,
-                            candidate.model.clone(),
-                            error,
-                            &mut attempts,
-                        )
+                let Some(slot) = self.bulkhead.try_enter(
+                    &prepared.user,
+                    provider,
+                    self.limits.per_provider_concurrency,
+                ) else {
+                    attempts.push(Attempt {
+                        provider,
+                        model: candidate.model.clone(),
+                        key_id: None,
+                        error: Some("provider_busy"),
+                    });
+                    continue 'candidates;
+                };
+                let Some((key, adapter)) =
+                    self.begin(prepared, stored, &candidate.model, &mut attempts)
+                else {
+                    continue;
+                };
+                let record_key = self.begin_record(prepared, candidate, (task, door)).await?;
+                let started = Instant::now();
+                let until = prepared
+                    .deadline
+                    .min(tokio::time::Instant::now() + per_attempt);
+                let result =
+                    tokio::time::timeout_at(until, call(adapter, key, &stored.settings, candidate))
                         .await
-                    {
-                        return Err(rejected);
+                        .unwrap_or(Err(ProviderError::Timeout { provider }));
+                let error = match result {
+                    Ok(value) => {
+                        return Ok(Served {
+                            value,
+                            provider,
+                            model: candidate.model.clone(),
+                            started,
+                            attempts,
+                            slot,
+                            record_key,
+                            key_id: stored.id.clone(),
+                        });
                     }
+                    Err(error) => error,
+                };
+                drop(slot);
+                if let Some(key) = record_key {
+                    self.usage.discard(key).await;
+                }
+                if matches!(error, ProviderError::Timeout { .. }) {
+                    tracing::warn!(
+                        %provider,
+                        model = candidate.model,
+                        "provider attempt timed out; trying the next"
+                    );
+                }
+                match self
+                    .failed(prepared, stored, candidate.model.clone(), error, &mut attempts)
+                    .await
+                {
+                    AfterFailure::Stop(rejected) => return Err(rejected),
+                    AfterFailure::NextKey => {}
+                    AfterFailure::NextProvider => continue 'candidates,
                 }
             }
         }
@@ -719,6 +870,7 @@ impl Gateway {
             },
         );
         record.record_key = Some(key.clone());
+        record.token_id = Some(prepared.token_id.clone());
         self.usage
             .commit(record, prepared.deadline)
             .await
@@ -845,6 +997,7 @@ impl Gateway {
             mut attempts,
             slot,
             record_key,
+            key_id,
         } = served;
         // Azure names its model in the stream; the others answer as asked.
         let answered = named.unwrap_or_else(|| {
@@ -857,6 +1010,7 @@ impl Gateway {
         self.succeeded(
             &prepared.user,
             provider,
+            &key_id,
             &model,
             started.elapsed(),
             None,
@@ -883,6 +1037,7 @@ impl Gateway {
                 at: prepared.at,
                 request: Arc::new(call.request),
                 record_key,
+                token_id: prepared.token_id.clone(),
             }),
             gateway: self.clone(),
         };
@@ -989,6 +1144,7 @@ impl Gateway {
             mut attempts,
             slot,
             record_key,
+            key_id,
         } = served;
         drop(slot);
         let latency = started.elapsed();
@@ -996,6 +1152,7 @@ impl Gateway {
         self.succeeded(
             &prepared.user,
             provider,
+            &key_id,
             &model,
             latency,
             cost,
@@ -1011,6 +1168,7 @@ impl Gateway {
             "success",
             ctx,
         );
+        record.token_id = Some(prepared.token_id.clone());
         if record_key.is_some() {
             // Strict: committed (over the incomplete record) before the answer goes out.
             record.record_key = record_key;
@@ -1039,20 +1197,20 @@ impl Gateway {
         &self,
         principal: &Principal,
     ) -> Result<Vec<(ProviderKind, String)>, GatewayError> {
-        let Principal::User { user, .. } = principal else {
-            return Err(GatewayError::NotAUser);
-        };
+        let (user, _, scope) = gateway_caller(principal)?;
         let u = user.clone();
-        let stored = self
+        let mut stored = self
             .keys
             .store()
             .run(move |c| keys::list_for_user(c, &u))
             .await
             .map_err(ServiceError::from)?;
+        stored.retain(|k| k.enabled && scope.allows_provider(k.provider));
         Ok(self
             .planner
             .catalog()
             .models()
+            .filter(|m| scope.allows_model(&m.model))
             .filter(|m| {
                 stored.iter().any(|k| {
                     k.provider == m.provider
@@ -1250,6 +1408,7 @@ fn usage_record(
         cost_source: priced.report.source,
         door: door.to_owned(),
         record_key: None,
+        token_id: None,
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         outcome: outcome.to_owned(),
@@ -1274,6 +1433,8 @@ struct Pending {
     request: Arc<ChatRequest>,
     /// Strict durability: the key of the stream's `incomplete` record.
     record_key: Option<String>,
+    /// The token the request came with.
+    token_id: String,
 }
 
 /// A committed stream that keeps the usage it sees, records it once, and
@@ -1334,6 +1495,7 @@ impl Tracked {
             &ctx,
         );
         record.record_key = pending.record_key;
+        record.token_id = Some(pending.token_id);
         Some((record, priced.report))
     }
 

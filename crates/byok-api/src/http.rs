@@ -90,7 +90,8 @@ impl ResponseError for ApiError {
             Self::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Service(error) => match error {
                 ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
-                ServiceError::Forbidden => StatusCode::FORBIDDEN,
+                ServiceError::Forbidden | ServiceError::Denied { .. } => StatusCode::FORBIDDEN,
+                ServiceError::BadHeader { .. } => StatusCode::BAD_REQUEST,
                 ServiceError::UserNotFound
                 | ServiceError::KeyNotFound
                 | ServiceError::TokenNotFound => StatusCode::NOT_FOUND,
@@ -401,8 +402,18 @@ pub(crate) fn path_config() -> web::PathConfig {
     })
 }
 
+/// The header a service token names the user it acts for with.
+pub(crate) const USER_HEADER: &str = "x-byok-user";
+
+enum ActingFor {
+    Nobody,
+    User(String),
+    Malformed,
+}
+
 /// The authenticated caller: `Authorization: Bearer <token>`, exactly one
 /// header, exactly that scheme spelling. Tokens in query strings are ignored.
+/// A service token acts for the user its `X-BYOK-User` header names.
 #[derive(Debug)]
 pub(crate) struct Caller(pub(crate) Principal);
 
@@ -423,6 +434,16 @@ impl FromRequest for Caller {
             _ => None,
         };
         let present = req.headers().contains_key(header::AUTHORIZATION);
+        let mut named = req.headers().get_all(USER_HEADER);
+        let acting_for = match (named.next(), named.next()) {
+            (None, _) => ActingFor::Nobody,
+            (Some(value), None) => value
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= 64)
+                .map_or(ActingFor::Malformed, |v| ActingFor::User(v.to_owned())),
+            (Some(_), Some(_)) => ActingFor::Malformed,
+        };
         let ctx = context(req);
         let peer = req.peer_addr().map(|a| a.ip());
         Box::pin(async move {
@@ -441,7 +462,18 @@ impl FromRequest for Caller {
             let blocked = key.and_then(|k| state.auth_throttle.blocked(&k, now));
             let found = state.service.lookup(presented.as_deref()).await?;
             if let Some(principal) = found {
-                return Ok(Caller(principal));
+                // A service token names the user it acts for; nobody else may.
+                return match acting_for {
+                    ActingFor::Nobody => Ok(Caller(principal)),
+                    ActingFor::User(named) => Ok(Caller(
+                        state.service.act_for(principal, &named, &ctx).await?,
+                    )),
+                    ActingFor::Malformed => Err(ServiceError::BadHeader {
+                        code: "invalid_user_header",
+                        message: "send one X-BYOK-User header with a user id",
+                    }
+                    .into()),
+                };
             }
             let (count, ended) =
                 key.map_or((1, None), |k| state.auth_throttle.record_rolling(k, now));

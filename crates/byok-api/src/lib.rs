@@ -148,6 +148,29 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                                 "/{user_id}/keys/{provider}/test",
                                 web::post().to(routes::keys::test_key),
                             )
+                            .route(
+                                "/{user_id}/keys/{provider}/add",
+                                web::post().to(routes::keys::add_key),
+                            )
+                            .service(
+                                web::resource("/{user_id}/keys/{provider}/{key_id}")
+                                    .route(web::put().to(routes::keys::replace_key))
+                                    .route(web::patch().to(routes::keys::update_key))
+                                    .route(web::delete().to(routes::keys::delete_key_by_id)),
+                            )
+                            .route(
+                                "/{user_id}/keys/{provider}/{key_id}/test",
+                                web::post().to(routes::keys::test_key_by_id),
+                            )
+                            .service(
+                                web::resource("/{user_id}/tokens")
+                                    .route(web::get().to(routes::tokens::list))
+                                    .route(web::post().to(routes::tokens::create)),
+                            )
+                            .route(
+                                "/{user_id}/tokens/{token_id}",
+                                web::delete().to(routes::tokens::revoke),
+                            )
                             .route("/{user_id}/audit", web::get().to(routes::keys::audit))
                             .route(
                                 "/{user_id}/services",
@@ -162,14 +185,25 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     )
                     .service(
                         web::scope("/admin")
-                            .route("/users", web::post().to(routes::admin::create_user))
-                            .route(
-                                "/users/{user_id}",
-                                web::delete().to(routes::admin::delete_user),
+                            .service(
+                                web::resource("/users")
+                                    .route(web::post().to(routes::admin::create_user))
+                                    .route(web::get().to(routes::admin::list_users)),
                             )
-                            .route(
-                                "/users/{user_id}/tokens",
-                                web::post().to(routes::admin::issue_token),
+                            .service(
+                                web::resource("/users/{user_id}")
+                                    .route(web::delete().to(routes::admin::delete_user))
+                                    .route(web::patch().to(routes::admin::update_user)),
+                            )
+                            .service(
+                                web::resource("/users/{user_id}/tokens")
+                                    .route(web::post().to(routes::admin::issue_token))
+                                    .route(web::get().to(routes::admin::list_tokens)),
+                            )
+                            .service(
+                                web::resource("/service-tokens")
+                                    .route(web::get().to(routes::tokens::list_service))
+                                    .route(web::post().to(routes::tokens::create_service)),
                             )
                             .route(
                                 "/tokens/{token_id}",

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, keys, meta, reports};
+use crate::routes::{admin, keys, meta, reports, tokens};
 
 /// The whole API.
 #[derive(Debug, OpenApi)]
@@ -20,7 +20,17 @@ use crate::routes::{admin, keys, meta, reports};
         keys::save_key,
         keys::delete_key,
         keys::test_key,
+        keys::add_key,
+        keys::replace_key,
+        keys::update_key,
+        keys::delete_key_by_id,
+        keys::test_key_by_id,
         keys::audit,
+        tokens::list,
+        tokens::create,
+        tokens::revoke,
+        tokens::list_service,
+        tokens::create_service,
         reports::services,
         reports::status,
         reports::usage,
@@ -29,11 +39,15 @@ use crate::routes::{admin, keys, meta, reports};
         admin::delete_user,
         admin::issue_token,
         admin::revoke_token,
+        admin::list_users,
+        admin::update_user,
+        admin::list_tokens,
     ),
     components(schemas(crate::http::ErrorBody, crate::http::ErrorDetail)),
     modifiers(&BearerAuth),
     tags(
         (name = "keys", description = "a user's provider keys"),
+        (name = "tokens", description = "a user's own tokens: scoped, expiring, revocable"),
         (name = "admin", description = "users and tokens (admin token)"),
         (name = "routing", description = "the routes, health and spend of a user's providers"),
         (name = "meta", description = "health and this document"),

@@ -424,7 +424,9 @@ impl Gateway {
         limit: Option<i64>,
         ctx: &RequestContext,
     ) -> Result<RequestLog, ServiceError> {
-        self.keys().authorize(principal, user, ctx).await?;
+        self.keys()
+            .authorize(principal, user, &[byok_store::tokens::Door::Reports], ctx)
+            .await?;
         let limit = limit.unwrap_or(50);
         if !(1..=MAX_LOG_PAGE).contains(&limit) {
             return Err(ServiceError::invalid(
@@ -483,7 +485,9 @@ impl Gateway {
         user: &UserId,
         ctx: &RequestContext,
     ) -> Result<Vec<TaskRoute>, ServiceError> {
-        self.keys().authorize(principal, user, ctx).await?;
+        self.keys()
+            .authorize(principal, user, &[byok_store::tokens::Door::Reports], ctx)
+            .await?;
         let stored = self.key_infos(user).await?;
         let infos: Vec<KeyInfo> = stored
             .iter()
@@ -492,7 +496,14 @@ impl Gateway {
                 status: k.last_test.as_ref().map(|t| t.status),
             })
             .collect();
-        let health = self.health().snapshot(user, Instant::now());
+        let health = self.health().snapshot_keys(
+            user,
+            stored
+                .iter()
+                .filter(|k| k.enabled)
+                .map(|k| (k.provider, k.id.as_str())),
+            Instant::now(),
+        );
         let catalog = self.planner().catalog();
         let preferences = Preferences::default();
         let at = Utc::now();
@@ -552,9 +563,18 @@ impl Gateway {
         user: &UserId,
         ctx: &RequestContext,
     ) -> Result<Status, ServiceError> {
-        self.keys().authorize(principal, user, ctx).await?;
+        self.keys()
+            .authorize(principal, user, &[byok_store::tokens::Door::Reports], ctx)
+            .await?;
         let stored = self.key_infos(user).await?;
-        let health = self.health().snapshot(user, Instant::now());
+        let health = self.health().snapshot_keys(
+            user,
+            stored
+                .iter()
+                .filter(|k| k.enabled)
+                .map(|k| (k.provider, k.id.as_str())),
+            Instant::now(),
+        );
         let providers: Vec<ProviderStatus> = ProviderKind::ALL
             .iter()
             .map(|provider| {
@@ -620,7 +640,9 @@ impl Gateway {
         to: Option<DateTime<Utc>>,
         ctx: &RequestContext,
     ) -> Result<UsageReport, ServiceError> {
-        self.keys().authorize(principal, user, ctx).await?;
+        self.keys()
+            .authorize(principal, user, &[byok_store::tokens::Door::Reports], ctx)
+            .await?;
         let to = to.unwrap_or_else(Utc::now);
         let from = from.unwrap_or_else(|| month_start(to));
         let u = user.clone();

@@ -6,6 +6,7 @@ pub(crate) mod gateway;
 pub(crate) mod keys;
 pub(crate) mod meta;
 pub(crate) mod reports;
+pub(crate) mod tokens;
 pub(crate) mod ui;
 
 use actix_web::http::StatusCode;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use byok_core::{ApiKey, KeyStatus, MaskedKey, ProviderKind, UserId};
 use byok_store::audit::{self, Actor, AuditAction, AuditEvent, AuditOutcome, NewAuditEvent};
-use byok_store::keys::{self, NewProviderKey, PutOutcome, StoredKey};
-use byok_store::tokens::{self, NewToken, TokenRole};
+use byok_store::keys::{self, KeyChanges, NewProviderKey, PutOutcome, StoredKey};
+use byok_store::tokens::{self, Door, NewToken, StoredToken, TokenMeta, TokenRole, TokenScope};
 use byok_store::{Store, StoreError, now, users, write_transaction};
 use byok_vault::{Binding, KeyVault, MasterKeyId, SealedKey};
 use chrono::{DateTime, Utc};
@@ -26,30 +26,84 @@ use byok_providers::{Credentials, HttpClients, ProviderSet};
 /// Who is calling, established from their token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// A user acting with one of their tokens.
+    /// A user acting with one of their tokens, or a service token acting
+    /// for the user.
     User {
         /// The user.
         user: UserId,
         /// The public id of the token used.
         token_id: String,
+        /// What the token may do.
+        scope: Arc<TokenScope>,
+        /// Whether `token_id` is a service token acting for `user`.
+        via_service: bool,
     },
     /// An administrator.
     Admin {
         /// The public id of the token used (`env` for `BYOK_ADMIN_TOKEN`).
         token_id: String,
     },
+    /// A service token that has not named the user it acts for.
+    Service {
+        /// The service token's public id.
+        token_id: String,
+        /// The users it may act for, and what it may do.
+        scope: Arc<TokenScope>,
+    },
 }
 
 impl Principal {
+    /// A user's own, unrestricted token (for programs that drive the service
+    /// directly).
+    #[must_use]
+    pub fn user(user: UserId, token_id: impl Into<String>) -> Self {
+        Self::User {
+            user,
+            token_id: token_id.into(),
+            scope: Arc::default(),
+            via_service: false,
+        }
+    }
+
     fn actor(&self) -> Actor {
         match self {
+            Self::User {
+                token_id,
+                via_service: true,
+                ..
+            }
+            | Self::Service { token_id, .. } => Actor::Service {
+                token_id: token_id.clone(),
+            },
             Self::User { user, .. } => Actor::User(user.clone()),
             Self::Admin { token_id } => Actor::Admin {
                 token_id: token_id.clone(),
             },
         }
     }
+
+    /// The token's scope (unrestricted for an admin).
+    #[must_use]
+    pub fn scope(&self) -> Option<&TokenScope> {
+        match self {
+            Self::User { scope, .. } | Self::Service { scope, .. } => Some(scope),
+            Self::Admin { .. } => None,
+        }
+    }
+
+    /// The public id of the token used.
+    #[must_use]
+    pub fn token_id(&self) -> &str {
+        match self {
+            Self::User { token_id, .. }
+            | Self::Admin { token_id }
+            | Self::Service { token_id, .. } => token_id,
+        }
+    }
 }
+
+/// Where the service reads the time: the system clock, or a test's.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Per-request facts the audit trail records.
 #[derive(Debug, Clone, Default)]
@@ -69,13 +123,25 @@ impl RequestContext {
 /// A stored key as callers see it: masked, with its non-secret settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct KeyView {
+    /// The key's id: address it with `…/keys/{provider}/{id}`.
+    #[schema(example = "0b4e1c8e-2f5a-4a0e-9a53-5d1c3a9b7f10")]
+    pub id: String,
+    /// The user's label for it.
+    pub label: String,
+    /// Its place in the provider's order (lowest first; the first key is
+    /// the provider's default key).
+    pub position: i32,
+    /// Its share of traffic among keys with the same position.
+    pub weight: i32,
+    /// Whether routing uses it.
+    pub enabled: bool,
     /// The provider.
     #[schema(value_type = String, example = "openai")]
     pub provider: ProviderKind,
     /// The masked key: first 4 and last 4 characters around `********`.
     #[schema(value_type = String, example = "sk-p********x7Qa")]
     pub masked_key: MaskedKey,
-    /// When the first key for this provider was saved.
+    /// When the key was first saved.
     pub created_at: DateTime<Utc>,
     /// When the key was last replaced.
     pub updated_at: DateTime<Utc>,
@@ -97,6 +163,11 @@ impl From<StoredKey> for KeyView {
             None => (None, None, None),
         };
         Self {
+            id: key.id,
+            label: key.label,
+            position: key.position,
+            weight: key.weight,
+            enabled: key.enabled,
             provider: key.provider,
             masked_key: key.masked_key,
             created_at: key.created_at,
@@ -115,6 +186,8 @@ pub struct KeyInput {
     pub api_key: SecretString,
     /// Provider settings (Azure's).
     pub options: KeyOptions,
+    /// A label (at most 64 characters); `None` keeps a replaced key's label.
+    pub label: Option<String>,
 }
 
 impl std::fmt::Debug for KeyInput {
@@ -122,6 +195,7 @@ impl std::fmt::Debug for KeyInput {
         f.debug_struct("KeyInput")
             .field("api_key", &"[REDACTED]")
             .field("options", &self.options)
+            .field("label", &self.label)
             .finish()
     }
 }
@@ -129,6 +203,8 @@ impl std::fmt::Debug for KeyInput {
 /// The result of a key test.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct KeyTestReport {
+    /// The key tested (absent for a candidate that was not saved).
+    pub key_id: Option<String>,
     /// The provider.
     #[schema(value_type = String, example = "openai")]
     pub provider: ProviderKind,
@@ -146,6 +222,102 @@ pub struct KeyTestReport {
     /// Things to act on even when the key works (a key kind the provider is
     /// retiring).
     pub warnings: Vec<String>,
+}
+
+/// A token as its owner (or an operator) sees it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TokenView {
+    /// The public id (the part of the token before its secret).
+    pub id: String,
+    /// `user` or `service`.
+    pub role: &'static str,
+    /// The owner's label.
+    pub label: String,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+    /// When it was last used (written at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it stops working, if it does.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// `active`, `expired` or `revoked`.
+    pub status: &'static str,
+    /// What it may do (absent parts are unrestricted).
+    #[schema(value_type = Object)]
+    pub scope: TokenScope,
+    /// Gateway requests made with it.
+    pub requests: u64,
+    /// Their exact cost in USD (a decimal string, to the picodollar).
+    pub cost_usd: String,
+    /// Requests whose cost is unknown (unpriced models).
+    pub unpriced_requests: u64,
+}
+
+impl TokenView {
+    fn new(token: StoredToken, usage: byok_store::usage::TokenUsage, now: DateTime<Utc>) -> Self {
+        let status = if token.revoked_at.is_some() {
+            "revoked"
+        } else if token.is_active(now) {
+            "active"
+        } else {
+            "expired"
+        };
+        Self {
+            role: match token.role {
+                TokenRole::User(_) => "user",
+                TokenRole::Admin => "admin",
+                TokenRole::Service => "service",
+            },
+            id: token.id,
+            label: token.meta.label,
+            created_at: token.created_at,
+            last_used_at: token.last_used_at,
+            expires_at: token.meta.expires_at,
+            revoked_at: token.revoked_at,
+            status,
+            scope: token.meta.scope,
+            requests: usage.requests,
+            cost_usd: byok_router::Money::from_picodollars(u64::try_from(usage.picodollars.max(0)).unwrap_or(u64::MAX))
+                .to_usd_string(),
+            unpriced_requests: usage.unpriced,
+        }
+    }
+}
+
+/// A token to issue: label, expiry and scope.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// A label (at most 64 characters).
+    pub label: String,
+    /// When it stops working; must be in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What it may do.
+    pub scope: TokenScope,
+}
+
+/// A page of users, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UserView {
+    /// The user's id.
+    #[schema(value_type = String)]
+    pub id: UserId,
+    /// When the user was created.
+    pub created_at: DateTime<Utc>,
+    /// When an operator disabled them, if they are disabled.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+fn check_label(label: Option<&str>) -> Result<()> {
+    match label {
+        Some(label) if label.chars().count() > MAX_LABEL_LEN || label.chars().any(char::is_control) => {
+            Err(ServiceError::invalid(
+                "invalid_label",
+                "label must be at most 64 characters, without control characters",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What a rewrap did.
@@ -196,6 +368,30 @@ pub struct KeyService {
     test_limit: Arc<FixedWindow<UserId>>,
     health: Arc<byok_router::HealthTracker>,
     open_failures: crate::metrics::KeyOpenFailures,
+    clock: Clock,
+    max_keys_per_provider: u32,
+    /// When each token's `last_used_at` was last written: at most once a
+    /// minute per token, so use costs no write per request.
+    touched: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+}
+
+/// Most keys a user may keep for one provider, unless configured.
+pub const DEFAULT_MAX_KEYS_PER_PROVIDER: u32 = 10;
+/// How often a token's `last_used_at` is written at most.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Longest key or token label.
+const MAX_LABEL_LEN: usize = 64;
+
+/// Which of a provider's keys a save writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyTarget {
+    /// The provider's default (first) key: replaced, or created when there
+    /// is none — the one-key-per-provider routes.
+    Default,
+    /// A new key, last in the provider's order.
+    New,
+    /// The key with this id.
+    Id(String),
 }
 
 impl std::fmt::Debug for KeyService {
@@ -210,7 +406,8 @@ impl std::fmt::Debug for KeyService {
             .field("test_limit", &self.test_limit)
             .field("health", &"HealthTracker")
             .field("open_failures", &"Family")
-            .finish()
+            .field("max_keys_per_provider", &self.max_keys_per_provider)
+            .finish_non_exhaustive()
     }
 }
 
@@ -228,7 +425,31 @@ impl KeyService {
             test_limit: Arc::new(FixedWindow::new(10, Duration::from_secs(60))),
             health: Arc::new(byok_router::HealthTracker::default()),
             open_failures: crate::metrics::KeyOpenFailures::default(),
+            clock: Arc::new(now),
+            max_keys_per_provider: DEFAULT_MAX_KEYS_PER_PROVIDER,
+            touched: Arc::default(),
         }
+    }
+
+    /// Reads the time from `clock` (token expiry; tests move it).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// At most `max` keys per user and provider (default
+    /// [`DEFAULT_MAX_KEYS_PER_PROVIDER`]).
+    #[must_use]
+    pub fn with_max_keys_per_provider(mut self, max: u32) -> Self {
+        self.max_keys_per_provider = max.max(1);
+        self
+    }
+
+    /// The time now, by the service's clock.
+    #[must_use]
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
     }
 
     /// Stored keys that did not open, for `/metrics`.
@@ -279,10 +500,6 @@ impl KeyService {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub(crate) fn vault(&self) -> &KeyVault {
-        &self.vault
     }
 
     pub(crate) fn providers(&self) -> Option<&ProviderSet> {
@@ -371,35 +588,154 @@ impl KeyService {
             return Ok(None);
         };
         let id = parsed.id.clone();
-        let stored = self.store.run(move |c| tokens::find(c, &id)).await?;
+        let stored = self
+            .store
+            .run(move |c| tokens::find_with_owner(c, &id))
+            .await?;
         // Compare even when there is no row, so both paths cost the same.
         let stored_hash = stored
             .as_ref()
-            .map_or([0u8; 32].as_slice(), |t| t.secret_hash.as_slice());
+            .map_or([0u8; 32].as_slice(), |(t, _)| t.secret_hash.as_slice());
         let matches = token::hashes_match(stored_hash, &parsed.secret_hash);
-        Ok(match stored {
-            Some(t) if matches && t.revoked_at.is_none() => Some(match t.role {
-                TokenRole::Admin => Principal::Admin { token_id: t.id },
-                TokenRole::User(user) => Principal::User {
-                    user,
-                    token_id: t.id,
-                },
-            }),
-            _ => None,
+        let now = self.now();
+        // Revoked, expired and disabled-owner tokens look exactly like unknown ones.
+        let Some((t, _)) = stored.filter(|(t, disabled)| matches && t.is_active(now) && !disabled)
+        else {
+            return Ok(None);
+        };
+        self.touch(&t.id);
+        Ok(Some(match t.role {
+            TokenRole::Admin => Principal::Admin { token_id: t.id },
+            TokenRole::Service => Principal::Service {
+                token_id: t.id,
+                scope: Arc::new(t.meta.scope),
+            },
+            TokenRole::User(user) => Principal::User {
+                user,
+                token_id: t.id,
+                scope: Arc::new(t.meta.scope),
+                via_service: false,
+            },
+        }))
+    }
+
+    /// Writes a token's `last_used_at`, at most once a minute, off the
+    /// request's path.
+    fn touch(&self, token_id: &str) {
+        let now = Instant::now();
+        {
+            let mut touched = self
+                .touched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if touched
+                .get(token_id)
+                .is_some_and(|at| now.duration_since(*at) < TOUCH_EVERY)
+            {
+                return;
+            }
+            if touched.len() >= 100_000 {
+                touched.retain(|_, at| now.duration_since(*at) < TOUCH_EVERY);
+            }
+            touched.insert(token_id.to_owned(), now);
+        }
+        let (store, id, at) = (self.store.clone(), token_id.to_owned(), self.now());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.run(move |c| tokens::touch(c, &id, at)).await {
+                    tracing::debug!(%error, "could not record a token's last use");
+                }
+            });
+        }
+    }
+
+    /// The principal a service token becomes when it names, with
+    /// `X-BYOK-User`, the user it acts for: that user, with the service
+    /// token's scope — if the token may act for them and they exist and are
+    /// enabled. Any other principal naming a user is refused.
+    ///
+    /// # Errors
+    /// [`ServiceError::BadHeader`] for a malformed id or a token that is not
+    /// a service token, [`ServiceError::Denied`] for a user outside the
+    /// token's users, [`ServiceError::UserNotFound`].
+    pub async fn act_for(
+        &self,
+        principal: Principal,
+        named: &str,
+        ctx: &RequestContext,
+    ) -> Result<Principal> {
+        let Principal::Service { token_id, scope } = principal else {
+            return Err(ServiceError::BadHeader {
+                code: "user_header_not_allowed",
+                message: "X-BYOK-User is accepted only with a service token",
+            });
+        };
+        let Ok(user) = UserId::parse(named) else {
+            return Err(ServiceError::BadHeader {
+                code: "invalid_user_header",
+                message: "X-BYOK-User must be a user id: 1 to 64 characters of A-Z a-z 0-9 . _ @ -",
+            });
+        };
+        if !scope.allows_user(&user) {
+            let event = ctx
+                .event(
+                    Actor::Service {
+                        token_id: token_id.clone(),
+                    },
+                    AuditAction::AuthFailure,
+                    AuditOutcome::Denied,
+                )
+                .detail("user_not_in_service_scope");
+            self.append(event).await?;
+            return Err(ServiceError::denied(
+                "user_not_allowed",
+                "this service token may not act for that user",
+            ));
+        }
+        let u = user.clone();
+        match self.store.run(move |c| users::find(c, &u)).await? {
+            Some(found) if found.disabled_at.is_none() => {}
+            _ => return Err(ServiceError::UserNotFound),
+        }
+        Ok(Principal::User {
+            user,
+            token_id,
+            scope,
+            via_service: true,
         })
     }
 
-    /// Lets `principal` act on `user`'s resources, or answers
-    /// [`ServiceError::UserNotFound`] — the same for a user that does not
-    /// exist and one that is not the caller — recording a denial.
+    /// Lets `principal` act on `user`'s resources through `door`, or
+    /// answers [`ServiceError::UserNotFound`] — the same for a user that does
+    /// not exist and one that is not the caller — recording a denial. A
+    /// token whose scope lacks the door gets [`ServiceError::Denied`].
     pub(crate) async fn authorize(
         &self,
         principal: &Principal,
         user: &UserId,
+        doors: &[Door],
         ctx: &RequestContext,
     ) -> Result<()> {
         match principal {
-            Principal::User { user: me, .. } if me == user => Ok(()),
+            Principal::User { user: me, scope, .. } if me == user => {
+                if doors.iter().any(|d| scope.allows_door(*d)) {
+                    Ok(())
+                } else {
+                    let event = ctx
+                        .event(
+                            principal.actor(),
+                            AuditAction::AuthFailure,
+                            AuditOutcome::Denied,
+                        )
+                        .user(me)
+                        .detail("door_not_in_token_scope");
+                    self.append(event).await?;
+                    Err(ServiceError::denied(
+                        "token_door_not_allowed",
+                        "this token's scope does not include this part of byok",
+                    ))
+                }
+            }
             Principal::User { user: me, .. } => {
                 // Recorded in the caller's own trail: writing it under the
                 // probed id would let anyone fill any id's trail.
@@ -414,6 +750,10 @@ impl KeyService {
                 self.append(event).await?;
                 Err(ServiceError::UserNotFound)
             }
+            Principal::Service { .. } => Err(ServiceError::BadHeader {
+                code: "service_token_needs_user",
+                message: "a service token must name the user it acts for in X-BYOK-User",
+            }),
             Principal::Admin { .. } => {
                 let u = user.clone();
                 match self.store.run(move |c| users::find(c, &u)).await? {
@@ -427,7 +767,7 @@ impl KeyService {
     fn require_admin(principal: &Principal) -> Result<()> {
         match principal {
             Principal::Admin { .. } => Ok(()),
-            Principal::User { .. } => Err(ServiceError::Forbidden),
+            Principal::User { .. } | Principal::Service { .. } => Err(ServiceError::Forbidden),
         }
     }
 
@@ -438,7 +778,7 @@ impl KeyService {
         Ok(())
     }
 
-    /// `user`'s keys, masked.
+    /// `user`'s keys, masked, by provider and then in each provider's order.
     ///
     /// # Errors
     /// [`ServiceError::UserNotFound`] unless `principal` may act on `user`.
@@ -448,19 +788,18 @@ impl KeyService {
         user: &UserId,
         ctx: &RequestContext,
     ) -> Result<Vec<KeyView>> {
-        self.authorize(principal, user, ctx).await?;
+        self.authorize(principal, user, &[Door::Keys, Door::Reports], ctx)
+            .await?;
         let u = user.clone();
         let stored = self.store.run(move |c| keys::list_for_user(c, &u)).await?;
         Ok(stored.into_iter().map(KeyView::from).collect())
     }
 
-    /// Validates, seals and saves `input` as `user`'s key for `provider`,
-    /// replacing any earlier one atomically. A rejected key is recorded in
-    /// the audit trail with its error code, never its value.
+    /// Validates, seals and saves `input` as `user`'s default key for
+    /// `provider`, replacing the earlier one atomically (or creating it).
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] for a malformed key or settings,
-    /// [`ServiceError::UserNotFound`], [`ServiceError::Busy`].
+    /// As [`KeyService::save_key`].
     pub async fn put_key(
         &self,
         principal: &Principal,
@@ -469,8 +808,34 @@ impl KeyService {
         input: KeyInput,
         ctx: &RequestContext,
     ) -> Result<(PutOutcome, KeyView)> {
-        self.authorize(principal, user, ctx).await?;
-        let validated = self.validate_full(provider, input).await;
+        self.save_key(principal, user, provider, KeyTarget::Default, input, ctx)
+            .await
+    }
+
+    /// Validates, seals (bound to the key's id) and saves `input` as the key
+    /// `target` names, atomically. A rejected key is recorded in the audit
+    /// trail with its error code, never its value.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a malformed key, settings or label, or
+    /// when the provider already has the most keys allowed
+    /// (`too_many_keys`); [`ServiceError::KeyNotFound`] for an unknown key
+    /// id; [`ServiceError::UserNotFound`], [`ServiceError::Busy`].
+    pub async fn save_key(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        provider: ProviderKind,
+        target: KeyTarget,
+        input: KeyInput,
+        ctx: &RequestContext,
+    ) -> Result<(PutOutcome, KeyView)> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        let label = input.label.clone();
+        let validated = match check_label(label.as_deref()) {
+            Ok(()) => self.validate_full(provider, input).await,
+            Err(error) => Err(error),
+        };
         let (key, settings) = match validated {
             Ok(valid) => valid,
             Err(error) => {
@@ -487,12 +852,7 @@ impl KeyService {
                 return Err(error);
             }
         };
-        let sealed = self
-            .vault
-            .seal(&key, &Binding::new(user, provider))
-            .map_err(ServiceError::internal)?;
         let masked = key.masked();
-        drop(key);
         let master_key_id = self.vault.active_key_id().get();
         let event = ctx
             .event(
@@ -502,56 +862,126 @@ impl KeyService {
             )
             .user(user)
             .provider(provider);
-        let u = user.clone();
+        let (u, vault, max) = (user.clone(), Arc::clone(&self.vault), self.max_keys_per_provider);
         let result = self
             .store
             .run(move |c| {
                 write_transaction(c, |c| {
+                    let id = match &target {
+                        KeyTarget::Default => keys::default_id(c, &u, provider)?,
+                        KeyTarget::New => None,
+                        KeyTarget::Id(id) => Some(
+                            keys::get_by_id(c, &u, id)?
+                                .filter(|k| k.provider == provider)
+                                .ok_or(StoreError::NotFound)?
+                                .id,
+                        ),
+                    };
+                    let id = match id {
+                        Some(id) => id,
+                        None => {
+                            if keys::count(c, &u, provider)? >= max {
+                                return Err(StoreError::Conflict);
+                            }
+                            uuid::Uuid::new_v4().to_string()
+                        }
+                    };
+                    let sealed = vault
+                        .seal(&key, &Binding::for_key(&u, provider, &id))
+                        .map_err(|_| StoreError::Corrupt("seal"))?;
                     let new = NewProviderKey {
+                        id: &id,
                         user_id: &u,
                         provider,
                         sealed_key: sealed.as_bytes(),
                         master_key_id,
                         masked_key: &masked,
                         settings: &settings,
+                        label: label.as_deref(),
                     };
-                    let outcome = keys::put(c, &new, event, now())?;
-                    let stored = keys::get(c, &u, provider)?.ok_or(StoreError::NotFound)?;
+                    let outcome = keys::put(c, &new, event.clone(), now())?;
+                    let stored = keys::get_by_id(c, &u, &id)?.ok_or(StoreError::NotFound)?;
                     Ok((outcome, stored))
                 })
             })
             .await;
         match result {
             Ok((outcome, stored)) => {
-                // A new key starts with a clean bill of health.
-                self.health.reset(user, provider);
+                // A new secret starts with a clean bill of health.
+                self.health.reset_key(user, provider, &stored.id);
                 Ok((outcome, stored.into()))
             }
-            Err(StoreError::NotFound) => Err(ServiceError::UserNotFound),
+            Err(StoreError::NotFound) => Err(match self.user_exists(user).await? {
+                true => ServiceError::KeyNotFound,
+                false => ServiceError::UserNotFound,
+            }),
+            Err(StoreError::Conflict) => Err(ServiceError::invalid(
+                "too_many_keys",
+                "this provider already has the most keys allowed; delete one first",
+            )),
             Err(other) => Err(other.into()),
         }
     }
 
-    fn validate_key(
-        &self,
-        provider: ProviderKind,
-        input: KeyInput,
-    ) -> Result<(ApiKey, keys::KeySettings)> {
-        let raw = input.api_key.expose_secret();
-        if MaskedKey::looks_masked(raw.trim_ascii()) {
-            return Err(ServiceError::invalid(
-                "key_is_masked",
-                "api_key is the masked form shown by byok; paste the full key",
-            ));
-        }
-        let key = ApiKey::parse(raw)?;
-        let settings = validate_options(provider, input.options, self.allow_private_endpoints)?;
-        byok_providers::key_format::check(provider, &key)
-            .map_err(ServiceError::InvalidKeyFormat)?;
-        Ok((key, settings))
+    async fn user_exists(&self, user: &UserId) -> Result<bool> {
+        let u = user.clone();
+        Ok(self.store.run(move |c| users::find(c, &u)).await?.is_some())
     }
 
-    /// Deletes `user`'s key for `provider`; the sealed blob is gone.
+    /// Changes `user`'s key `key_id` for `provider`: label, place in the
+    /// order, weight, on/off. Promoting a key is moving it to position 0.
+    ///
+    /// # Errors
+    /// [`ServiceError::KeyNotFound`], [`ServiceError::Invalid`] for a bad
+    /// label, position or weight.
+    pub async fn update_key(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        provider: ProviderKind,
+        key_id: &str,
+        changes: KeyChanges,
+        ctx: &RequestContext,
+    ) -> Result<KeyView> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        check_label(changes.label.as_deref())?;
+        if changes.position.is_some_and(|p| !(0..=1000).contains(&p)) {
+            return Err(ServiceError::invalid(
+                "invalid_position",
+                "position must be 0 to 1000",
+            ));
+        }
+        if changes.weight.is_some_and(|w| !(1..=1000).contains(&w)) {
+            return Err(ServiceError::invalid(
+                "invalid_weight",
+                "weight must be 1 to 1000",
+            ));
+        }
+        let event = ctx
+            .event(
+                principal.actor(),
+                AuditAction::KeyUpdate,
+                AuditOutcome::Success,
+            )
+            .user(user)
+            .provider(provider);
+        let (u, id) = (user.clone(), key_id.to_owned());
+        let updated = self
+            .store
+            .run(move |c| {
+                write_transaction(c, |c| {
+                    match keys::get_by_id(c, &u, &id)? {
+                        Some(k) if k.provider == provider => {}
+                        _ => return Ok(None),
+                    }
+                    keys::update(c, &u, &id, &changes, &event, now())
+                })
+            })
+            .await?;
+        updated.map(KeyView::from).ok_or(ServiceError::KeyNotFound)
+    }
+
+    /// Deletes every key `user` has for `provider`; the sealed blobs are gone.
     ///
     /// # Errors
     /// [`ServiceError::KeyNotFound`] when there is none.
@@ -562,7 +992,7 @@ impl KeyService {
         provider: ProviderKind,
         ctx: &RequestContext,
     ) -> Result<()> {
-        self.authorize(principal, user, ctx).await?;
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
         let event = ctx
             .event(
                 principal.actor(),
@@ -583,6 +1013,48 @@ impl KeyService {
         }
     }
 
+    /// Deletes `user`'s key `key_id` for `provider`; the sealed blob is gone
+    /// and the id is never served again.
+    ///
+    /// # Errors
+    /// [`ServiceError::KeyNotFound`] when there is none.
+    pub async fn delete_key_by_id(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        provider: ProviderKind,
+        key_id: &str,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        let event = ctx
+            .event(
+                principal.actor(),
+                AuditAction::KeyDelete,
+                AuditOutcome::Success,
+            )
+            .user(user)
+            .provider(provider);
+        let (u, id) = (user.clone(), key_id.to_owned());
+        let deleted = self
+            .store
+            .run(move |c| {
+                write_transaction(c, |c| match keys::get_by_id(c, &u, &id)? {
+                    Some(k) if k.provider == provider => {
+                        keys::delete_by_id(c, &u, &id, &event, now())
+                    }
+                    _ => Ok(false),
+                })
+            })
+            .await?;
+        if deleted {
+            self.health.reset_key(user, provider, key_id);
+            Ok(())
+        } else {
+            Err(ServiceError::KeyNotFound)
+        }
+    }
+
     /// `user`'s audit events, newest first; `before` continues from a page's
     /// last id.
     ///
@@ -596,7 +1068,8 @@ impl KeyService {
         limit: u32,
         ctx: &RequestContext,
     ) -> Result<Vec<AuditEvent>> {
-        self.authorize(principal, user, ctx).await?;
+        self.authorize(principal, user, &[Door::Keys, Door::Reports], ctx)
+            .await?;
         let u = user.clone();
         Ok(self
             .store
@@ -607,7 +1080,7 @@ impl KeyService {
             .await?)
     }
 
-    /// Opens `user`'s stored key for `provider`: for the provider adapters
+    /// Opens `user`'s default key for `provider`: for the provider adapters
     /// (the only place a key leaves its wrapper is their request header).
     ///
     /// # Errors
@@ -620,30 +1093,44 @@ impl KeyService {
         provider: ProviderKind,
         ctx: &RequestContext,
     ) -> Result<ApiKey> {
-        self.authorize(principal, user, ctx).await?;
-        self.open_stored(principal, user, provider, ctx)
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        self.open_stored(principal, user, provider, None, ctx)
             .await
             .map(|(key, _)| key)
     }
 
-    /// The stored row and its opened key, read once (no check of the caller).
+    /// Opens a stored key with the binding to its own id; a key that does
+    /// not open is counted, logged (without the key) and left to the caller.
+    pub(crate) fn open_sealed(&self, stored: &StoredKey) -> Option<ApiKey> {
+        let sealed = SealedKey::from_bytes(stored.sealed_key.clone());
+        let binding = Binding::for_key(&stored.user_id, stored.provider, &stored.id);
+        self.vault.open(&sealed, &binding).ok()
+    }
+
+    /// The stored row and its opened key (the provider's default key, or
+    /// `key_id`), read once (no check of the caller).
     async fn open_stored(
         &self,
         principal: &Principal,
         user: &UserId,
         provider: ProviderKind,
+        key_id: Option<&str>,
         ctx: &RequestContext,
     ) -> Result<(ApiKey, StoredKey)> {
-        let u = user.clone();
+        let (u, id) = (user.clone(), key_id.map(str::to_owned));
         let stored = self
             .store
-            .run(move |c| keys::get(c, &u, provider))
+            .run(move |c| match id {
+                Some(id) => keys::get_by_id(c, &u, &id),
+                None => keys::get(c, &u, provider),
+            })
             .await?
+            .filter(|k| k.provider == provider)
             .ok_or(ServiceError::KeyNotFound)?;
-        let sealed = SealedKey::from_bytes(stored.sealed_key.clone());
-        if let Ok(key) = self.vault.open(&sealed, &Binding::new(user, provider)) {
+        if let Some(key) = self.open_sealed(&stored) {
             return Ok((key, stored));
         }
+        let sealed = SealedKey::from_bytes(stored.sealed_key.clone());
         let missing = sealed
             .master_key_id()
             .filter(|id| !self.vault.key_ids().any(|k| k == *id));
@@ -658,6 +1145,7 @@ impl KeyService {
         tracing::error!(
             user = %user,
             %provider,
+            key_id = %stored.id,
             master_key_id = ?sealed.master_key_id(),
             missing_here = missing.is_some(),
             "stored key does not open with the configured master keys{}",
@@ -683,6 +1171,25 @@ impl KeyService {
         })
     }
 
+    fn validate_key(
+        &self,
+        provider: ProviderKind,
+        input: KeyInput,
+    ) -> Result<(ApiKey, keys::KeySettings)> {
+        let raw = input.api_key.expose_secret();
+        if MaskedKey::looks_masked(raw.trim_ascii()) {
+            return Err(ServiceError::invalid(
+                "key_is_masked",
+                "api_key is the masked form shown by byok; paste the full key",
+            ));
+        }
+        let key = ApiKey::parse(raw)?;
+        let settings = validate_options(provider, input.options, self.allow_private_endpoints)?;
+        byok_providers::key_format::check(provider, &key)
+            .map_err(ServiceError::InvalidKeyFormat)?;
+        Ok((key, settings))
+    }
+
     /// [`KeyService::validate_key`], then, for Azure, the endpoint's DNS
     /// answer: every address must be public (unless private endpoints are
     /// allowed).
@@ -705,8 +1212,9 @@ impl KeyService {
         Ok((key, settings))
     }
 
-    /// Tests `user`'s stored key for `provider` — or, with `candidate`, that
-    /// key without saving it — with the provider's cheapest authenticated
+    /// Tests `user`'s stored key for `provider` (the default key, or
+    /// `key_id`) — or, with `candidate`, that key without saving it — with
+    /// the provider's cheapest authenticated
     /// call. The result of testing the stored key is recorded on it; every
     /// test is audited. Tests are limited per user, since each calls a
     /// provider.
@@ -720,10 +1228,11 @@ impl KeyService {
         principal: &Principal,
         user: &UserId,
         provider: ProviderKind,
+        key_id: Option<&str>,
         candidate: Option<KeyInput>,
         ctx: &RequestContext,
     ) -> Result<KeyTestReport> {
-        self.authorize(principal, user, ctx).await?;
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
         if let Err(wait) = self.test_limit.try_acquire(user.clone(), Instant::now()) {
             return Err(ServiceError::TooManyTests {
                 retry_after_secs: wait.as_secs().max(1),
@@ -743,8 +1252,10 @@ impl KeyService {
             let (key, settings) = self.validate_full(provider, input).await?;
             (key, settings, None)
         } else {
-            let (key, stored) = self.open_stored(principal, user, provider, ctx).await?;
-            (key, stored.settings, Some(stored.sealed_key))
+            let (key, stored) = self
+                .open_stored(principal, user, provider, key_id, ctx)
+                .await?;
+            (key, stored.settings, Some((stored.id, stored.sealed_key)))
         };
         if let Some(warning) = byok_providers::key_format::retiring_kind(provider, &key) {
             warnings.push(warning.to_owned());
@@ -777,7 +1288,10 @@ impl KeyService {
                     retry_after: error.retry_after(),
                 },
             };
-            self.health.record(user, provider, outcome, Instant::now());
+            if let Some((id, _)) = &tested {
+                self.health
+                    .record_key(user, provider, id, outcome, Instant::now());
+            }
         }
         let event = ctx
             .event(
@@ -792,16 +1306,16 @@ impl KeyService {
             .user(user)
             .provider(provider)
             .detail(if stored { status.as_str() } else { "candidate" });
-        let u = user.clone();
         let test = keys::KeyTest {
             status,
             at: checked_at,
             latency_ms: answered.then_some(latency_ms),
         };
+        let tested_id = tested.as_ref().map(|(id, _)| id.clone());
         self.store
             .run(move |c| {
-                if let Some(tested) = &tested {
-                    keys::record_test_if_unchanged(c, &u, provider, tested, &test, &event)?;
+                if let Some((id, sealed)) = &tested {
+                    keys::record_test_if_unchanged(c, id, sealed, &test, &event)?;
                 } else {
                     audit::append(c, &event, test.at)?;
                 }
@@ -809,6 +1323,7 @@ impl KeyService {
             })
             .await?;
         Ok(KeyTestReport {
+            key_id: tested_id,
             provider,
             valid: outcome.is_ok(),
             status,
@@ -862,6 +1377,7 @@ impl KeyService {
                         id: &id,
                         role: TokenRole::User(u.clone()),
                         secret_hash: &hash,
+                        meta: TokenMeta::default(),
                     };
                     tokens::insert(c, &new, &issue, at)
                 })
@@ -898,6 +1414,7 @@ impl KeyService {
             .run(move |c| users::delete(c, &u, &event, now()))
             .await?;
         if deleted {
+            self.health.forget_user(user);
             Ok(())
         } else {
             Err(ServiceError::UserNotFound)
@@ -941,6 +1458,7 @@ impl KeyService {
                         id: &id,
                         role,
                         secret_hash: &hash,
+                        meta: TokenMeta::default(),
                     },
                     &event,
                     now(),
@@ -996,6 +1514,294 @@ impl KeyService {
         }
     }
 
+    /// Token management needs a token that can do everything its owner can:
+    /// a scoped token must not mint or revoke tokens.
+    fn require_full_token(principal: &Principal) -> Result<()> {
+        match principal {
+            Principal::Admin { .. } => Ok(()),
+            Principal::User { scope, .. }
+                if scope.doors.is_none() && scope.providers.is_none() && scope.models.is_none() =>
+            {
+                Ok(())
+            }
+            _ => Err(ServiceError::denied(
+                "token_scope_too_narrow",
+                "managing tokens needs an unrestricted token",
+            )),
+        }
+    }
+
+    fn check_token_request(&self, request: &TokenRequest, service: bool) -> Result<()> {
+        check_label(Some(&request.label))?;
+        if request.expires_at.is_some_and(|at| at <= self.now()) {
+            return Err(ServiceError::invalid(
+                "invalid_expiry",
+                "expires_at must be in the future",
+            ));
+        }
+        let scope = &request.scope;
+        if !service && (scope.users.is_some() || scope.user_prefix.is_some()) {
+            return Err(ServiceError::invalid(
+                "invalid_scope",
+                "users and user_prefix are for service tokens only",
+            ));
+        }
+        if scope.doors.as_ref().is_some_and(Vec::is_empty)
+            || scope.providers.as_ref().is_some_and(Vec::is_empty)
+            || scope.models.as_ref().is_some_and(Vec::is_empty)
+        {
+            return Err(ServiceError::invalid(
+                "invalid_scope",
+                "a scope list must not be empty (leave it out for no restriction)",
+            ));
+        }
+        let too_long = scope.models.as_ref().is_some_and(|m| {
+            m.len() > 100 || m.iter().any(|model| model.is_empty() || model.len() > 200)
+        }) || scope.users.as_ref().is_some_and(|u| u.len() > 1000)
+            || scope
+                .user_prefix
+                .as_ref()
+                .is_some_and(|p| p.is_empty() || UserId::parse(p.as_str()).is_err());
+        if too_long {
+            return Err(ServiceError::invalid(
+                "invalid_scope",
+                "models: at most 100 names of 1 to 200 characters; users: at most 1000; user_prefix: user-id characters",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Issues a token for `user` with `request`'s label, expiry and scope;
+    /// the secret is in the result, once.
+    ///
+    /// # Errors
+    /// [`ServiceError::Denied`] for a scoped token, [`ServiceError::Invalid`]
+    /// for a bad label, expiry or scope, [`ServiceError::UserNotFound`].
+    pub async fn create_token(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        request: TokenRequest,
+        ctx: &RequestContext,
+    ) -> Result<(IssuedToken, TokenView)> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        Self::require_full_token(principal)?;
+        self.check_token_request(&request, false)?;
+        let issued = self
+            .insert_token(principal.actor(), TokenRole::User(user.clone()), request, ctx)
+            .await?;
+        let view = self.token_view(user, &issued.id).await?;
+        Ok((issued, view))
+    }
+
+    async fn insert_token(
+        &self,
+        actor: Actor,
+        role: TokenRole,
+        request: TokenRequest,
+        ctx: &RequestContext,
+    ) -> Result<IssuedToken> {
+        let (issued, hash) = token::issue().map_err(ServiceError::internal)?;
+        let mut event = ctx.event(actor, AuditAction::TokenIssue, AuditOutcome::Success);
+        match &role {
+            TokenRole::User(user) => event = event.user(user),
+            TokenRole::Admin => event = event.detail("admin_token"),
+            TokenRole::Service => event = event.detail("service_token"),
+        }
+        let id = issued.id.clone();
+        let meta = TokenMeta {
+            label: request.label,
+            expires_at: request.expires_at,
+            scope: request.scope,
+        };
+        let result = self
+            .store
+            .run(move |c| {
+                let new = NewToken {
+                    id: &id,
+                    role: role.clone(),
+                    secret_hash: &hash,
+                    meta: meta.clone(),
+                };
+                tokens::insert(c, &new, &event, now())
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(issued),
+            Err(StoreError::NotFound) => Err(ServiceError::UserNotFound),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn token_view(&self, user: &UserId, token_id: &str) -> Result<TokenView> {
+        self.user_tokens(user)
+            .await?
+            .into_iter()
+            .find(|t| t.id == token_id)
+            .ok_or(ServiceError::TokenNotFound)
+    }
+
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenView>> {
+        let u = user.clone();
+        let (tokens, usage) = self
+            .store
+            .run(move |c| {
+                Ok((
+                    tokens::list_for_user(c, &u)?,
+                    byok_store::usage::totals_by_token(c, &u)?,
+                ))
+            })
+            .await?;
+        let now = self.now();
+        Ok(tokens
+            .into_iter()
+            .map(|t| {
+                let usage = usage.get(&t.id).copied().unwrap_or_default();
+                TokenView::new(t, usage, now)
+            })
+            .collect())
+    }
+
+    /// `user`'s tokens (revoked and expired ones included), newest first,
+    /// each with its own usage; never a secret.
+    ///
+    /// # Errors
+    /// [`ServiceError::UserNotFound`] unless `principal` may act on `user`.
+    pub async fn list_tokens(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        ctx: &RequestContext,
+    ) -> Result<Vec<TokenView>> {
+        self.authorize(principal, user, &[Door::Keys, Door::Reports], ctx)
+            .await?;
+        self.user_tokens(user).await
+    }
+
+    /// Revokes `user`'s token `token_id`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Denied`] for a scoped token,
+    /// [`ServiceError::TokenNotFound`] when `user` has no such token.
+    pub async fn revoke_user_token(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        token_id: &str,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        Self::require_full_token(principal)?;
+        let id = token_id.to_owned();
+        let stored = self.store.run(move |c| tokens::find(c, &id)).await?;
+        match stored {
+            Some(t) if t.role == TokenRole::User(user.clone()) => {}
+            _ => return Err(ServiceError::TokenNotFound),
+        }
+        self.revoke_token_as(principal.actor(), token_id, ctx).await
+    }
+
+    /// Issues a service token (admin only): it acts for the users its scope
+    /// names (`users`, `user_prefix`; neither means any user), per request
+    /// with `X-BYOK-User`, never on admin routes.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for a non-admin, [`ServiceError::Invalid`].
+    pub async fn issue_service_token(
+        &self,
+        principal: &Principal,
+        request: TokenRequest,
+        ctx: &RequestContext,
+    ) -> Result<(IssuedToken, TokenView)> {
+        Self::require_admin(principal)?;
+        self.check_token_request(&request, true)?;
+        let issued = self
+            .insert_token(principal.actor(), TokenRole::Service, request, ctx)
+            .await?;
+        let view = self
+            .list_service_tokens(principal)
+            .await?
+            .into_iter()
+            .find(|t| t.id == issued.id)
+            .ok_or(ServiceError::TokenNotFound)?;
+        Ok((issued, view))
+    }
+
+    /// Every service token (admin only), newest first.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for a non-admin.
+    pub async fn list_service_tokens(&self, principal: &Principal) -> Result<Vec<TokenView>> {
+        Self::require_admin(principal)?;
+        let tokens = self.store.run(tokens::list_service).await?;
+        let now = self.now();
+        Ok(tokens
+            .into_iter()
+            .map(|t| TokenView::new(t, byok_store::usage::TokenUsage::default(), now))
+            .collect())
+    }
+
+    /// Users whose id starts with `prefix`, in id order, `limit` at a time
+    /// after `after` (admin only).
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for a non-admin.
+    pub async fn list_users(
+        &self,
+        principal: &Principal,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<UserView>> {
+        Self::require_admin(principal)?;
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        let found = self
+            .store
+            .run(move |c| users::list(c, &prefix, after.as_deref(), i64::from(limit)))
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|u| UserView {
+                id: u.id,
+                created_at: u.created_at,
+                disabled_at: u.disabled_at,
+            })
+            .collect())
+    }
+
+    /// Disables (`true`) or enables `user` (admin only). A disabled user's
+    /// tokens are refused like unknown ones; their keys and data stay.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for a non-admin, [`ServiceError::UserNotFound`].
+    pub async fn set_user_disabled(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        disabled: bool,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        Self::require_admin(principal)?;
+        let action = if disabled {
+            AuditAction::UserDisable
+        } else {
+            AuditAction::UserEnable
+        };
+        let event = ctx
+            .event(principal.actor(), action, AuditOutcome::Success)
+            .user(user);
+        let u = user.clone();
+        let found = self
+            .store
+            .run(move |c| users::set_disabled(c, &u, disabled, &event, now()))
+            .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(ServiceError::UserNotFound)
+        }
+    }
+
     /// Operator actions that run with the server's own authority (the CLI).
     #[must_use]
     pub fn operator(&self) -> Operator<'_> {
@@ -1004,7 +1810,8 @@ impl KeyService {
 
     /// Checks that every master key id the stored keys name is in the ring,
     /// and that each opens a sample of its keys: a changed master key stops
-    /// the server at start-up instead of failing every request later.
+    /// the server at start-up instead of failing every request later. Then
+    /// binds any key sealed before keys had ids to its id.
     ///
     /// # Errors
     /// [`MasterKeyCheckError`] naming the id that is missing or wrong.
@@ -1049,6 +1856,9 @@ impl KeyService {
                 return Err(MasterKeyCheckError::Mismatch(id));
             }
         }
+        // Keys sealed before keys had ids are bound to their ids now, before
+        // anything is served: afterwards a key opens only with its own id.
+        self.operator().bind_key_ids().await?;
         Ok(())
     }
 
@@ -1066,15 +1876,21 @@ impl KeyService {
             after.clone_from(last);
             for (_, stored) in &page {
                 let sealed = SealedKey::from_bytes(stored.sealed_key.clone());
-                if self
-                    .vault
-                    .open(&sealed, &Binding::new(&stored.user_id, stored.provider))
-                    .is_err()
-                {
+                if self.vault.open(&sealed, &stored_binding(stored)).is_err() {
                     return Err(MasterKeyCheckError::Wrong(id));
                 }
             }
         }
+    }
+}
+
+/// The binding a stored key was sealed with: its id, or (keys from before
+/// keys had ids, until the start-up upgrade binds them) user and provider only.
+fn stored_binding(stored: &StoredKey) -> Binding<'_> {
+    if stored.binding_version == keys::BINDING_LEGACY {
+        Binding::new(&stored.user_id, stored.provider)
+    } else {
+        Binding::for_key(&stored.user_id, stored.provider, &stored.id)
     }
 }
 
@@ -1129,6 +1945,68 @@ impl Operator<'_> {
         self.issue_token(None).await.map(Some)
     }
 
+    /// Binds every key sealed before keys had ids to its id (envelope
+    /// version 2), with a compare-and-set per row; run at start-up, before
+    /// serving, so that afterwards a key opens only with its own id (a blob
+    /// copied into another row, or a legacy blob put back by SQL, does not).
+    /// Returns how many keys were bound; keys that do not open are logged
+    /// and left (they were unusable anyway).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn bind_key_ids(&self) -> Result<u64, StoreError> {
+        let service = self.service;
+        let active = service.vault.active_key_id().get();
+        let mut bound = 0;
+        let mut after = String::new();
+        loop {
+            let from = after.clone();
+            let rows = service
+                .store
+                .run(move |c| keys::legacy_bound_page(c, &from, 500))
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after.clone_from(&last.id);
+            for row in rows {
+                let Ok(rebound) = service.vault.rebind(
+                    &SealedKey::from_bytes(row.sealed_key.clone()),
+                    &stored_binding(&row),
+                    &Binding::for_key(&row.user_id, row.provider, &row.id),
+                ) else {
+                    tracing::error!(key_row = %row.id, master_key_id = row.master_key_id, "key does not open; not bound to its id");
+                    continue;
+                };
+                let event = NewAuditEvent::new(
+                    Actor::System,
+                    AuditAction::KeyRewrap,
+                    AuditOutcome::Success,
+                )
+                .user(&row.user_id)
+                .provider(row.provider)
+                .detail("bound_to_key_id");
+                let swapped = service
+                    .store
+                    .run(move |c| {
+                        keys::swap_sealed(
+                            c,
+                            &row.id,
+                            &row.sealed_key,
+                            rebound.as_bytes(),
+                            active,
+                            &event,
+                            now(),
+                        )
+                    })
+                    .await?;
+                bound += u64::from(swapped);
+            }
+        }
+        if bound > 0 {
+            tracing::info!(bound, "stored keys bound to their ids");
+        }
+        Ok(bound)
+    }
+
     /// Moves every stored key onto the active master key, `batch` rows at a
     /// time. Idempotent and resumable; safe while other replicas serve (each
     /// row is swapped with a compare-and-set on its old bytes).
@@ -1149,11 +2027,11 @@ impl Operator<'_> {
             let Some(last) = rows.last() else { break };
             after = Some(last.id.clone());
             for row in rows {
-                let binding = Binding::new(&row.user_id, row.provider);
-                let Ok(resealed) = service
-                    .vault
-                    .reseal(&SealedKey::from_bytes(row.sealed_key.clone()), &binding)
-                else {
+                let Ok(resealed) = service.vault.rebind(
+                    &SealedKey::from_bytes(row.sealed_key.clone()),
+                    &stored_binding(&row),
+                    &Binding::for_key(&row.user_id, row.provider, &row.id),
+                ) else {
                     tracing::error!(key_row = %row.id, master_key_id = row.master_key_id, "key does not open; not rewrapped");
                     report.failed += 1;
                     continue;

@@ -1,9 +1,12 @@
-//! Provider health per user: a circuit breaker for each (user, provider)
-//! pair, fed by every call and every key test. Time is passed in, so the
-//! state machine is deterministic and tests drive it with a fake clock.
+//! Provider health per user and key: a circuit breaker for each of a user's
+//! keys (a provider may hold several), fed by every call and every key test.
+//! Time is passed in, so the state machine is deterministic and tests drive
+//! it with a fake clock.
 //!
-//! One user's broken key never affects another user: there is no shared,
-//! provider-wide state.
+//! One user's broken key never affects another user, nor the user's other
+//! keys for the same provider: there is no shared, provider-wide state.
+//! Breakers are kept per user, so a request touches only its own user's
+//! entries (constant cost however many users there are).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -202,16 +205,40 @@ impl HealthSnapshot {
     }
 }
 
-/// Circuit breakers for every (user, provider) pair.
+/// Circuit breakers for every key of every user. A key is named by its
+/// provider and its id; callers that keep one key per provider may use the
+/// provider-level methods ([`HealthTracker::admit`], [`HealthTracker::record`],
+/// [`HealthTracker::reset`]), which use the key id `""`.
 #[derive(Debug)]
 pub struct HealthTracker {
     config: HealthConfig,
-    breakers: Mutex<HashMap<(UserId, ProviderKind), Breaker>>,
+    breakers: Mutex<HashMap<UserId, HashMap<(ProviderKind, Box<str>), Breaker>>>,
 }
 
 impl Default for HealthTracker {
     fn default() -> Self {
         Self::new(HealthConfig::default())
+    }
+}
+
+impl Breaker {
+    fn health(&mut self, now: Instant) -> ProviderHealth {
+        self.tick(now);
+        let circuit = match self.state {
+            State::Closed => Circuit::Closed,
+            State::HalfOpen { .. } => Circuit::HalfOpen,
+            State::Open { until } => Circuit::Open {
+                remaining_ms: u64::try_from(until.duration_since(now).as_millis())
+                    .unwrap_or(u64::MAX),
+            },
+        };
+        ProviderHealth {
+            circuit,
+            key_rejected: self.key_rejected,
+            error_rate_percent: self.error_rate_percent(),
+            recent_calls: self.recent.len(),
+            latency_ms: self.latency_ms,
+        }
     }
 }
 
@@ -225,26 +252,46 @@ impl HealthTracker {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, HashMap<(ProviderKind, Box<str>), Breaker>>> {
+        self.breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn with<T>(
         &self,
         user: &UserId,
         provider: ProviderKind,
+        key: &str,
         f: impl FnOnce(&mut Breaker) -> T,
     ) -> T {
-        let mut breakers = self
-            .breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let breaker = breakers
-            .entry((user.clone(), provider))
+        let mut breakers = self.lock();
+        let keys = match breakers.get_mut(user) {
+            Some(keys) => keys,
+            None => breakers.entry(user.clone()).or_default(),
+        };
+        let breaker = keys
+            .entry((provider, Box::from(key)))
             .or_insert_with(Breaker::new);
         f(breaker)
     }
 
-    /// Whether a call to `provider` for `user` may go ahead at `now`.
+    /// Whether a call to `provider` for `user` may go ahead at `now` (the
+    /// provider-level key `""`).
     pub fn admit(&self, user: &UserId, provider: ProviderKind, now: Instant) -> Admission {
+        self.admit_key(user, provider, "", now)
+    }
+
+    /// Whether a call with `user`'s key `key` for `provider` may go ahead at `now`.
+    pub fn admit_key(
+        &self,
+        user: &UserId,
+        provider: ProviderKind,
+        key: &str,
+        now: Instant,
+    ) -> Admission {
         let probe_timeout = self.config.probe_timeout;
-        self.with(user, provider, |b| {
+        self.with(user, provider, key, |b| {
             b.tick(now);
             if b.key_rejected {
                 return Admission::Denied;
@@ -265,8 +312,8 @@ impl HealthTracker {
         })
     }
 
-    /// Records how a call ended. Returns whether this outcome opened the
-    /// circuit (for metrics).
+    /// Records how a call ended (the provider-level key `""`). Returns
+    /// whether this outcome opened the circuit (for metrics).
     pub fn record(
         &self,
         user: &UserId,
@@ -274,8 +321,21 @@ impl HealthTracker {
         outcome: Outcome,
         now: Instant,
     ) -> bool {
+        self.record_key(user, provider, "", outcome, now)
+    }
+
+    /// Records how a call with `user`'s key `key` ended. Returns whether
+    /// this outcome opened the key's circuit (for metrics).
+    pub fn record_key(
+        &self,
+        user: &UserId,
+        provider: ProviderKind,
+        key: &str,
+        outcome: Outcome,
+        now: Instant,
+    ) -> bool {
         let config = self.config;
-        self.with(user, provider, |b| {
+        self.with(user, provider, key, |b| {
             b.tick(now);
             let ok = matches!(outcome, Outcome::Success { .. });
             b.recent.push_back(ok);
@@ -317,27 +377,36 @@ impl HealthTracker {
         })
     }
 
-    /// Forgets `user`'s history with `provider` (the key was replaced).
+    /// Forgets `user`'s history with `provider` (the provider-level key `""`).
     pub fn reset(&self, user: &UserId, provider: ProviderKind) {
-        let mut breakers = self
-            .breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        breakers.remove(&(user.clone(), provider));
+        self.reset_key(user, provider, "");
+    }
+
+    /// Forgets `user`'s history with key `key` (its secret was replaced).
+    pub fn reset_key(&self, user: &UserId, provider: ProviderKind, key: &str) {
+        let mut breakers = self.lock();
+        if let Some(keys) = breakers.get_mut(user) {
+            keys.remove(&(provider, Box::from(key)));
+            if keys.is_empty() {
+                breakers.remove(user);
+            }
+        }
+    }
+
+    /// Forgets everything about `user` (deleted).
+    pub fn forget_user(&self, user: &UserId) {
+        self.lock().remove(user);
     }
 
     /// How many circuits are open and half-open now, by provider, over all
-    /// users (for a gauge; no user ids leave the tracker).
+    /// users and keys (for a gauge; no user ids leave the tracker).
     pub fn circuit_counts(
         &self,
         now: Instant,
     ) -> std::collections::BTreeMap<ProviderKind, (usize, usize)> {
-        let mut breakers = self
-            .breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut breakers = self.lock();
         let mut counts = std::collections::BTreeMap::new();
-        for ((_, provider), breaker) in breakers.iter_mut() {
+        for ((provider, _), breaker) in breakers.values_mut().flat_map(HashMap::iter_mut) {
             breaker.tick(now);
             let entry: &mut (usize, usize) = counts.entry(*provider).or_default();
             match breaker.state {
@@ -349,36 +418,57 @@ impl HealthTracker {
         counts
     }
 
-    /// `user`'s providers' health at `now`.
-    pub fn snapshot(&self, user: &UserId, now: Instant) -> HealthSnapshot {
-        let mut breakers = self
-            .breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let providers = breakers
-            .iter_mut()
-            .filter(|((u, _), _)| u == user)
-            .map(|((_, provider), b)| {
-                b.tick(now);
-                let circuit = match b.state {
-                    State::Closed => Circuit::Closed,
-                    State::HalfOpen { .. } => Circuit::HalfOpen,
-                    State::Open { until } => Circuit::Open {
-                        remaining_ms: u64::try_from(until.duration_since(now).as_millis())
-                            .unwrap_or(u64::MAX),
-                    },
-                };
-                let health = ProviderHealth {
-                    circuit,
-                    key_rejected: b.key_rejected,
-                    error_rate_percent: b.error_rate_percent(),
-                    recent_calls: b.recent.len(),
-                    latency_ms: b.latency_ms,
-                };
-                (*provider, health)
+    /// The health of each of `user`'s keys in `keys` (provider, key id), in order.
+    pub fn key_health<'k>(
+        &self,
+        user: &UserId,
+        keys: impl IntoIterator<Item = (ProviderKind, &'k str)>,
+        now: Instant,
+    ) -> Vec<ProviderHealth> {
+        let mut breakers = self.lock();
+        let mut known = breakers.get_mut(user);
+        keys.into_iter()
+            .map(|(provider, key)| {
+                known
+                    .as_deref_mut()
+                    .and_then(|k| k.get_mut(&(provider, Box::from(key))))
+                    .map_or(ProviderHealth::UNKNOWN, |b| b.health(now))
             })
-            .collect();
+            .collect()
+    }
+
+    /// `user`'s providers' health at `now`, over the keys `keys` (provider,
+    /// key id; a key never called is healthy): a provider is as healthy as
+    /// its best key — usable while any of its keys is.
+    pub fn snapshot_keys<'k>(
+        &self,
+        user: &UserId,
+        keys: impl IntoIterator<Item = (ProviderKind, &'k str)> + Clone,
+        now: Instant,
+    ) -> HealthSnapshot {
+        let healths = self.key_health(user, keys.clone(), now);
+        let mut providers: BTreeMap<ProviderKind, ProviderHealth> = BTreeMap::new();
+        for ((provider, _), health) in keys.into_iter().zip(healths) {
+            providers
+                .entry(provider)
+                .and_modify(|best| {
+                    if !best.usable() && health.usable() {
+                        *best = health;
+                    }
+                })
+                .or_insert(health);
+        }
         HealthSnapshot { providers }
+    }
+
+    /// `user`'s providers' health at `now`, over the keys called so far.
+    pub fn snapshot(&self, user: &UserId, now: Instant) -> HealthSnapshot {
+        let known: Vec<(ProviderKind, Box<str>)> = self
+            .lock()
+            .get(user)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default();
+        self.snapshot_keys(user, known.iter().map(|(p, k)| (*p, &**k)), now)
     }
 }
 
@@ -507,5 +597,33 @@ mod tests {
         assert!(tracker.snapshot(&bob, t0).get(P).usable());
         tracker.reset(&alice, P);
         assert_eq!(tracker.admit(&alice, P, t0), Admission::Allowed);
+    }
+
+    #[test]
+    fn each_key_has_its_own_breaker_and_a_provider_is_usable_while_any_key_is() {
+        let tracker = HealthTracker::default();
+        let user = alice();
+        let t0 = Instant::now();
+        tracker.record_key(&user, P, "k1", Outcome::KeyRejected, t0);
+        assert_eq!(tracker.admit_key(&user, P, "k1", t0), Admission::Denied);
+        // Only k1 known: the provider looks unusable; with k2 (never called) it is usable.
+        assert!(!tracker.snapshot(&user, t0).get(P).usable());
+        let both = tracker.snapshot_keys(&user, [(P, "k1"), (P, "k2")], t0);
+        assert!(both.get(P).usable());
+        assert_eq!(tracker.admit_key(&user, P, "k2", t0), Admission::Allowed);
+        for _ in 0..3 {
+            tracker.record_key(&user, P, "k2", FAIL, t0);
+        }
+        let both = tracker.snapshot_keys(&user, [(P, "k1"), (P, "k2")], t0);
+        assert!(!both.get(P).usable(), "every key is out");
+        tracker.reset_key(&user, P, "k1");
+        assert!(
+            tracker
+                .snapshot_keys(&user, [(P, "k1"), (P, "k2")], t0)
+                .get(P)
+                .usable()
+        );
+        tracker.forget_user(&user);
+        assert!(tracker.snapshot(&user, t0).providers.is_empty());
     }
 }

@@ -121,6 +121,8 @@ pub enum SkipReason {
     },
     /// The user excluded the provider.
     Excluded,
+    /// The token the request came with may not use this model.
+    NotInTokenScope,
     /// The estimate is above the user's maximum.
     OverBudget {
         /// The estimate.
@@ -196,6 +198,7 @@ impl fmt::Display for Skipped {
                 remaining_ms.div_ceil(1000)
             ),
             SkipReason::Excluded => f.write_str("excluded by preference"),
+            SkipReason::NotInTokenScope => f.write_str("not allowed for this token"),
             SkipReason::OverBudget { estimated_cost } => {
                 write!(f, "estimated {estimated_cost}, over the maximum")
             }

@@ -26,6 +26,11 @@ pub enum Actor {
         /// The admin token's public id (never its secret).
         token_id: String,
     },
+    /// An app backend's service token acting for a user (the event's user).
+    Service {
+        /// The service token's public id (never its secret).
+        token_id: String,
+    },
     /// The service itself (a rewrap job, a start-up task).
     System,
     /// A caller who could not be authenticated.
@@ -37,6 +42,7 @@ impl Actor {
         match self {
             Self::User(user) => format!("user:{user}"),
             Self::Admin { token_id } => format!("admin:{token_id}"),
+            Self::Service { token_id } => format!("service:{token_id}"),
             Self::System => "system".to_owned(),
             Self::Anonymous => "anonymous".to_owned(),
         }
@@ -48,6 +54,9 @@ impl Actor {
                 .map(Self::User)
                 .map_err(|_| StoreError::Corrupt("audit actor")),
             Some(("admin", token_id)) => Ok(Self::Admin {
+                token_id: token_id.to_owned(),
+            }),
+            Some(("service", token_id)) => Ok(Self::Service {
                 token_id: token_id.to_owned(),
             }),
             None if value == "system" => Ok(Self::System),
@@ -108,6 +117,12 @@ string_enum! {
         TokenIssue => "token.issue",
         /// An API token was revoked.
         TokenRevoke => "token.revoke",
+        /// A user was disabled: their tokens are refused.
+        UserDisable => "user.disable",
+        /// A disabled user was enabled again.
+        UserEnable => "user.enable",
+        /// A provider key's label, order, weight or switch changed.
+        KeyUpdate => "key.update",
         /// A request could not be authenticated or was not allowed.
         AuthFailure => "auth.failure",
         /// A provider key was stored where there was none.

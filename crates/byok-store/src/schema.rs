@@ -5,6 +5,7 @@ diesel::table! {
     users (id) {
         id -> Text,
         created_at -> Timestamp,
+        disabled_at -> Nullable<Timestamp>,
     }
 }
 
@@ -17,6 +18,9 @@ diesel::table! {
         created_at -> Timestamp,
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
+        label -> Text,
+        expires_at -> Nullable<Timestamp>,
+        scope -> Text,
     }
 }
 
@@ -34,6 +38,18 @@ diesel::table! {
         last_test_latency_ms -> Nullable<BigInt>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        label -> Text,
+        position -> Integer,
+        weight -> Integer,
+        enabled -> Bool,
+        binding_version -> Integer,
+    }
+}
+
+diesel::table! {
+    deleted_provider_keys (id) {
+        id -> Text,
+        deleted_at -> Timestamp,
     }
 }
 
@@ -75,6 +91,7 @@ diesel::table! {
         cache_write_1h_tokens -> BigInt,
         door -> Text,
         record_key -> Nullable<Text>,
+        token_id -> Nullable<Text>,
     }
 }
 
@@ -90,6 +107,7 @@ diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(provider_keys -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     master_key_checks,
+    deleted_provider_keys,
     users,
     api_tokens,
     provider_keys,

@@ -46,6 +46,9 @@ pub struct UsageRecord {
     /// record first, the final one later): a record with the key of a stored
     /// one replaces it.
     pub record_key: Option<String>,
+    /// The public id of the token the request came with (a user's scoped
+    /// token, or the service token acting for the user).
+    pub token_id: Option<String>,
     /// How many providers were tried.
     pub attempts: i32,
     /// End-to-end latency.
@@ -62,6 +65,7 @@ pub struct UsageRecord {
 #[diesel(table_name = usage_records, treat_none_as_null = true)]
 struct UsageRow {
     record_key: Option<String>,
+    token_id: Option<String>,
     cost_source: String,
     cache_write_tokens: i64,
     cache_write_1h_tokens: i64,
@@ -121,6 +125,7 @@ impl From<&UsageRecord> for UsageRow {
     fn from(record: &UsageRecord) -> Self {
         UsageRow {
             record_key: record.record_key.clone(),
+            token_id: record.token_id.clone(),
             cost_source: record.cost_source.as_str().to_owned(),
             cache_write_tokens: record.cache_write_tokens,
             cache_write_1h_tokens: record.cache_write_1h_tokens,
@@ -200,6 +205,50 @@ pub fn page_for_user(
         .collect()
 }
 
+/// One token's usage: requests, and their cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Requests recorded.
+    pub requests: u64,
+    /// The exact cost of the priced ones, in picodollars.
+    pub picodollars: i128,
+    /// Requests with no known cost (unpriced models).
+    pub unpriced: u64,
+}
+
+/// Usage per token of `user` (records since the user's creation that name
+/// a token).
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn totals_by_token(
+    conn: &mut DbConnection,
+    user: &UserId,
+) -> Result<std::collections::BTreeMap<String, TokenUsage>, StoreError> {
+    let since = since_creation(conn, user, DateTime::<Utc>::UNIX_EPOCH)?;
+    let rows = usage_records::table
+        .filter(usage_records::user_id.eq(user.as_str()))
+        .filter(usage_records::created_at.ge(to_db(since)))
+        .filter(usage_records::token_id.is_not_null())
+        .select((
+            usage_records::token_id,
+            usage_records::cost_picodollars,
+            usage_records::cost_micro_usd,
+        ))
+        .load::<(Option<String>, Option<i64>, Option<i64>)>(conn)?;
+    let mut totals = std::collections::BTreeMap::<String, TokenUsage>::new();
+    for (token, pico, micro) in rows {
+        let Some(token) = token else { continue };
+        let entry = totals.entry(token).or_default();
+        entry.requests += 1;
+        match pico.map(i128::from).or(micro.map(|m| i128::from(m) * 1_000_000)) {
+            Some(cost) => entry.picodollars += cost,
+            None => entry.unpriced += 1,
+        }
+    }
+    Ok(totals)
+}
+
 /// `from`, or the user's creation when later: a re-created user id never
 /// reads its predecessor's usage.
 fn since_creation(
@@ -237,6 +286,7 @@ impl UsageRow {
                 .ok_or(StoreError::Corrupt("usage cost source"))?,
             door: row.door,
             record_key: row.record_key,
+            token_id: row.token_id,
             attempts: row.attempts,
             latency_ms: row.latency_ms,
             outcome: row.outcome,

@@ -1,7 +1,7 @@
 //! Users: the owners of keys and tokens.
 
 use byok_core::UserId;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use crate::audit::{self, NewAuditEvent};
@@ -17,6 +17,9 @@ pub struct User {
     pub id: UserId,
     /// When the user was created (UTC).
     pub created_at: DateTime<Utc>,
+    /// When an operator disabled the user, if they did: a disabled user's
+    /// tokens are refused (their keys and data stay).
+    pub disabled_at: Option<DateTime<Utc>>,
 }
 
 /// Creates `user`, recording `event` in the same transaction.
@@ -37,6 +40,7 @@ pub fn create(
         Ok(User {
             id: user.clone(),
             created_at: at,
+            disabled_at: None,
         })
     })
 }
@@ -46,18 +50,85 @@ pub fn create(
 /// # Errors
 /// A [`StoreError`] from the database.
 pub fn find(conn: &mut DbConnection, user: &UserId) -> Result<Option<User>, StoreError> {
-    let created_at = users::table
+    let found = users::table
         .find(user.as_str())
-        .select(users::created_at)
-        .first::<chrono::NaiveDateTime>(conn)
+        .select((users::created_at, users::disabled_at))
+        .first::<(NaiveDateTime, Option<NaiveDateTime>)>(conn)
         .optional()?;
-    Ok(created_at.map(|at| User {
+    Ok(found.map(|(at, disabled)| User {
         id: user.clone(),
         created_at: from_db(at),
+        disabled_at: disabled.map(from_db),
     }))
 }
 
-/// Deletes `user` with their keys and tokens (the audit trail stays),
+/// Up to `limit` users whose id starts with `prefix`, in id order, after
+/// `after` (a page's last id).
+///
+/// # Errors
+/// A [`StoreError`] from the database, or [`StoreError::Corrupt`].
+pub fn list(
+    conn: &mut DbConnection,
+    prefix: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<User>, StoreError> {
+    // `substr` rather than LIKE: case-sensitive on both backends, and no
+    // wildcard to escape (`_` is one).
+    let length = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    let starts_with = diesel::dsl::sql::<diesel::sql_types::Bool>("substr(id, 1, ")
+        .bind::<diesel::sql_types::Integer, _>(length)
+        .sql(") = ")
+        .bind::<diesel::sql_types::Text, _>(prefix.to_owned());
+    let mut query = users::table
+        .filter(starts_with)
+        .order(users::id.asc())
+        .limit(limit)
+        .select((users::id, users::created_at, users::disabled_at))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(users::id.gt(after.to_owned()));
+    }
+    query
+        .load::<(String, NaiveDateTime, Option<NaiveDateTime>)>(conn)?
+        .into_iter()
+        .map(|(id, at, disabled)| {
+            Ok(User {
+                id: UserId::parse(id).map_err(|_| StoreError::Corrupt("user id"))?,
+                created_at: from_db(at),
+                disabled_at: disabled.map(from_db),
+            })
+        })
+        .collect()
+}
+
+/// Disables (`true`) or enables `user`, recording `event` in the same
+/// transaction. Returns whether the user exists.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn set_disabled(
+    conn: &mut DbConnection,
+    user: &UserId,
+    disabled: bool,
+    event: &NewAuditEvent,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    write_transaction(conn, |conn| {
+        let value = disabled.then(|| to_db(at));
+        let found = diesel::update(users::table.find(user.as_str()))
+            .set(users::disabled_at.eq(value))
+            .execute(conn)?
+            > 0;
+        if found {
+            audit::append(conn, event, at)?;
+        }
+        Ok(found)
+    })
+}
+
+/// Deletes `user` with their keys (their ids remembered as deleted), tokens
+/// and usage (the audit trail stays, with the number of keys shredded),
 /// recording `event` in the same transaction. Returns whether the user existed.
 ///
 /// # Errors
@@ -71,9 +142,11 @@ pub fn delete(
     write_transaction(conn, |conn| {
         // Explicit deletes rather than relying on ON DELETE CASCADE alone, so a
         // SQLite connection opened without foreign_keys cannot leave orphans.
-        diesel::delete(crate::schema::provider_keys::table)
+        let key_ids: Vec<String> = crate::schema::provider_keys::table
             .filter(crate::schema::provider_keys::user_id.eq(user.as_str()))
-            .execute(conn)?;
+            .select(crate::schema::provider_keys::id)
+            .load(conn)?;
+        let shredded = crate::keys::delete_ids(conn, &key_ids, at)?;
         diesel::delete(crate::schema::api_tokens::table)
             .filter(crate::schema::api_tokens::user_id.eq(user.as_str()))
             .execute(conn)?;
@@ -85,7 +158,12 @@ pub fn delete(
             .execute(conn)?;
         let deleted = diesel::delete(users::table.find(user.as_str())).execute(conn)? > 0;
         if deleted {
-            audit::append(conn, event, at)?;
+            // The sealed keys are gone with their rows (crypto-shredded: no
+            // copy is kept), and the trail says how many.
+            let event = event
+                .clone()
+                .detail_count("keys_shredded", u64::try_from(shredded).unwrap_or(u64::MAX));
+            audit::append(conn, &event, at)?;
         }
         Ok(deleted)
     })

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset  len  field
-//!      0    1  format version (FORMAT_V1 = 0x01)
+//!      0    1  format version (FORMAT_V1 = 0x01, FORMAT_V2 = 0x02)
 //!      1    1  algorithm (ALG_AES_256_GCM = 0x01)
 //!      2    4  master-key id, big-endian u32
 //!      6   12  nonce, fresh from the OS RNG for every seal
@@ -13,7 +13,10 @@
 //! The associated data is the 6 header bytes followed by three
 //! length-prefixed fields (u32 big-endian length, then the bytes):
 //! the domain label `byok-provider-key`, the user id and the provider's wire
-//! name. Length prefixes keep `("ab", "c")` and `("a", "bc")` apart.
+//! name — and, in version 2, a fourth: the stored key's own id, so a blob
+//! copied into another key's row does not open. Length prefixes keep
+//! `("ab", "c")` and `("a", "bc")` apart. The version byte is part of the
+//! associated data, so a version-2 blob cannot pass for version 1.
 
 use std::fmt;
 
@@ -21,8 +24,10 @@ use byok_core::{ProviderKind, UserId};
 
 use crate::MasterKeyId;
 
-/// The only envelope format so far.
+/// The first envelope format: bound to a user and a provider.
 pub const FORMAT_V1: u8 = 0x01;
+/// The envelope format bound to a user, a provider and the key's own id.
+pub const FORMAT_V2: u8 = 0x02;
 /// Algorithm byte for AES-256-GCM with a 96-bit nonce and a 128-bit tag.
 pub const ALG_AES_256_GCM: u8 = 0x01;
 /// Bytes before the nonce: version, algorithm, master-key id.
@@ -41,22 +46,50 @@ const DOMAIN: &[u8] = b"byok-provider-key";
 pub struct Binding<'a> {
     user: &'a UserId,
     provider: ProviderKind,
+    key_id: Option<&'a str>,
 }
 
 impl<'a> Binding<'a> {
-    /// Binds to `user`'s key for `provider`.
+    /// Binds to `user`'s key for `provider`, without a key id: the version-1
+    /// binding, for keys sealed before keys had ids (and for upgrading them).
     #[must_use]
     pub fn new(user: &'a UserId, provider: ProviderKind) -> Self {
-        Self { user, provider }
+        Self {
+            user,
+            provider,
+            key_id: None,
+        }
+    }
+
+    /// Binds to `user`'s key `key_id` for `provider` (envelope version 2).
+    #[must_use]
+    pub fn for_key(user: &'a UserId, provider: ProviderKind, key_id: &'a str) -> Self {
+        Self {
+            user,
+            provider,
+            key_id: Some(key_id),
+        }
+    }
+
+    /// The envelope version this binding seals and opens.
+    pub(crate) fn format(&self) -> u8 {
+        if self.key_id.is_some() {
+            FORMAT_V2
+        } else {
+            FORMAT_V1
+        }
     }
 
     /// The associated data for a blob with header `prefix`.
     pub(crate) fn associated_data(&self, prefix: &[u8]) -> Vec<u8> {
-        let fields = [
+        let mut fields = vec![
             DOMAIN,
             self.user.as_str().as_bytes(),
             self.provider.as_str().as_bytes(),
         ];
+        if let Some(id) = self.key_id {
+            fields.push(id.as_bytes());
+        }
         let mut aad =
             Vec::with_capacity(prefix.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>());
         aad.extend_from_slice(prefix);
@@ -113,9 +146,14 @@ impl SealedKey {
         Some(MasterKeyId::new(u32::from_be_bytes(id)))
     }
 
-    pub(crate) fn v1(key_id: MasterKeyId, nonce: &[u8], ciphertext: &[u8]) -> Self {
+    pub(crate) fn build(
+        format: u8,
+        key_id: MasterKeyId,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Self {
         let mut bytes = Vec::with_capacity(HEADER_LEN + ciphertext.len());
-        bytes.push(FORMAT_V1);
+        bytes.push(format);
         bytes.push(ALG_AES_256_GCM);
         bytes.extend_from_slice(&key_id.get().to_be_bytes());
         bytes.extend_from_slice(nonce);
@@ -123,12 +161,12 @@ impl SealedKey {
         Self(bytes)
     }
 
-    /// Splits a v1 AES-256-GCM envelope into (prefix, nonce, ciphertext+tag),
+    /// Splits a v1 or v2 AES-256-GCM envelope into (prefix, nonce, ciphertext+tag),
     /// or `None` for anything else. Total: never panics on short input.
     pub(crate) fn parts(&self) -> Option<(&[u8], &[u8], &[u8])> {
         let (prefix, rest) = self.0.split_at_checked(PREFIX_LEN)?;
         let (nonce, sealed) = rest.split_at_checked(NONCE_LEN)?;
-        let well_formed = prefix[0] == FORMAT_V1
+        let well_formed = matches!(prefix[0], FORMAT_V1 | FORMAT_V2)
             && prefix[1] == ALG_AES_256_GCM
             // An empty key is never sealed, so a valid blob has at least one byte.
             && sealed.len() > TAG_LEN;
@@ -182,7 +220,7 @@ mod tests {
 
     #[test]
     fn debug_shows_header_not_bytes() {
-        let sealed = SealedKey::v1(MasterKeyId::new(3), &[9; 12], b"ciphertext-bytes-and-tag");
+        let sealed = SealedKey::build(FORMAT_V1, MasterKeyId::new(3), &[9; 12], b"ciphertext-bytes-and-tag");
         assert_eq!(
             format!("{sealed:?}"),
             "SealedKey { version: Some(1), master_key_id: Some(MasterKeyId(3)), len: 42 }"

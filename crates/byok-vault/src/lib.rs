@@ -6,7 +6,7 @@ mod error;
 mod master_key;
 mod vault;
 
-pub use envelope::{ALG_AES_256_GCM, Binding, FORMAT_V1, HEADER_LEN, SealedKey};
+pub use envelope::{ALG_AES_256_GCM, Binding, FORMAT_V1, FORMAT_V2, HEADER_LEN, SealedKey};
 pub use error::{Result, VaultError};
 pub use master_key::{MASTER_KEY_LEN, MasterKey, MasterKeyId};
 pub use vault::KeyVault;

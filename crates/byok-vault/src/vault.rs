@@ -7,7 +7,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use byok_core::ApiKey;
 use zeroize::Zeroizing;
 
-use crate::envelope::{ALG_AES_256_GCM, FORMAT_V1};
+use crate::envelope::ALG_AES_256_GCM;
 use crate::{Binding, MasterKey, MasterKeyId, SealedKey, VaultError};
 
 /// One master key, kept as an initialised cipher so that opening a key does
@@ -97,6 +97,11 @@ impl KeyVault {
     /// to another user or provider.
     pub fn open(&self, sealed: &SealedKey, binding: &Binding<'_>) -> Result<ApiKey, VaultError> {
         let (prefix, nonce, ciphertext) = sealed.parts().ok_or(VaultError::Open)?;
+        // A blob opens only with a binding of its own version: a key bound to
+        // its id never opens without that id.
+        if prefix[0] != binding.format() {
+            return Err(VaultError::Open);
+        }
         let ring_key = sealed
             .master_key_id()
             .and_then(|id| self.find(id))
@@ -138,8 +143,23 @@ impl KeyVault {
         sealed: &SealedKey,
         binding: &Binding<'_>,
     ) -> Result<SealedKey, VaultError> {
-        let key = self.open(sealed, binding)?;
-        self.seal(&key, binding)
+        self.rebind(sealed, binding, binding)
+    }
+
+    /// Opens `sealed` for `from` and seals it for `to` with the active key:
+    /// how a key sealed before keys had ids is bound to its id. The
+    /// plaintext never leaves the vault.
+    ///
+    /// # Errors
+    /// [`VaultError::Open`] when `sealed` does not open for `from`.
+    pub fn rebind(
+        &self,
+        sealed: &SealedKey,
+        from: &Binding<'_>,
+        to: &Binding<'_>,
+    ) -> Result<SealedKey, VaultError> {
+        let key = self.open(sealed, from)?;
+        self.seal(&key, to)
     }
 
     fn find(&self, id: MasterKeyId) -> Option<&RingKey> {
@@ -187,7 +207,7 @@ impl RingKey {
         nonce: &Nonce<<Aes256Gcm as AeadCore>::NonceSize>,
     ) -> Result<SealedKey, VaultError> {
         let mut prefix = [0u8; 6];
-        prefix[0] = FORMAT_V1;
+        prefix[0] = binding.format();
         prefix[1] = ALG_AES_256_GCM;
         prefix[2..].copy_from_slice(&self.id.get().to_be_bytes());
         let aad = binding.associated_data(&prefix);
@@ -201,7 +221,7 @@ impl RingKey {
                 },
             )
             .map_err(|_| VaultError::Seal)?;
-        Ok(SealedKey::v1(self.id, nonce, &ciphertext))
+        Ok(SealedKey::build(prefix[0], self.id, nonce, &ciphertext))
     }
 }
 

@@ -281,3 +281,35 @@ fn no_secret_in_any_debug_or_error_output() {
     );
     assert!(output.contains("[REDACTED]") && output.contains("MasterKey(..)"));
 }
+
+#[test]
+fn a_key_bound_to_its_id_opens_only_with_that_id_and_never_as_version_1() {
+    let vault = KeyVault::new(MasterKeyId::new(1), MasterKey::from_bytes([7; 32]));
+    let alice = UserId::parse("alice").unwrap();
+    let key = ApiKey::parse("sk-proj-abcdefghijklmnop").unwrap();
+    let bound = Binding::for_key(&alice, ProviderKind::OpenAi, "key-1");
+    let sealed = vault.seal(&key, &bound).unwrap();
+    assert_eq!(sealed.format_version(), Some(byok_vault::FORMAT_V2));
+    assert_eq!(
+        vault.open(&sealed, &bound).unwrap().expose_secret(),
+        key.expose_secret()
+    );
+    // Another key's id, no id at all, or a version byte flipped to 1: refused.
+    let other = Binding::for_key(&alice, ProviderKind::OpenAi, "key-2");
+    assert!(vault.open(&sealed, &other).is_err());
+    let legacy = Binding::new(&alice, ProviderKind::OpenAi);
+    assert!(vault.open(&sealed, &legacy).is_err());
+    let mut downgraded = sealed.as_bytes().to_vec();
+    downgraded[0] = byok_vault::FORMAT_V1;
+    assert!(vault.open(&SealedKey::from_bytes(downgraded), &legacy).is_err());
+    // A version-1 blob is upgraded by rebinding, and then opens only with its id.
+    let old = vault.seal(&key, &legacy).unwrap();
+    assert_eq!(old.format_version(), Some(byok_vault::FORMAT_V1));
+    assert!(vault.open(&old, &bound).is_err());
+    let upgraded = vault.rebind(&old, &legacy, &bound).unwrap();
+    assert_eq!(
+        vault.open(&upgraded, &bound).unwrap().expose_secret(),
+        key.expose_secret()
+    );
+    assert!(vault.open(&upgraded, &legacy).is_err());
+}

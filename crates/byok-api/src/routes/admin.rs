@@ -144,3 +144,117 @@ pub(crate) async fn revoke_token(
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// Paging and filtering of the user list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsersQuery {
+    /// Only users whose id starts with this.
+    prefix: Option<String>,
+    /// Continue after this user id (a page's `next_after`).
+    after: Option<String>,
+    /// At most this many users (1 to 500, default 100).
+    limit: Option<u32>,
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserPage {
+    /// In id order.
+    users: Vec<crate::service::UserView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next_after: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/api/admin/users", tag = "admin",
+    params(UsersQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = UserPage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_users(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<UsersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let users = state
+        .service
+        .list_users(
+            &caller.0,
+            query.prefix.as_deref().unwrap_or(""),
+            query.after.as_deref(),
+            limit,
+        )
+        .await?;
+    let full = u32::try_from(users.len()).is_ok_and(|n| n == limit);
+    let next_after = full.then(|| users.last().map(|u| u.id.to_string())).flatten();
+    Ok(HttpResponse::Ok().json(UserPage { users, next_after }))
+}
+
+/// Disable or enable a user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateUserRequest {
+    /// `true` refuses every token of the user (keys and data stay).
+    disabled: bool,
+}
+
+#[utoipa::path(
+    patch, path = "/api/admin/users/{user_id}", tag = "admin",
+    params(("user_id" = String, Path, description = "the user")),
+    request_body = UpdateUserRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "done"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    )
+)]
+pub(crate) async fn update_user(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: JsonBody<UpdateUserRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&path)?;
+    state
+        .service
+        .set_user_disabled(&caller.0, &user, body.0.disabled, &context(&req))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    get, path = "/api/admin/users/{user_id}/tokens", tag = "admin",
+    params(("user_id" = String, Path, description = "the user")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = crate::routes::tokens::TokenList, description = "metadata only, never a secret"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_tokens(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&path)?;
+    if !matches!(caller.0, crate::Principal::Admin { .. }) {
+        return Err(crate::ServiceError::Forbidden.into());
+    }
+    super::tokens::list(req, caller, state, web::Path::from(user.to_string())).await
+}

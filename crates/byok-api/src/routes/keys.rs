@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::http::{ApiError, Caller, ErrorBody, JsonBody, MaybeJsonBody, context};
 use crate::providers::{self, KeyOptions, ProviderInfo};
-use crate::service::{KeyInput, KeyTestReport, KeyView};
+use crate::service::{KeyInput, KeyTarget, KeyTestReport, KeyView};
 
 use super::{provider, user_id};
 
@@ -33,6 +33,9 @@ pub(crate) struct SaveKeyRequest {
     /// Anthropic only: the workspace id (`wrkspc_…`) an identity-linked or
     /// workspace-scoped key must send as `anthropic-workspace-id`.
     workspace_id: Option<String>,
+    /// A label for the key ("team", "project B"); at most 64 characters.
+    /// Left out, a replaced key keeps its label.
+    label: Option<String>,
 }
 
 impl SaveKeyRequest {
@@ -46,6 +49,7 @@ impl SaveKeyRequest {
                 embedding_deployment: self.embedding_deployment,
                 workspace_id: self.workspace_id,
             },
+            label: self.label,
         }
     }
 }
@@ -129,6 +133,7 @@ pub(crate) async fn list_keys(
 
 #[utoipa::path(
     post, path = "/api/user/api-keys/{user_id}/keys/{provider}", tag = "keys",
+    description = "Saves the provider's default (first) key: replaces it, or creates it when the provider has none.",
     params(
         ("user_id" = String, Path, description = "the user"),
         ("provider" = String, Path, description = "openai, deepseek, anthropic, gemini or azure_openai"),
@@ -168,6 +173,7 @@ pub(crate) async fn save_key(
 
 #[utoipa::path(
     post, path = "/api/user/api-keys/{user_id}/keys/{provider}/test", tag = "keys",
+    description = "Tests the provider's default (first) key, or a candidate key without saving it.",
     params(
         ("user_id" = String, Path, description = "the user"),
         ("provider" = String, Path, description = "the provider"),
@@ -193,13 +199,14 @@ pub(crate) async fn test_key(
     let candidate = body.0.map(SaveKeyRequest::into_input);
     let report = state
         .service
-        .test_key(&caller.0, &user, provider, candidate, &context(&req))
+        .test_key(&caller.0, &user, provider, None, candidate, &context(&req))
         .await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
 #[utoipa::path(
     delete, path = "/api/user/api-keys/{user_id}/keys/{provider}", tag = "keys",
+    description = "Deletes every key the user has for the provider.",
     params(
         ("user_id" = String, Path, description = "the user"),
         ("provider" = String, Path, description = "the provider"),
@@ -266,7 +273,8 @@ pub(crate) async fn audit(
 pub(crate) struct WhoAmI {
     /// The user id (absent for an admin token).
     user_id: Option<String>,
-    /// `user` or `admin`.
+    /// `user`, `admin` or `service` (a service token that names a user with
+    /// `X-BYOK-User` is that user).
     role: &'static str,
 }
 
@@ -285,6 +293,219 @@ pub(crate) async fn whoami(caller: Caller) -> HttpResponse {
             user_id: None,
             role: "admin",
         },
+        crate::Principal::Service { .. } => WhoAmI {
+            user_id: None,
+            role: "service",
+        },
     };
     HttpResponse::Ok().json(body)
+}
+
+/// Change a key's label, place in its provider's order, weight or switch.
+/// Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateKeyRequest {
+    /// A label; at most 64 characters.
+    label: Option<String>,
+    /// 0 to 1000; lower is tried first. Moving a key to 0 promotes it.
+    position: Option<i32>,
+    /// 1 to 1000: its share of traffic among keys with the same position.
+    weight: Option<i32>,
+    /// Whether routing may use it.
+    enabled: Option<bool>,
+}
+
+fn key_path(
+    path: &(String, String, String),
+) -> Result<(byok_core::UserId, byok_core::ProviderKind, &str), ApiError> {
+    let id = path.2.as_str();
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(crate::ServiceError::KeyNotFound.into());
+    }
+    Ok((user_id(&path.0)?, provider(&path.1)?, id))
+}
+
+#[utoipa::path(
+    post, path = "/api/user/api-keys/{user_id}/keys/{provider}/add", tag = "keys",
+    description = "Adds another key for the provider, last in its order (at most the configured number per provider).",
+    params(
+        ("user_id" = String, Path, description = "the user"),
+        ("provider" = String, Path, description = "openai, deepseek, anthropic, gemini or azure_openai"),
+    ),
+    request_body = SaveKeyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = KeyView, description = "added"),
+        (status = 400, body = ErrorBody, description = "malformed JSON, unknown field or invalid user id"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token's scope does not include key management"),
+        (status = 404, body = ErrorBody, description = "no such user, or unknown provider"),
+        (status = 413, body = ErrorBody, description = "body over 16 KiB"),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "the key or a setting is not acceptable, or the provider has the most keys allowed (`too_many_keys`)"),
+        (status = 503, body = ErrorBody, description = "database busy; nothing was saved"),
+    )
+)]
+pub(crate) async fn add_key(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: JsonBody<SaveKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, provider) = (user_id(&path.0)?, provider(&path.1)?);
+    let (_, view) = state
+        .service
+        .save_key(&caller.0, &user, provider, KeyTarget::New, body.0.into_input(), &context(&req))
+        .await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[utoipa::path(
+    put, path = "/api/user/api-keys/{user_id}/keys/{provider}/{key_id}", tag = "keys",
+    description = "Replaces the secret (and settings) of one key; its id, place and label stay unless given.",
+    params(
+        ("user_id" = String, Path, description = "the user"),
+        ("provider" = String, Path, description = "the provider"),
+        ("key_id" = String, Path, description = "the key's id"),
+    ),
+    request_body = SaveKeyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = KeyView, description = "replaced"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such user, provider or key"),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub(crate) async fn replace_key(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    body: JsonBody<SaveKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, provider, id) = key_path(&path)?;
+    let (_, view) = state
+        .service
+        .save_key(
+            &caller.0,
+            &user,
+            provider,
+            KeyTarget::Id(id.to_owned()),
+            body.0.into_input(),
+            &context(&req),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[utoipa::path(
+    patch, path = "/api/user/api-keys/{user_id}/keys/{provider}/{key_id}", tag = "keys",
+    description = "Changes a key's label, position (0 promotes it to the provider's default), weight or on/off switch.",
+    params(
+        ("user_id" = String, Path, description = "the user"),
+        ("provider" = String, Path, description = "the provider"),
+        ("key_id" = String, Path, description = "the key's id"),
+    ),
+    request_body = UpdateKeyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = KeyView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "a label, position or weight out of range"),
+    )
+)]
+pub(crate) async fn update_key(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    body: JsonBody<UpdateKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, provider, id) = key_path(&path)?;
+    let body = body.0;
+    let changes = byok_store::keys::KeyChanges {
+        label: body.label,
+        position: body.position,
+        weight: body.weight,
+        enabled: body.enabled,
+    };
+    let view = state
+        .service
+        .update_key(&caller.0, &user, provider, id, changes, &context(&req))
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[utoipa::path(
+    delete, path = "/api/user/api-keys/{user_id}/keys/{provider}/{key_id}", tag = "keys",
+    params(
+        ("user_id" = String, Path, description = "the user"),
+        ("provider" = String, Path, description = "the provider"),
+        ("key_id" = String, Path, description = "the key's id"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "deleted; the sealed key is gone"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_key_by_id(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, provider, id) = key_path(&path)?;
+    state
+        .service
+        .delete_key_by_id(&caller.0, &user, provider, id, &context(&req))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post, path = "/api/user/api-keys/{user_id}/keys/{provider}/{key_id}/test", tag = "keys",
+    description = "Tests one stored key with its provider's cheapest authenticated call; the result is recorded on the key.",
+    params(
+        ("user_id" = String, Path, description = "the user"),
+        ("provider" = String, Path, description = "the provider"),
+        ("key_id" = String, Path, description = "the key's id"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = KeyTestReport, description = "the provider was asked; `status` says what it answered"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many tests; see Retry-After"),
+    )
+)]
+pub(crate) async fn test_key_by_id(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, provider, id) = key_path(&path)?;
+    let report = state
+        .service
+        .test_key(&caller.0, &user, provider, Some(id), None, &context(&req))
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
 }

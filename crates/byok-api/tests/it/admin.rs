@@ -25,6 +25,7 @@ async fn spend(app: &TestApp, user: &str) {
         cost_source: byok_core::CostSource::Exact,
         door: "chat".to_owned(),
         record_key: None,
+        token_id: None,
         attempts: 1,
         latency_ms: 10,
         outcome: "success".to_owned(),

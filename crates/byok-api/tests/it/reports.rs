@@ -35,6 +35,7 @@ fn record(
         cost_source: byok_core::CostSource::Exact,
         door: "chat".to_owned(),
         record_key: None,
+        token_id: None,
         attempts: 1,
         latency_ms: 100,
         outcome: "success".to_owned(),
@@ -121,18 +122,24 @@ async fn services_and_status_reflect_keys_and_health(db: TestDb) {
     let token = app.create_user("alice").await;
     app.save_key(&token, "alice", "openai", key_body(&openai_key("s")))
         .await;
-    app.save_key(
-        &token,
-        "alice",
-        "gemini",
-        key_body(&format!("AIza{}", "s".repeat(35))),
-    )
-    .await;
+    let saved: serde_json::Value = app
+        .save_key(
+            &token,
+            "alice",
+            "gemini",
+            key_body(&format!("AIza{}", "s".repeat(35))),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let gemini_key = saved["id"].as_str().unwrap().to_owned();
     let alice = UserId::parse("alice").unwrap();
     for _ in 0..3 {
-        app.service.health().record(
+        app.service.health().record_key(
             &alice,
             ProviderKind::Gemini,
+            &gemini_key,
             byok_router::Outcome::Failure { retry_after: None },
             std::time::Instant::now(),
         );

@@ -62,13 +62,23 @@ pub(crate) async fn put_key_with(
     settings: KeySettings,
 ) -> Result<PutOutcome, byok_store::StoreError> {
     let key = ApiKey::parse(raw).unwrap();
-    let sealed = vault.seal(&key, &Binding::new(owner, provider)).unwrap();
+    // The provider's default key is replaced; a new key gets a new id.
+    let o = owner.clone();
+    let id = store
+        .run(move |conn| keys::default_id(conn, &o, provider))
+        .await?
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let sealed = vault
+        .seal(&key, &Binding::for_key(owner, provider, &id))
+        .unwrap();
     let masked = key.masked();
     let owner = owner.clone();
     let master_key_id = vault.active_key_id().get();
     store
         .run(move |conn| {
             let new = NewProviderKey {
+                id: &id,
+                label: None,
                 user_id: &owner,
                 provider,
                 sealed_key: sealed.as_bytes(),
@@ -98,10 +108,10 @@ pub(crate) async fn open_key(
         .run(move |conn| keys::get(conn, &o, provider))
         .await
         .unwrap()?;
-    let sealed = byok_vault::SealedKey::from_bytes(stored.sealed_key);
+    let sealed = byok_vault::SealedKey::from_bytes(stored.sealed_key.clone());
     Some(
         vault
-            .open(&sealed, &Binding::new(owner, provider))
+            .open(&sealed, &Binding::for_key(owner, provider, &stored.id))
             .unwrap()
             .expose_secret()
             .to_owned(),

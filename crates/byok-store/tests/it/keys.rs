@@ -164,7 +164,10 @@ async fn test_results_are_recorded_and_reset_by_a_replace(db: TestDb) {
     let (a, t) = (alice.clone(), test.clone());
     assert!(
         store
-            .run(move |c| keys::record_test(c, &a, ProviderKind::OpenAi, &t, &event(&a)))
+            .run(move |c| {
+                let key = keys::get(c, &a, ProviderKind::OpenAi)?.unwrap();
+                keys::record_test_if_unchanged(c, &key.id, &key.sealed_key, &t, &event(&a))
+            })
             .await
             .unwrap()
     );
@@ -197,7 +200,9 @@ async fn test_results_are_recorded_and_reset_by_a_replace(db: TestDb) {
     );
     assert!(
         !store
-            .run(move |c| keys::record_test(c, &a, ProviderKind::Gemini, &t, &event(&a)))
+            .run(move |c| {
+                keys::record_test_if_unchanged(c, "no-such-key", b"sealed", &t, &event(&a))
+            })
             .await
             .unwrap()
     );
@@ -271,7 +276,7 @@ async fn rewrap_work_list_and_compare_and_set(db: TestDb) {
         let resealed = rotated
             .reseal(
                 &sealed,
-                &byok_vault::Binding::new(&row.user_id, row.provider),
+                &byok_vault::Binding::for_key(&row.user_id, row.provider, &row.id),
             )
             .unwrap();
         let user = row.user_id.clone();

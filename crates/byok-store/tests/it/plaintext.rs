@@ -63,6 +63,7 @@ async fn no_plaintext_key_reaches_the_database(db: TestDb) {
                     id: "tok_1",
                     role: TokenRole::User(a.clone()),
                     secret_hash: &hash,
+                    meta: byok_store::tokens::TokenMeta::default(),
                 },
                 &event,
                 byok_store::now(),
