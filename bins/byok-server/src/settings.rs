@@ -80,6 +80,18 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "max_keys_per_provider",
+        secret: false,
+    },
+    Setting {
+        key: "cors_origins",
+        secret: false,
+    },
+    Setting {
+        key: "frame_ancestors",
+        secret: false,
+    },
+    Setting {
         key: "gateway_deadline_secs",
         secret: false,
     },
@@ -208,6 +220,12 @@ pub(crate) struct Settings {
     pub body_read_timeout_secs: u64,
     /// Requests in flight at once from one client address.
     pub max_requests_per_address: usize,
+    /// Most keys a user may keep per provider.
+    pub max_keys_per_provider: u32,
+    /// Origins allowed to call the user routes from a browser (CORS).
+    pub cors_origins: Vec<String>,
+    /// Origins allowed to frame the settings page (CSP `frame-ancestors`).
+    pub frame_ancestors: Vec<String>,
 }
 
 impl Settings {
@@ -594,6 +612,20 @@ impl Layered {
         )?;
         let max_requests_per_address =
             self.number("max_requests_per_address", 256usize, "use a whole number")?;
+        let max_keys_per_provider = self.number(
+            "max_keys_per_provider",
+            byok_api::service::DEFAULT_MAX_KEYS_PER_PROVIDER,
+            "use a whole number from 1",
+        )?;
+        if max_keys_per_provider == 0 {
+            return Err(bad(
+                "max_keys_per_provider",
+                "0 would refuse every key".to_owned(),
+                "use a whole number from 1",
+            ));
+        }
+        let cors_origins = self.origins("cors_origins")?;
+        let frame_ancestors = self.origins("frame_ancestors")?;
         Ok(Settings {
             bind,
             database_url,
@@ -612,7 +644,30 @@ impl Layered {
             usage_batch_window_ms,
             body_read_timeout_secs,
             max_requests_per_address,
+            max_keys_per_provider,
+            cors_origins,
+            frame_ancestors,
         })
+    }
+
+    /// A list of web origins (`https://app.example.com`), separated by
+    /// commas or spaces; never a wildcard.
+    fn origins(&mut self, key: &str) -> Result<Vec<String>, SettingsError> {
+        let Some(text) = self.plain(key) else {
+            return Ok(Vec::new());
+        };
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|o| !o.is_empty())
+            .map(|origin| {
+                byok_api::cors::parse_origin(origin).ok_or_else(|| {
+                    bad(
+                        key,
+                        format!("`{origin}` is not an origin"),
+                        "list origins as scheme://host[:port] (no path, no wildcard), separated by commas",
+                    )
+                })
+            })
+            .collect()
     }
 }
 

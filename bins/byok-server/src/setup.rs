@@ -167,7 +167,9 @@ pub(crate) async fn service(settings: &Settings) -> anyhow::Result<(KeyService, 
             "BYOK_ALLOW_PRIVATE_ENDPOINTS is on: Azure endpoints may point at any host, including internal ones"
         );
     }
-    let mut service = KeyService::new(store, Arc::new(vault)).with_providers(&clients);
+    let mut service = KeyService::new(store, Arc::new(vault))
+        .with_providers(&clients)
+        .with_max_keys_per_provider(settings.max_keys_per_provider);
     if let Some(token) = &settings.admin_token {
         service = service.with_admin_token(token);
     }
@@ -229,6 +231,10 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
             settings.max_requests_per_address.max(1),
         )
         .shutdown_timeout(Duration::from_secs(settings.shutdown_timeout_secs))
+        .browser_access(byok_api::cors::BrowserAccess::new(
+            settings.cors_origins.clone(),
+            settings.frame_ancestors.clone(),
+        ))
         .start(listener)?;
     let writer_task = actix_web::rt::spawn(started.usage_task);
     started.server.await?;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use byok_core::{
-    KeyStatus,
     ApiKey, Capability, ChatChunk, ChatRequest, ChatResponse, CostReport, CostSource,
-    EmbeddingRequest, EmbeddingResponse, ProviderKind, ReasoningEffort, Unsupported, Usage, UserId,
+    EmbeddingRequest, EmbeddingResponse, KeyStatus, ProviderKind, ReasoningEffort, Unsupported,
+    Usage, UserId,
 };
 use byok_providers::{ChatProvider, ChatStream, Credentials, ProviderError};
 use byok_router::{
@@ -443,11 +443,7 @@ impl Gateway {
         }
         if let Some(model) = model
             && scope.providers.is_some()
-            && self
-                .planner
-                .catalog()
-                .models()
-                .any(|m| m.model == model)
+            && self.planner.catalog().models().any(|m| m.model == model)
             && !self
                 .planner
                 .catalog()
@@ -521,11 +517,12 @@ impl Gateway {
                 .into_iter()
                 .partition(|c| scope.allows_model(&c.model));
             plan.candidates = allowed;
-            plan.skipped.extend(denied.into_iter().map(|c| byok_router::Skipped {
-                provider: c.provider,
-                model: c.model,
-                reason: byok_router::SkipReason::NotInTokenScope,
-            }));
+            plan.skipped
+                .extend(denied.into_iter().map(|c| byok_router::Skipped {
+                    provider: c.provider,
+                    model: c.model,
+                    reason: byok_router::SkipReason::NotInTokenScope,
+                }));
         }
         if plan.candidates.is_empty() {
             let mismatch = plan.skipped.iter().any(|s| s.reason.is_request_mismatch());
@@ -825,7 +822,13 @@ impl Gateway {
                     );
                 }
                 match self
-                    .failed(prepared, stored, candidate.model.clone(), error, &mut attempts)
+                    .failed(
+                        prepared,
+                        stored,
+                        candidate.model.clone(),
+                        error,
+                        &mut attempts,
+                    )
                     .await
                 {
                     AfterFailure::Stop(rejected) => return Err(rejected),

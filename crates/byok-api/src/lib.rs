@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod cors;
 mod error;
 pub mod gateway;
 mod http;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// Requests in flight at once from one client address (IPv6 by /64).
     pub peer_limit: std::sync::Arc<http::PeerLimit>,
+    /// Which web origins may call the user routes and frame the page.
+    pub browser_access: std::sync::Arc<cors::BrowserAccess>,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
             gateway: None,
             body_read_timeout: Duration::from_secs(30),
             peer_limit: std::sync::Arc::new(http::PeerLimit::new(256)),
+            browser_access: std::sync::Arc::default(),
         }
     }
 
@@ -211,6 +215,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                             ),
                     )
                     .default_service(web::to(not_found))
+                    .wrap(from_fn(cors::cors))
                     .wrap(from_fn(http::json_errors))
                     .wrap(from_fn(http::request_log)),
             );
@@ -297,6 +302,7 @@ pub struct Application {
     shutdown_timeout: Duration,
     request_limits: (Duration, usize),
     auth_throttle: Option<AuthThrottle>,
+    browser_access: cors::BrowserAccess,
 }
 
 /// A started application: its server, and its usage writer to run beside it.
@@ -333,7 +339,16 @@ impl Application {
             shutdown_timeout: Duration::from_secs(30),
             request_limits: (Duration::from_secs(30), 256),
             auth_throttle: None,
+            browser_access: cors::BrowserAccess::default(),
         }
+    }
+
+    /// Which web origins may call the user routes from a browser, and which
+    /// may frame the settings page (both none by default).
+    #[must_use]
+    pub fn browser_access(mut self, access: cors::BrowserAccess) -> Self {
+        self.browser_access = access;
+        self
     }
 
     /// The longest a request body may take to arrive, and the most requests
@@ -421,6 +436,7 @@ impl Application {
         if let Some(throttle) = self.auth_throttle {
             state.auth_throttle = std::sync::Arc::new(throttle);
         }
+        state.browser_access = std::sync::Arc::new(self.browser_access);
         let server = server(listener, state.clone(), self.shutdown_timeout)?;
         Ok(Started {
             server,

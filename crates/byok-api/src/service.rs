@@ -278,8 +278,10 @@ impl TokenView {
             status,
             scope: token.meta.scope,
             requests: usage.requests,
-            cost_usd: byok_router::Money::from_picodollars(u64::try_from(usage.picodollars.max(0)).unwrap_or(u64::MAX))
-                .to_usd_string(),
+            cost_usd: byok_router::Money::from_picodollars(
+                u64::try_from(usage.picodollars.max(0)).unwrap_or(u64::MAX),
+            )
+            .to_usd_string(),
             unpriced_requests: usage.unpriced,
         }
     }
@@ -310,7 +312,9 @@ pub struct UserView {
 
 fn check_label(label: Option<&str>) -> Result<()> {
     match label {
-        Some(label) if label.chars().count() > MAX_LABEL_LEN || label.chars().any(char::is_control) => {
+        Some(label)
+            if label.chars().count() > MAX_LABEL_LEN || label.chars().any(char::is_control) =>
+        {
             Err(ServiceError::invalid(
                 "invalid_label",
                 "label must be at most 64 characters, without control characters",
@@ -717,7 +721,9 @@ impl KeyService {
         ctx: &RequestContext,
     ) -> Result<()> {
         match principal {
-            Principal::User { user: me, scope, .. } if me == user => {
+            Principal::User {
+                user: me, scope, ..
+            } if me == user => {
                 if doors.iter().any(|d| scope.allows_door(*d)) {
                     Ok(())
                 } else {
@@ -862,7 +868,11 @@ impl KeyService {
             )
             .user(user)
             .provider(provider);
-        let (u, vault, max) = (user.clone(), Arc::clone(&self.vault), self.max_keys_per_provider);
+        let (u, vault, max) = (
+            user.clone(),
+            Arc::clone(&self.vault),
+            self.max_keys_per_provider,
+        );
         let result = self
             .store
             .run(move |c| {
@@ -1588,7 +1598,12 @@ impl KeyService {
         Self::require_full_token(principal)?;
         self.check_token_request(&request, false)?;
         let issued = self
-            .insert_token(principal.actor(), TokenRole::User(user.clone()), request, ctx)
+            .insert_token(
+                principal.actor(),
+                TokenRole::User(user.clone()),
+                request,
+                ctx,
+            )
             .await?;
         let view = self.token_view(user, &issued.id).await?;
         Ok((issued, view))

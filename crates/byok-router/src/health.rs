@@ -252,7 +252,10 @@ impl HealthTracker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, HashMap<(ProviderKind, Box<str>), Breaker>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<UserId, HashMap<(ProviderKind, Box<str>), Breaker>>>
+    {
         self.breakers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -192,6 +192,44 @@ pub(crate) fn migrate(conn: &mut DbConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Applies the embedded migrations of `conn`'s backend up to and including
+/// the one whose version starts with `last` (such as `2026-11-30-000006`),
+/// and no further: how a test builds a database as an older release left it.
+///
+/// # Errors
+/// A failing migration.
+#[doc(hidden)]
+pub fn migrate_through(conn: &mut DbConnection, last: &str) -> Result<usize, StoreError> {
+    fn through<B: diesel::backend::Backend>(
+        harness: &mut (impl MigrationHarness<B> + diesel::migration::MigrationConnection),
+        source: &EmbeddedMigrations,
+        last: &str,
+    ) -> Result<usize, StoreError> {
+        use diesel::migration::MigrationSource as _;
+        harness.setup().map_err(StoreError::from)?;
+        let wanted: String = last.chars().filter(char::is_ascii_digit).collect();
+        let mut applied = 0;
+        for migration in source.migrations().map_err(StoreError::Migration)? {
+            let version = migration.name().version().to_string();
+            let digits: String = version.chars().filter(char::is_ascii_digit).collect();
+            if digits > wanted {
+                break;
+            }
+            harness
+                .run_migration(&*migration)
+                .map_err(StoreError::Migration)?;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+    match conn {
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(c) => through(c, &SQLITE_MIGRATIONS, last),
+        #[cfg(feature = "postgres")]
+        DbConnection::Postgres(c) => through(c, &POSTGRES_MIGRATIONS, last),
+    }
+}
+
 /// Whether every embedded migration has been applied to `conn`'s database.
 pub(crate) fn migrations_pending(conn: &mut DbConnection) -> Result<bool, StoreError> {
     let pending = match conn {

@@ -14,7 +14,7 @@ pub mod usage;
 pub mod users;
 
 pub use config::{Backend, StoreConfig};
-pub use connection::{DbConnection, write_transaction};
+pub use connection::{DbConnection, migrate_through, write_transaction};
 pub use error::{Result, StoreError};
 pub use store::Store;
 pub use time::now;

@@ -93,7 +93,9 @@ impl TokenScope {
     /// Whether the gateway may use `provider` for the token.
     #[must_use]
     pub fn allows_provider(&self, provider: ProviderKind) -> bool {
-        self.providers.as_ref().is_none_or(|p| p.contains(&provider))
+        self.providers
+            .as_ref()
+            .is_none_or(|p| p.contains(&provider))
     }
 
     /// Whether the gateway may answer with `model` for the token.
@@ -293,7 +295,10 @@ pub fn find_with_owner(
 ///
 /// # Errors
 /// A [`StoreError`] from the database, or [`StoreError::Corrupt`].
-pub fn list_for_user(conn: &mut DbConnection, user: &UserId) -> Result<Vec<StoredToken>, StoreError> {
+pub fn list_for_user(
+    conn: &mut DbConnection,
+    user: &UserId,
+) -> Result<Vec<StoredToken>, StoreError> {
     api_tokens::table
         .filter(api_tokens::user_id.eq(user.as_str()))
         .order((api_tokens::created_at.desc(), api_tokens::id.asc()))

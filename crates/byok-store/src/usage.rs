@@ -241,7 +241,10 @@ pub fn totals_by_token(
         let Some(token) = token else { continue };
         let entry = totals.entry(token).or_default();
         entry.requests += 1;
-        match pico.map(i128::from).or(micro.map(|m| i128::from(m) * 1_000_000)) {
+        match pico
+            .map(i128::from)
+            .or(micro.map(|m| i128::from(m) * 1_000_000))
+        {
             Some(cost) => entry.picodollars += cost,
             None => entry.unpriced += 1,
         }

@@ -99,6 +99,27 @@ pub struct TestApp {
     writer_task: tokio::task::JoinHandle<()>,
 }
 
+/// Less common ways to start a [`TestApp`].
+#[derive(Default)]
+pub struct SpawnOptions {
+    /// The service's clock (token expiry), instead of the system's.
+    pub clock: Option<byok_api::service::Clock>,
+    /// Origins allowed to call the user routes and frame the page.
+    pub browser_access: byok_api::cors::BrowserAccess,
+    /// Most keys per user and provider.
+    pub max_keys_per_provider: Option<u32>,
+}
+
+impl std::fmt::Debug for SpawnOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpawnOptions")
+            .field("clock", &self.clock.is_some())
+            .field("browser_access", &self.browser_access)
+            .field("max_keys_per_provider", &self.max_keys_per_provider)
+            .finish()
+    }
+}
+
 impl TestApp {
     /// Serves `db` with [`test_vault`].
     pub async fn spawn(db: &TestDb) -> Self {
@@ -136,6 +157,7 @@ impl TestApp {
             byok_api::gateway::GatewayLimits::default(),
             byok_api::usage::Durability::Batched,
             None,
+            SpawnOptions::default(),
         )
         .await
     }
@@ -150,6 +172,7 @@ impl TestApp {
             byok_api::gateway::GatewayLimits::default(),
             byok_api::usage::Durability::Strict,
             None,
+            SpawnOptions::default(),
         )
         .await
     }
@@ -168,6 +191,25 @@ impl TestApp {
             limits,
             byok_api::usage::Durability::Batched,
             None,
+            SpawnOptions::default(),
+        )
+        .await
+    }
+
+    /// Serves `db` with [`test_vault`], `providers` and `options`.
+    pub async fn spawn_options(
+        db: &TestDb,
+        providers: byok_providers::ProviderSettings,
+        options: SpawnOptions,
+    ) -> Self {
+        Self::spawn_limited(
+            db,
+            test_vault(),
+            providers,
+            byok_api::gateway::GatewayLimits::default(),
+            byok_api::usage::Durability::Batched,
+            None,
+            options,
         )
         .await
     }
@@ -182,6 +224,7 @@ impl TestApp {
             byok_api::gateway::GatewayLimits::default(),
             byok_api::usage::Durability::Batched,
             Some(throttle),
+            SpawnOptions::default(),
         )
         .await
     }
@@ -193,15 +236,22 @@ impl TestApp {
         limits: byok_api::gateway::GatewayLimits,
         durability: byok_api::usage::Durability,
         throttle: Option<byok_api::AuthThrottle>,
+        options: SpawnOptions,
     ) -> Self {
         capture();
         let store = db.store().await;
-        let service = KeyService::new(store, Arc::new(vault))
+        let mut service = KeyService::new(store, Arc::new(vault))
             .with_admin_token(&SecretString::from(ADMIN_TOKEN.to_owned()))
             .with_providers(
                 &byok_providers::HttpClients::with_lookup(providers, Arc::new(FakeDns))
                     .expect("build HTTP clients"),
             );
+        if let Some(clock) = options.clock {
+            service = service.with_clock(clock);
+        }
+        if let Some(max) = options.max_keys_per_provider {
+            service = service.with_max_keys_per_provider(max);
+        }
         service
             .check_master_keys()
             .await
@@ -214,6 +264,7 @@ impl TestApp {
             application = application.auth_throttle(throttle);
         }
         let started = application
+            .browser_access(options.browser_access)
             .limits(limits)
             .durability(durability)
             .usage_queue(64, 16)
@@ -318,6 +369,31 @@ impl TestApp {
             )
             .await
             .expect("open the stored key")
+            .expose_secret()
+            .to_owned()
+    }
+
+    /// Opens `user`'s stored key `key_id` with [`test_vault`] and the binding
+    /// to its id.
+    ///
+    /// # Panics
+    /// When the key is missing or does not open.
+    pub async fn open_key_by_id(&self, user: &str, key_id: &str) -> String {
+        let (user, id) = (UserId::parse(user).expect("user id"), key_id.to_owned());
+        let stored = self
+            .service
+            .store()
+            .run(move |c| byok_store::keys::get_by_id(c, &user, &id))
+            .await
+            .expect("read the key")
+            .expect("the key exists");
+        let sealed = byok_vault::SealedKey::from_bytes(stored.sealed_key.clone());
+        test_vault()
+            .open(
+                &sealed,
+                &byok_vault::Binding::for_key(&stored.user_id, stored.provider, &stored.id),
+            )
+            .expect("the key opens")
             .expose_secret()
             .to_owned()
     }

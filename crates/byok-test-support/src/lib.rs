@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use byok_store::{Backend, Store, StoreConfig};
 
 mod app;
-pub use app::{ADMIN_TOKEN, FakeDns, TestApp, captured_logs, test_vault};
+pub use app::{ADMIN_TOKEN, FakeDns, SpawnOptions, TestApp, captured_logs, test_vault};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 

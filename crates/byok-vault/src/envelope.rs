@@ -146,12 +146,7 @@ impl SealedKey {
         Some(MasterKeyId::new(u32::from_be_bytes(id)))
     }
 
-    pub(crate) fn build(
-        format: u8,
-        key_id: MasterKeyId,
-        nonce: &[u8],
-        ciphertext: &[u8],
-    ) -> Self {
+    pub(crate) fn build(format: u8, key_id: MasterKeyId, nonce: &[u8], ciphertext: &[u8]) -> Self {
         let mut bytes = Vec::with_capacity(HEADER_LEN + ciphertext.len());
         bytes.push(format);
         bytes.push(ALG_AES_256_GCM);
@@ -220,7 +215,12 @@ mod tests {
 
     #[test]
     fn debug_shows_header_not_bytes() {
-        let sealed = SealedKey::build(FORMAT_V1, MasterKeyId::new(3), &[9; 12], b"ciphertext-bytes-and-tag");
+        let sealed = SealedKey::build(
+            FORMAT_V1,
+            MasterKeyId::new(3),
+            &[9; 12],
+            b"ciphertext-bytes-and-tag",
+        );
         assert_eq!(
             format!("{sealed:?}"),
             "SealedKey { version: Some(1), master_key_id: Some(MasterKeyId(3)), len: 42 }"

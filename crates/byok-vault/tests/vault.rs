@@ -301,7 +301,11 @@ fn a_key_bound_to_its_id_opens_only_with_that_id_and_never_as_version_1() {
     assert!(vault.open(&sealed, &legacy).is_err());
     let mut downgraded = sealed.as_bytes().to_vec();
     downgraded[0] = byok_vault::FORMAT_V1;
-    assert!(vault.open(&SealedKey::from_bytes(downgraded), &legacy).is_err());
+    assert!(
+        vault
+            .open(&SealedKey::from_bytes(downgraded), &legacy)
+            .is_err()
+    );
     // A version-1 blob is upgraded by rebinding, and then opens only with its id.
     let old = vault.seal(&key, &legacy).unwrap();
     assert_eq!(old.format_version(), Some(byok_vault::FORMAT_V1));

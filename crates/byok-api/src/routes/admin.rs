@@ -193,7 +193,9 @@ pub(crate) async fn list_users(
         )
         .await?;
     let full = u32::try_from(users.len()).is_ok_and(|n| n == limit);
-    let next_after = full.then(|| users.last().map(|u| u.id.to_string())).flatten();
+    let next_after = full
+        .then(|| users.last().map(|u| u.id.to_string()))
+        .flatten();
     Ok(HttpResponse::Ok().json(UserPage { users, next_after }))
 }
 

@@ -357,7 +357,14 @@ pub(crate) async fn add_key(
     let (user, provider) = (user_id(&path.0)?, provider(&path.1)?);
     let (_, view) = state
         .service
-        .save_key(&caller.0, &user, provider, KeyTarget::New, body.0.into_input(), &context(&req))
+        .save_key(
+            &caller.0,
+            &user,
+            provider,
+            KeyTarget::New,
+            body.0.into_input(),
+            &context(&req),
+        )
         .await?;
     Ok(HttpResponse::Created().json(view))
 }

@@ -24,6 +24,7 @@ mod key_test;
 mod keys;
 mod leak;
 mod lifecycle;
+mod multikey;
 mod openapi;
 mod reports;
 mod sdk;
