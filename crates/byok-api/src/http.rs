@@ -83,28 +83,31 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of a service error, on every door.
+pub(crate) fn service_status(error: &ServiceError) -> StatusCode {
+    match error {
+        ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ServiceError::Forbidden | ServiceError::Denied { .. } => StatusCode::FORBIDDEN,
+        ServiceError::BadHeader { .. } => StatusCode::BAD_REQUEST,
+        ServiceError::UserNotFound | ServiceError::KeyNotFound | ServiceError::TokenNotFound => {
+            StatusCode::NOT_FOUND
+        }
+        ServiceError::UserExists | ServiceError::KeyUnusable => StatusCode::CONFLICT,
+        ServiceError::Invalid { .. } | ServiceError::InvalidKeyFormat(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        ServiceError::TooManyTests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::Busy | ServiceError::KeyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest { status, .. } => *status,
             Self::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Service(error) => match error {
-                ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
-                ServiceError::Forbidden | ServiceError::Denied { .. } => StatusCode::FORBIDDEN,
-                ServiceError::BadHeader { .. } => StatusCode::BAD_REQUEST,
-                ServiceError::UserNotFound
-                | ServiceError::KeyNotFound
-                | ServiceError::TokenNotFound => StatusCode::NOT_FOUND,
-                ServiceError::UserExists | ServiceError::KeyUnusable => StatusCode::CONFLICT,
-                ServiceError::Invalid { .. } | ServiceError::InvalidKeyFormat(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-                ServiceError::TooManyTests { .. } => StatusCode::TOO_MANY_REQUESTS,
-                ServiceError::Busy | ServiceError::KeyUnavailable => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            Self::Service(error) => service_status(error),
         }
     }
 

@@ -109,14 +109,19 @@ fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse
             Some(attempts),
         ),
         GatewayError::Service(error) => {
-            tracing::error!(%error, "gateway request failed");
-            openai_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal",
-                "internal error",
-                None,
-            )
+            let status = crate::http::service_status(error);
+            if status == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::error!(%error, "gateway request failed");
+                return openai_error(status, "server_error", "internal", "internal error", None);
+            }
+            let kind = match status {
+                StatusCode::UNAUTHORIZED => "authentication_error",
+                StatusCode::FORBIDDEN => "permission_error",
+                StatusCode::NOT_FOUND => "not_found_error",
+                StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+                _ => "invalid_request_error",
+            };
+            openai_error(status, kind, error.code(), &error.to_string(), None)
         }
     }
 }

@@ -28,6 +28,7 @@ mod multikey;
 mod openapi;
 mod reports;
 mod sdk;
+mod tokens;
 
 use serde_json::{Value, json};
 
