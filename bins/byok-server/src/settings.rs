@@ -530,8 +530,8 @@ impl Layered {
         Ok(providers)
     }
 
-    fn into_settings(mut self) -> Result<Settings, SettingsError> {
-        let bind = match self.plain("bind") {
+    fn bind(&mut self) -> Result<SocketAddr, SettingsError> {
+        Ok(match self.plain("bind") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             Some(text) => text.parse().map_err(|_| {
                 bad(
@@ -540,7 +540,11 @@ impl Layered {
                     "use HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
                 )
             })?,
-        };
+        })
+    }
+
+    fn into_settings(mut self) -> Result<Settings, SettingsError> {
+        let bind = self.bind()?;
         let data_dir = PathBuf::from(
             self.plain("data_dir")
                 .unwrap_or_else(|| "./byok-data".to_owned()),
@@ -612,20 +616,7 @@ impl Layered {
         )?;
         let max_requests_per_address =
             self.number("max_requests_per_address", 256usize, "use a whole number")?;
-        let max_keys_per_provider = self.number(
-            "max_keys_per_provider",
-            byok_api::service::DEFAULT_MAX_KEYS_PER_PROVIDER,
-            "use a whole number from 1",
-        )?;
-        if max_keys_per_provider == 0 {
-            return Err(bad(
-                "max_keys_per_provider",
-                "0 would refuse every key".to_owned(),
-                "use a whole number from 1",
-            ));
-        }
-        let cors_origins = self.origins("cors_origins")?;
-        let frame_ancestors = self.origins("frame_ancestors")?;
+        let (max_keys_per_provider, cors_origins, frame_ancestors) = self.access()?;
         Ok(Settings {
             bind,
             database_url,
@@ -648,6 +639,25 @@ impl Layered {
             cors_origins,
             frame_ancestors,
         })
+    }
+
+    /// The key cap and the browser access settings.
+    fn access(&mut self) -> Result<(u32, Vec<String>, Vec<String>), SettingsError> {
+        let max_keys_per_provider = self.number(
+            "max_keys_per_provider",
+            byok_api::service::DEFAULT_MAX_KEYS_PER_PROVIDER,
+            "use a whole number from 1",
+        )?;
+        if max_keys_per_provider == 0 {
+            return Err(bad(
+                "max_keys_per_provider",
+                "0 would refuse every key".to_owned(),
+                "use a whole number from 1",
+            ));
+        }
+        let cors_origins = self.origins("cors_origins")?;
+        let frame_ancestors = self.origins("frame_ancestors")?;
+        Ok((max_keys_per_provider, cors_origins, frame_ancestors))
     }
 
     /// A list of web origins (`https://app.example.com`), separated by

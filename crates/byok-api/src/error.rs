@@ -85,12 +85,13 @@ impl ServiceError {
         match self {
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
-            Self::Denied { code, .. } | Self::BadHeader { code, .. } => code,
             Self::UserNotFound => "user_not_found",
             Self::UserExists => "user_exists",
             Self::KeyNotFound => "key_not_found",
             Self::TokenNotFound => "token_not_found",
-            Self::Invalid { code, .. } => code,
+            Self::Invalid { code, .. }
+            | Self::Denied { code, .. }
+            | Self::BadHeader { code, .. } => code,
             Self::InvalidKeyFormat(_) => "invalid_key_format",
             Self::TooManyTests { .. } => "too_many_tests",
             Self::KeyUnusable => "key_unusable",

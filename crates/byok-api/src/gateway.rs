@@ -305,6 +305,31 @@ fn gateway_caller(
     }
 }
 
+/// One entry per provider for the planner: its first key that is not known
+/// to be bad stands for it.
+fn planner_keys(stored: &[StoredKey]) -> Vec<KeyInfo> {
+    let mut infos: Vec<KeyInfo> = Vec::new();
+    for key in stored {
+        let status = key.last_test.as_ref().map(|t| t.status);
+        match infos.iter_mut().find(|i| i.provider == key.provider) {
+            Some(info) => {
+                if matches!(
+                    info.status,
+                    Some(KeyStatus::Invalid | KeyStatus::Misconfigured | KeyStatus::NoCredit)
+                ) && !known_bad(key)
+                {
+                    info.status = status;
+                }
+            }
+            None => infos.push(KeyInfo {
+                provider: key.provider,
+                status,
+            }),
+        }
+    }
+    infos
+}
+
 /// Key statuses a key is skipped for until it is tested again or replaced.
 fn known_bad(key: &StoredKey) -> bool {
     matches!(
@@ -421,18 +446,13 @@ impl Gateway {
             .collect()
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one planning input each")]
-    async fn prepare(
+    /// Refuses a request for a model the token may not use, or whose
+    /// providers it may not use.
+    fn check_model_scope(
         &self,
-        principal: &Principal,
-        task: &Task,
+        scope: &byok_store::tokens::TokenScope,
         model: Option<&str>,
-        input_tokens: u64,
-        output_budget: u64,
-        preferences: &Preferences,
-        (needs, refused): (&[Capability], &[(ProviderKind, Unsupported)]),
-    ) -> Result<Prepared, GatewayError> {
-        let (user, token_id, scope) = gateway_caller(principal)?;
+    ) -> Result<(), GatewayError> {
         if let Some(model) = model
             && !scope.allows_model(model)
         {
@@ -455,6 +475,22 @@ impl Gateway {
                 "this token may not use the providers that serve that model",
             )));
         }
+        Ok(())
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one planning input each")]
+    async fn prepare(
+        &self,
+        principal: &Principal,
+        task: &Task,
+        model: Option<&str>,
+        input_tokens: u64,
+        output_budget: u64,
+        preferences: &Preferences,
+        (needs, refused): (&[Capability], &[(ProviderKind, Unsupported)]),
+    ) -> Result<Prepared, GatewayError> {
+        let (user, token_id, scope) = gateway_caller(principal)?;
+        self.check_model_scope(scope, model)?;
         let u = user.clone();
         let mut stored = self
             .keys
@@ -463,27 +499,7 @@ impl Gateway {
             .await
             .map_err(ServiceError::from)?;
         stored.retain(|k| k.enabled && scope.allows_provider(k.provider));
-        // One entry per provider for the planner: its first key that is not
-        // known to be bad stands for it.
-        let mut infos: Vec<KeyInfo> = Vec::new();
-        for key in &stored {
-            let status = key.last_test.as_ref().map(|t| t.status);
-            match infos.iter_mut().find(|i| i.provider == key.provider) {
-                Some(info) => {
-                    if matches!(
-                        info.status,
-                        Some(KeyStatus::Invalid | KeyStatus::Misconfigured | KeyStatus::NoCredit)
-                    ) && !known_bad(key)
-                    {
-                        info.status = status;
-                    }
-                }
-                None => infos.push(KeyInfo {
-                    provider: key.provider,
-                    status,
-                }),
-            }
-        }
+        let infos = planner_keys(&stored);
         // A key whose settings cannot serve this task is not a candidate for
         // it (an Azure key without an embedding deployment, for embeddings).
         let mut refused = refused.to_vec();
@@ -566,7 +582,7 @@ impl Gateway {
     /// `provider`'s keys for this request, in the user's order: by
     /// position, keys sharing a position in a random order weighted by their
     /// weights; keys known to be bad (rejected, out of credit) left out.
-    fn keys_for<'p>(&self, prepared: &'p Prepared, provider: ProviderKind) -> Vec<&'p StoredKey> {
+    fn keys_for(prepared: &Prepared, provider: ProviderKind) -> Vec<&StoredKey> {
         let mut keys: Vec<(i32, f64, &StoredKey)> = prepared
             .stored
             .iter()
@@ -758,7 +774,7 @@ impl Gateway {
         let mut attempts = Vec::new();
         'candidates: for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
             let provider = candidate.provider;
-            for stored in self.keys_for(prepared, provider) {
+            for stored in Self::keys_for(prepared, provider) {
                 if tokio::time::Instant::now() >= prepared.deadline {
                     attempts.push(Attempt {
                         provider,

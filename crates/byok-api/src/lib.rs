@@ -139,87 +139,93 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 web::scope("/api")
                     .route("/openapi.json", web::get().to(routes::meta::openapi))
                     .route("/user/whoami", web::get().to(routes::keys::whoami))
-                    .service(
-                        web::scope("/user/api-keys")
-                            .route("/providers", web::get().to(routes::keys::list_providers))
-                            .route("/{user_id}/keys", web::get().to(routes::keys::list_keys))
-                            .service(
-                                web::resource("/{user_id}/keys/{provider}")
-                                    .route(web::post().to(routes::keys::save_key))
-                                    .route(web::delete().to(routes::keys::delete_key)),
-                            )
-                            .route(
-                                "/{user_id}/keys/{provider}/test",
-                                web::post().to(routes::keys::test_key),
-                            )
-                            .route(
-                                "/{user_id}/keys/{provider}/add",
-                                web::post().to(routes::keys::add_key),
-                            )
-                            .service(
-                                web::resource("/{user_id}/keys/{provider}/{key_id}")
-                                    .route(web::put().to(routes::keys::replace_key))
-                                    .route(web::patch().to(routes::keys::update_key))
-                                    .route(web::delete().to(routes::keys::delete_key_by_id)),
-                            )
-                            .route(
-                                "/{user_id}/keys/{provider}/{key_id}/test",
-                                web::post().to(routes::keys::test_key_by_id),
-                            )
-                            .service(
-                                web::resource("/{user_id}/tokens")
-                                    .route(web::get().to(routes::tokens::list))
-                                    .route(web::post().to(routes::tokens::create)),
-                            )
-                            .route(
-                                "/{user_id}/tokens/{token_id}",
-                                web::delete().to(routes::tokens::revoke),
-                            )
-                            .route("/{user_id}/audit", web::get().to(routes::keys::audit))
-                            .route(
-                                "/{user_id}/services",
-                                web::get().to(routes::reports::services),
-                            )
-                            .route("/{user_id}/status", web::get().to(routes::reports::status))
-                            .route("/{user_id}/usage", web::get().to(routes::reports::usage))
-                            .route(
-                                "/{user_id}/requests",
-                                web::get().to(routes::reports::requests),
-                            ),
-                    )
-                    .service(
-                        web::scope("/admin")
-                            .service(
-                                web::resource("/users")
-                                    .route(web::post().to(routes::admin::create_user))
-                                    .route(web::get().to(routes::admin::list_users)),
-                            )
-                            .service(
-                                web::resource("/users/{user_id}")
-                                    .route(web::delete().to(routes::admin::delete_user))
-                                    .route(web::patch().to(routes::admin::update_user)),
-                            )
-                            .service(
-                                web::resource("/users/{user_id}/tokens")
-                                    .route(web::post().to(routes::admin::issue_token))
-                                    .route(web::get().to(routes::admin::list_tokens)),
-                            )
-                            .service(
-                                web::resource("/service-tokens")
-                                    .route(web::get().to(routes::tokens::list_service))
-                                    .route(web::post().to(routes::tokens::create_service)),
-                            )
-                            .route(
-                                "/tokens/{token_id}",
-                                web::delete().to(routes::admin::revoke_token),
-                            ),
-                    )
+                    .service(user_routes())
+                    .service(admin_routes())
                     .default_service(web::to(not_found))
                     .wrap(from_fn(cors::cors))
                     .wrap(from_fn(http::json_errors))
                     .wrap(from_fn(http::request_log)),
             );
     }
+}
+
+/// `/api/user/api-keys/...`: a user's keys, tokens, audit and reports.
+fn user_routes() -> actix_web::Scope {
+    web::scope("/user/api-keys")
+        .route("/providers", web::get().to(routes::keys::list_providers))
+        .route("/{user_id}/keys", web::get().to(routes::keys::list_keys))
+        .service(
+            web::resource("/{user_id}/keys/{provider}")
+                .route(web::post().to(routes::keys::save_key))
+                .route(web::delete().to(routes::keys::delete_key)),
+        )
+        .route(
+            "/{user_id}/keys/{provider}/test",
+            web::post().to(routes::keys::test_key),
+        )
+        .route(
+            "/{user_id}/keys/{provider}/add",
+            web::post().to(routes::keys::add_key),
+        )
+        .service(
+            web::resource("/{user_id}/keys/{provider}/{key_id}")
+                .route(web::put().to(routes::keys::replace_key))
+                .route(web::patch().to(routes::keys::update_key))
+                .route(web::delete().to(routes::keys::delete_key_by_id)),
+        )
+        .route(
+            "/{user_id}/keys/{provider}/{key_id}/test",
+            web::post().to(routes::keys::test_key_by_id),
+        )
+        .service(
+            web::resource("/{user_id}/tokens")
+                .route(web::get().to(routes::tokens::list))
+                .route(web::post().to(routes::tokens::create)),
+        )
+        .route(
+            "/{user_id}/tokens/{token_id}",
+            web::delete().to(routes::tokens::revoke),
+        )
+        .route("/{user_id}/audit", web::get().to(routes::keys::audit))
+        .route(
+            "/{user_id}/services",
+            web::get().to(routes::reports::services),
+        )
+        .route("/{user_id}/status", web::get().to(routes::reports::status))
+        .route("/{user_id}/usage", web::get().to(routes::reports::usage))
+        .route(
+            "/{user_id}/requests",
+            web::get().to(routes::reports::requests),
+        )
+}
+
+/// `/api/admin/...`: users and tokens, for operators.
+fn admin_routes() -> actix_web::Scope {
+    web::scope("/admin")
+        .service(
+            web::resource("/users")
+                .route(web::post().to(routes::admin::create_user))
+                .route(web::get().to(routes::admin::list_users)),
+        )
+        .service(
+            web::resource("/users/{user_id}")
+                .route(web::delete().to(routes::admin::delete_user))
+                .route(web::patch().to(routes::admin::update_user)),
+        )
+        .service(
+            web::resource("/users/{user_id}/tokens")
+                .route(web::post().to(routes::admin::issue_token))
+                .route(web::get().to(routes::admin::list_tokens)),
+        )
+        .service(
+            web::resource("/service-tokens")
+                .route(web::get().to(routes::tokens::list_service))
+                .route(web::post().to(routes::tokens::create_service)),
+        )
+        .route(
+            "/tokens/{token_id}",
+            web::delete().to(routes::admin::revoke_token),
+        )
 }
 
 /// Registers the settings page (`/`, `/settings`, `/assets/...`), for

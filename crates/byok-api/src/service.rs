@@ -887,14 +887,13 @@ impl KeyService {
                                 .id,
                         ),
                     };
-                    let id = match id {
-                        Some(id) => id,
-                        None => {
-                            if keys::count(c, &u, provider)? >= max {
-                                return Err(StoreError::Conflict);
-                            }
-                            uuid::Uuid::new_v4().to_string()
+                    let id = if let Some(id) = id {
+                        id
+                    } else {
+                        if keys::count(c, &u, provider)? >= max {
+                            return Err(StoreError::Conflict);
                         }
+                        uuid::Uuid::new_v4().to_string()
                     };
                     let sealed = vault
                         .seal(&key, &Binding::for_key(&u, provider, &id))
@@ -921,9 +920,10 @@ impl KeyService {
                 self.health.reset_key(user, provider, &stored.id);
                 Ok((outcome, stored.into()))
             }
-            Err(StoreError::NotFound) => Err(match self.user_exists(user).await? {
-                true => ServiceError::KeyNotFound,
-                false => ServiceError::UserNotFound,
+            Err(StoreError::NotFound) => Err(if self.user_exists(user).await? {
+                ServiceError::KeyNotFound
+            } else {
+                ServiceError::UserNotFound
             }),
             Err(StoreError::Conflict) => Err(ServiceError::invalid(
                 "too_many_keys",
@@ -1288,8 +1288,8 @@ impl KeyService {
             Err(error) => (error.key_status(), error.to_string()),
         };
         let answered = !matches!(status, KeyStatus::Unreachable);
-        if stored {
-            let outcome = match &outcome {
+        if let Some((id, _)) = &tested {
+            let health = match &outcome {
                 Ok(()) => byok_router::Outcome::Success {
                     latency: started.elapsed(),
                 },
@@ -1298,10 +1298,8 @@ impl KeyService {
                     retry_after: error.retry_after(),
                 },
             };
-            if let Some((id, _)) = &tested {
-                self.health
-                    .record_key(user, provider, id, outcome, Instant::now());
-            }
+            self.health
+                .record_key(user, provider, id, health, Instant::now());
         }
         let event = ctx
             .event(

@@ -212,8 +212,11 @@ impl HealthSnapshot {
 #[derive(Debug)]
 pub struct HealthTracker {
     config: HealthConfig,
-    breakers: Mutex<HashMap<UserId, HashMap<(ProviderKind, Box<str>), Breaker>>>,
+    breakers: Mutex<HashMap<UserId, UserBreakers>>,
 }
+
+/// One user's breakers, by provider and key id.
+type UserBreakers = HashMap<(ProviderKind, Box<str>), Breaker>;
 
 impl Default for HealthTracker {
     fn default() -> Self {
@@ -252,10 +255,7 @@ impl HealthTracker {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<UserId, HashMap<(ProviderKind, Box<str>), Breaker>>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, UserBreakers>> {
         self.breakers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -82,6 +82,7 @@ async fn patch(
     .await
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn a_provider_holds_several_keys_each_addressed_by_its_id(db: TestDb) {
     let app = TestApp::spawn_options(
         &db,
@@ -424,6 +425,7 @@ impl Respond for RotatingProvider {
     }
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn rotation_with_overlap_fails_no_request(db: TestDb) {
     let mock = MockServer::start().await;
     let app = Arc::new(TestApp::spawn_with_providers(&db, providers(&mock)).await);
@@ -549,6 +551,7 @@ async fn rotation_with_overlap_fails_no_request(db: TestDb) {
     );
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn existing_keys_become_first_keys_and_are_bound_to_their_ids(db: TestDb) {
     use diesel::connection::SimpleConnection as _;
     use diesel::prelude::*;

@@ -56,6 +56,7 @@ fn openai_answer() -> ResponseTemplate {
     }))
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn users_create_scoped_tokens_that_are_refused_outside_their_scope(db: TestDb) {
     let mock = MockServer::start().await;
     Mock::given(method("POST"))
@@ -284,11 +285,11 @@ async fn an_expired_token_is_refused_like_an_unknown_one(db: TestDb) {
     *now.lock().unwrap() += Duration::minutes(59);
     assert_eq!(whoami(ci.clone()).await.0, 200);
     *now.lock().unwrap() += Duration::minutes(1);
-    let expired = whoami(ci.clone()).await;
+    let after_expiry = whoami(ci.clone()).await;
     let unknown =
         whoami("byok_0123456789abcdef_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB".into()).await;
-    assert_eq!(expired.0, 401);
-    assert_eq!(expired, unknown);
+    assert_eq!(after_expiry.0, 401);
+    assert_eq!(after_expiry, unknown);
     let (_, listed) = send(
         &app,
         reqwest::Method::GET,
@@ -307,6 +308,7 @@ async fn an_expired_token_is_refused_like_an_unknown_one(db: TestDb) {
     );
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn a_service_token_acts_for_the_users_it_names_and_never_as_admin(db: TestDb) {
     let mock = MockServer::start().await;
     Mock::given(method("POST"))
@@ -461,6 +463,7 @@ async fn a_service_token_acts_for_the_users_it_names_and_never_as_admin(db: Test
     assert_eq!(revoked.status(), 401);
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn operators_list_disable_and_delete_users(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let mut tokens = Vec::new();
@@ -490,7 +493,7 @@ async fn operators_list_disable_and_delete_users(db: TestDb) {
     let (_, page) = send(
         &app,
         reqwest::Method::GET,
-        &format!("/api/admin/users?prefix=team_a&limit=1&after=team_a.2"),
+        "/api/admin/users?prefix=team_a&limit=1&after=team_a.2",
         ADMIN_TOKEN,
         None,
     )
@@ -589,6 +592,7 @@ async fn operators_list_disable_and_delete_users(db: TestDb) {
     );
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn browser_access_is_off_unless_the_operator_names_origins(db: TestDb) {
     let preflight = |app: &TestApp, origin: &str| {
         app.client
