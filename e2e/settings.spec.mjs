@@ -13,6 +13,7 @@ const ADMIN = "e2e-admin-token-0123456789abcdef";
 const GOOD_OPENAI = "sk-proj-E2EGOODKEY0123456789abcdefghijklmnop";
 const OTHER_OPENAI = "sk-proj-E2EREPLACED0123456789abcdefghijklmno";
 const BAD_ANTHROPIC = `sk-ant-api03-${"x".repeat(93)}AA`;
+const TEAM_OPENAI = "sk-proj-E2ETEAMKEY0123456789abcdefghijklmnopq";
 const artifacts = path.join(path.dirname(new URL(import.meta.url).pathname), "artifacts");
 rmSync(artifacts, { recursive: true, force: true }); // no stale screenshots
 mkdirSync(artifacts, { recursive: true });
@@ -135,6 +136,31 @@ try {
       await page.click(`${anthropic} .remove-button`);
       await page.waitForSelector(`${anthropic} .badge.none`);
 
+      // A second OpenAI key, labelled, tried after the first; then used first.
+      await page.fill(`${openai} .key`, TEAM_OPENAI);
+      await page.fill(`${openai} .label`, "team");
+      await page.click(`${openai} .add-button`);
+      await page.waitForSelector(`${openai} .key-list .key-row:nth-child(2)`);
+      assert.equal(await page.textContent(`${openai} .key-row:nth-child(2) .key-name`), "team");
+      assert.equal((await page.content()).includes(TEAM_OPENAI), false, "the key is not in the page");
+      await page.click(`${openai} .key-row:nth-child(2) .key-first`);
+      await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "team", `${openai} .key-row:nth-child(1) .key-name`);
+      await page.click(`${openai} .key-row:nth-child(1) .key-test`);
+      await page.waitForSelector(`${openai} .key-row:nth-child(1) .badge.valid`);
+
+      // A token for one tool: shown once, listed with its scope, revocable.
+      await page.fill("#token-label", "CI job");
+      await page.fill("#token-models", "gpt-4o-mini");
+      await page.click("#token-form button[type=submit]");
+      await page.waitForSelector("#token-created:not([hidden])");
+      const secret = await page.textContent("#token-secret");
+      assert.match(secret, /^byok_[0-9a-f]{16}_/);
+      assert.match(await page.textContent("#tokens"), /CI job: gateway; models: gpt-4o-mini; never used/);
+      const scoped = await fetch(`${base}/api/user/api-keys/alice/keys`, { headers: { Authorization: `Bearer ${secret}` } });
+      assert.equal(scoped.status, 403, "a gateway-only token cannot list keys");
+      await page.click('#tokens li:first-child .token-revoke');
+      await page.waitForFunction(() => document.querySelector("#tokens li:first-child").textContent.includes("revoked"));
+
       // A request through the gateway shows up as spend, savings and a bar.
       const answer = await fetch(`${base}/v1/chat/completions`, {
         method: "POST",
@@ -159,7 +185,7 @@ try {
     }
     if (name === "phone") {
       // State from the desktop run is there, and nothing overflows 375 px.
-      await page.waitForSelector('[data-provider="openai"] .badge.untested'); // replaced: untested again
+      await page.waitForSelector('[data-provider="openai"] .key-row:nth-child(1) .badge.valid'); // the team key, tested
       const width = await page.evaluate(() => document.documentElement.scrollWidth);
       assert.ok(width <= 375, `the page is ${width} px wide on a 375 px screen`);
     }

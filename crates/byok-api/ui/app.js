@@ -13,6 +13,9 @@ const ACTION_WORDS = {
   "user.delete": "Account deleted",
   "token.issue": "Token issued",
   "token.revoke": "Token revoked",
+  "user.disable": "Account disabled",
+  "user.enable": "Account enabled",
+  "key.update": "Key order or label changed",
   "auth.failure": "Access refused",
   "key.create": "Key added",
   "key.replace": "Key replaced",
@@ -50,6 +53,11 @@ const ERROR_WORDS = {
   invalid_endpoint: "The endpoint must be https://<resource>.openai.azure.com.",
   too_many_tests: "Too many tests in a minute. Wait a little and try again.",
   too_many_failures: "Too many failed sign-ins from here. Wait a minute.",
+  too_many_keys: "This provider already has the most keys allowed. Remove one first.",
+  invalid_label: "Labels are at most 64 characters.",
+  invalid_expiry: "The expiry date must be in the future.",
+  token_scope_too_narrow: "This token may not manage tokens. Sign in with your main token.",
+  token_door_not_allowed: "This token may not do that.",
   store_busy: "The server is busy. Try again in a moment.",
   internal: "Something went wrong on the server.",
 };
@@ -95,6 +103,8 @@ async function signIn(token) {
 
 function signOut() {
   sessionStorage.removeItem(TOKEN);
+  $("token-secret").textContent = "";
+  show($("token-created"), false);
   user = null;
   $("token").value = "";
   show($("app"), false);
@@ -109,7 +119,54 @@ function badgeFor(key, status) {
   return key.last_test_status || "untested";
 }
 
-function renderCard(info, key, status) {
+function keyName(key, index) {
+  return key.label || `Key ${index + 1}`;
+}
+
+function renderKeyRow(info, key, index, count) {
+  const row = $("key-row-template").content.firstElementChild.cloneNode(true);
+  row.dataset.keyId = key.id;
+  row.classList.toggle("off", !key.enabled);
+  row.querySelector(".key-name").textContent = keyName(key, index);
+  row.querySelector(".key-masked").textContent = key.masked_key;
+  const state = key.enabled ? key.last_test_status || "untested" : "off";
+  const badge = row.querySelector(".key-status");
+  badge.textContent = state === "off" ? "Turned off" : STATUS_WORDS[state];
+  badge.classList.add(state === "off" ? "none" : state);
+  const base = `/api/user/api-keys/${encodeURIComponent(user)}/keys/${info.id}/${key.id}`;
+  const first = row.querySelector(".key-first");
+  show(first, index > 0);
+  first.addEventListener("click", async () => {
+    await api("PATCH", base, { position: 0 });
+    // The others keep their order after it.
+    await refresh(`${keyName(key, index)} is now used first for ${info.display_name}.`, { demote: { provider: info.id, except: key.id } });
+  });
+  const toggle = row.querySelector(".key-toggle");
+  toggle.textContent = key.enabled ? "Turn off" : "Turn on";
+  toggle.addEventListener("click", async () => {
+    await api("PATCH", base, { enabled: !key.enabled });
+    await refresh(`${keyName(key, index)} turned ${key.enabled ? "off" : "on"}.`);
+  });
+  row.querySelector(".key-test").addEventListener("click", async (event) => {
+    event.target.disabled = true;
+    try {
+      const report = await api("POST", `${base}/test`);
+      await refresh(`${keyName(key, index)}: ${STATUS_WORDS[report.status]}. ${report.message}.`);
+    } catch (e) {
+      await refresh(e.message);
+    }
+  });
+  row.querySelector(".key-remove").addEventListener("click", async () => {
+    if (!window.confirm(`Remove ${keyName(key, index)} (${info.display_name})? byok will stop using it.`)) return;
+    await api("DELETE", base);
+    await refresh(`${keyName(key, index)} removed.`);
+  });
+  show(row.querySelector(".key-remove"), count > 1);
+  return row;
+}
+
+function renderCard(info, keys, status) {
+  const key = keys[0];
   const card = $("card-template").content.firstElementChild.cloneNode(true);
   const id = info.id;
   card.dataset.provider = id;
@@ -119,7 +176,12 @@ function renderCard(info, key, status) {
   badge.textContent = STATUS_WORDS[state];
   badge.classList.add(state);
   card.querySelector(".best-for").textContent = `Best for ${info.best_for}.`;
-  card.querySelector(".masked").textContent = key ? `Key ${key.masked_key}` : "No key saved.";
+  card.querySelector(".masked").textContent = !key
+    ? "No key saved."
+    : keys.length > 1 ? `${keys.length} keys, tried in this order:` : `Key ${key.masked_key}${key.label ? ` (${key.label})` : ""}`;
+  const list = card.querySelector(".key-list");
+  show(list, keys.length > 1);
+  keys.forEach((k, index) => list.append(renderKeyRow(info, k, index, keys.length)));
   card.querySelector(".tested").textContent = key && key.last_tested_at
     ? `Last tested ${when(key.last_tested_at)}${key.last_test_latency_ms != null ? `, answered in ${key.last_test_latency_ms} ms` : ""}.`
     : "";
@@ -128,7 +190,12 @@ function renderCard(info, key, status) {
   const keyId = `key-${id}`;
   input.id = keyId;
   card.querySelector(".key-label").htmlFor = keyId;
-  card.querySelector(".key-label").textContent = key ? `Replace the ${info.display_name} key` : `${info.display_name} API key`;
+  card.querySelector(".key-label").textContent = key
+    ? `Replace the first ${info.display_name} key, or add another`
+    : `${info.display_name} API key`;
+  const labelInput = card.querySelector(".label");
+  labelInput.id = `label-${id}`;
+  card.querySelector(".label-label").htmlFor = labelInput.id;
   card.querySelector(".hint").textContent = `Keys ${info.key_format_hint}.`;
   input.placeholder = key ? "paste a new key to replace it" : "paste your key";
   const azure = card.querySelector(".azure");
@@ -145,27 +212,36 @@ function renderCard(info, key, status) {
   const result = card.querySelector(".result");
   const removeButton = card.querySelector(".remove-button");
   const testButton = card.querySelector(".test-button");
+  const addButton = card.querySelector(".add-button");
   show(removeButton, Boolean(key));
-  show(testButton, Boolean(key));
+  show(testButton, keys.length === 1);
+  show(addButton, Boolean(key));
+  removeButton.textContent = keys.length > 1 ? "Remove all" : "Remove";
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
+  const save = async (path, done) => {
     show(error, false);
     const body = { api_key: input.value };
+    if (labelInput.value.trim()) body.label = labelInput.value.trim();
     if (id === "azure_openai") {
       body.endpoint = card.querySelector(".endpoint").value;
       body.deployment = card.querySelector(".deployment").value;
     }
     try {
-      await api("POST", `/api/user/api-keys/${encodeURIComponent(user)}/keys/${id}`, body);
+      await api("POST", path, body);
       input.value = ""; // the key is not kept in the page
-      await refresh(`${info.display_name} key saved.`);
+      await refresh(done);
     } catch (e) {
       input.value = "";
       error.textContent = e.message;
       show(error, true);
     }
+  };
+  const keysPath = `/api/user/api-keys/${encodeURIComponent(user)}/keys/${id}`;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    save(keysPath, `${info.display_name} key saved.`);
   });
+  addButton.addEventListener("click", () => save(`${keysPath}/add`, `Another ${info.display_name} key added; it is tried after the others.`));
 
   testButton.addEventListener("click", async () => {
     testButton.disabled = true;
@@ -184,7 +260,8 @@ function renderCard(info, key, status) {
   });
 
   removeButton.addEventListener("click", async () => {
-    if (!window.confirm(`Remove your ${info.display_name} key? byok will stop using it.`)) return;
+    const what = keys.length > 1 ? `all ${keys.length} ${info.display_name} keys` : `your ${info.display_name} key`;
+    if (!window.confirm(`Remove ${what}? byok will stop using them.`)) return;
     try {
       await api("DELETE", `/api/user/api-keys/${encodeURIComponent(user)}/keys/${id}`);
       await refresh(`${info.display_name} key removed.`);
@@ -274,8 +351,45 @@ function renderAudit(events) {
   }
 }
 
-async function refresh(notice) {
+function renderTokens(tokens) {
+  const list = $("tokens");
+  list.replaceChildren();
+  for (const token of tokens) {
+    const item = document.createElement("li");
+    item.dataset.tokenId = token.id;
+    const doors = token.scope.doors ? token.scope.doors.join(", ") : "everything";
+    const models = token.scope.models ? `; models: ${token.scope.models.join(", ")}` : "";
+    const used = token.last_used_at ? `last used ${when(token.last_used_at)}` : "never used";
+    const expires = token.expires_at ? `; expires ${when(token.expires_at)}` : "";
+    const state = token.status === "active" ? "" : ` — ${token.status}`;
+    item.textContent = `${token.label || "(no label)"}${state}: ${doors}${models}; ${used}${expires}; ${token.requests} requests, $${token.cost_usd}. `;
+    if (token.status === "active") {
+      const revoke = document.createElement("button");
+      revoke.type = "button";
+      revoke.className = "danger token-revoke";
+      revoke.textContent = "Revoke";
+      revoke.addEventListener("click", async () => {
+        if (!window.confirm(`Revoke "${token.label || token.id}"? Tools using it stop working at once.`)) return;
+        await api("DELETE", `/api/user/api-keys/${encodeURIComponent(user)}/tokens/${token.id}`);
+        await refresh(`Token "${token.label || token.id}" revoked.`);
+      });
+      item.append(revoke);
+    }
+    list.append(item);
+  }
+}
+
+async function refresh(notice, options = {}) {
   const base = `/api/user/api-keys/${encodeURIComponent(user)}`;
+  if (options.demote) {
+    // "Use first": the chosen key goes to position 0, the others after it.
+    const listed = await api("GET", `${base}/keys`);
+    const others = listed.keys.filter((k) => k.provider === options.demote.provider && k.id !== options.demote.except);
+    for (const [index, key] of others.entries()) {
+      if (key.position !== index + 1) await api("PATCH", `${base}/keys/${key.provider}/${key.id}`, { position: index + 1 });
+    }
+  }
+  const tokens = api("GET", `${base}/tokens`).catch(() => null);
   const [providers, keys, status, services, usage, audit] = await Promise.all([
     api("GET", "/api/user/api-keys/providers"),
     api("GET", `${base}/keys`),
@@ -301,10 +415,13 @@ async function refresh(notice) {
   const cards = $("cards");
   cards.replaceChildren();
   for (const info of providers.providers) {
-    const key = keys.keys.find((k) => k.provider === info.id);
+    const mine = keys.keys.filter((k) => k.provider === info.id);
     const state = status.providers.find((p) => p.provider === info.id);
-    cards.append(renderCard(info, key, state));
+    cards.append(renderCard(info, mine, state));
   }
+  const listed = await tokens;
+  show($("tokens-panel"), listed !== null);
+  if (listed) renderTokens(listed.tokens);
   renderRoutes(services.tasks);
   renderChart(usage);
   renderAudit(audit.events);
@@ -342,6 +459,39 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   await enter();
 });
 $("sign-out").addEventListener("click", signOut);
+
+$("token-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = $("token-error");
+  show(error, false);
+  const body = { label: $("token-label").value.trim() };
+  const expires = $("token-expires").value;
+  if (expires) body.expires_at = new Date(`${expires}T23:59:59`).toISOString();
+  const doors = [...document.querySelectorAll('#token-form input[name="door"]:checked')].map((c) => c.value);
+  if (doors.length < 3) body.doors = doors;
+  const models = $("token-models").value.split(",").map((m) => m.trim()).filter(Boolean);
+  if (models.length) body.models = models;
+  try {
+    const created = await api("POST", `/api/user/api-keys/${encodeURIComponent(user)}/tokens`, body);
+    $("token-secret").textContent = created.token;
+    show($("token-created"), true);
+    $("token-label").value = "";
+    $("token-models").value = "";
+    await refresh(`Token "${created.label}" created.`);
+  } catch (e) {
+    error.textContent = doors.length === 0 ? "Choose at least one thing the token may use." : e.message;
+    show(error, true);
+  }
+});
+
+$("token-copy").addEventListener("click", async () => {
+  try {
+    await navigator.clipboard.writeText($("token-secret").textContent);
+    $("token-copy").textContent = "Copied";
+  } catch {
+    $("token-copy").textContent = "Select and copy it by hand";
+  }
+});
 
 if (sessionStorage.getItem(TOKEN)) {
   signIn(sessionStorage.getItem(TOKEN)).then(enter).catch(signOut);
