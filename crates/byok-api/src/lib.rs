@@ -283,6 +283,25 @@ pub fn server(
     Ok(server)
 }
 
+/// Writes `auth.failure` rows with detail `refused_in_window:N`, one per
+/// client address whose throttle window ended with more than one refusal,
+/// checking every half window (at most every 30 s).
+async fn refusal_summaries(state: AppState) {
+    let every = (state.auth_throttle.window() / 2)
+        .clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for refused in state.auth_throttle.drain_ended(std::time::Instant::now()) {
+            let ctx = RequestContext::default();
+            if let Err(error) = state.service.audit_refusal_window(refused, &ctx).await {
+                tracing::warn!(%error, "could not record a summary of refused authentications");
+            }
+        }
+    }
+}
+
 /// Everything a byok server runs, wired one way: the binary, the test
 /// harness and embedding programs all build their server here, so what the
 /// tests exercise is the server's own wiring.
@@ -444,6 +463,13 @@ impl Application {
         }
         state.browser_access = std::sync::Arc::new(self.browser_access);
         let server = server(listener, state.clone(), self.shutdown_timeout)?;
+        // Beside the usage writer: a summary row per ended window of refused
+        // authentications, even for an address that never comes back.
+        let upkeep = refusal_summaries(state.clone());
+        let usage_task = async move {
+            futures_util::pin_mut!(usage_task, upkeep);
+            futures_util::future::select(usage_task, upkeep).await;
+        };
         Ok(Started {
             server,
             usage,

@@ -29,6 +29,9 @@ pub struct FixedWindow<K> {
     max: u32,
     window: Duration,
     counts: Mutex<HashMap<K, Window>>,
+    /// Counts of ended windows swept from the map before anyone asked for
+    /// them (bounded: beyond the cap they are added to the last entry).
+    swept: Mutex<Vec<u32>>,
 }
 
 impl<K: Hash + Eq> FixedWindow<K> {
@@ -39,6 +42,44 @@ impl<K: Hash + Eq> FixedWindow<K> {
             max,
             window,
             counts: Mutex::new(HashMap::new()),
+            swept: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Removes the windows that have ended by `now` and returns their
+    /// counts (and those of windows swept earlier), for keys whose window
+    /// held more than one event: what a periodic summary records, so a key
+    /// that never comes back still has its window counted.
+    pub(crate) fn drain_ended(&self, now: Instant) -> Vec<u32> {
+        let mut ended = self
+            .swept
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.retain(|_, w| {
+                let live = now < w.start + self.window;
+                if !live {
+                    ended.push(w.count);
+                }
+                live
+            });
+        }
+        ended.retain(|&n| n > 1);
+        ended
+    }
+
+    fn keep_swept(&self, count: u32) {
+        const CAP: usize = 10_000;
+        if count <= 1 {
+            return;
+        }
+        if let Ok(mut swept) = self.swept.lock() {
+            if swept.len() < CAP {
+                swept.push(count);
+            } else if let Some(last) = swept.last_mut() {
+                *last = last.saturating_add(count);
+            }
         }
     }
 
@@ -69,7 +110,13 @@ impl<K: Hash + Eq> FixedWindow<K> {
             return (0, None);
         };
         if counts.len() >= SWEEP_AT && !counts.contains_key(&key) {
-            counts.retain(|_, w| now < w.start + self.window);
+            counts.retain(|_, w| {
+                let live = now < w.start + self.window;
+                if !live {
+                    self.keep_swept(w.count);
+                }
+                live
+            });
             // Still full of live windows (a flood from many addresses): drop
             // the tenth least recently seen, so a churn of fresh addresses
             // never lifts the block of one that keeps trying, and the cost is
@@ -80,7 +127,9 @@ impl<K: Hash + Eq> FixedWindow<K> {
                 let cut = SWEEP_AT / 10;
                 seen.select_nth_unstable_by_key(cut, |(at, _)| *at);
                 for (_, idle) in seen.into_iter().take(cut) {
-                    counts.remove(&idle);
+                    if let Some(dropped) = counts.remove(&idle) {
+                        self.keep_swept(dropped.count);
+                    }
                 }
             }
         }
@@ -98,6 +147,11 @@ impl<K: Hash + Eq> FixedWindow<K> {
         entry.seen = now;
         entry.count = entry.count.saturating_add(1);
         (entry.count, ended)
+    }
+
+    /// The length of a window.
+    pub(crate) fn window(&self) -> Duration {
+        self.window
     }
 
     /// The most events a key may have in a window.
@@ -181,6 +235,32 @@ mod tests {
         }
         assert!(throttle.blocked(&attacker, at).is_some());
         assert!(throttle.counts.lock().unwrap().len() <= SWEEP_AT);
+    }
+
+    #[test]
+    fn ended_windows_are_drained_once_with_their_counts() {
+        let throttle = AuthThrottle::new(3, Duration::from_secs(60));
+        let (flood, once): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            throttle.record(flood, t0);
+        }
+        throttle.record(once, t0);
+        assert!(
+            throttle
+                .drain_ended(t0 + Duration::from_secs(59))
+                .is_empty(),
+            "still open"
+        );
+        // A single refusal already has its own row; only the flood is summed.
+        assert_eq!(throttle.drain_ended(t0 + Duration::from_secs(60)), vec![50]);
+        assert!(
+            throttle
+                .drain_ended(t0 + Duration::from_secs(61))
+                .is_empty(),
+            "once"
+        );
+        assert_eq!(throttle.blocked(&flood, t0 + Duration::from_secs(61)), None);
     }
 
     #[test]

@@ -149,8 +149,59 @@ async fn revoked_tokens_stop_working(db: TestDb) {
 
 both_backends!(
     repeated_failures_from_one_address_are_throttled,
-    a_flood_is_summed_up_in_one_row_when_its_window_ends
+    a_flood_is_summed_up_in_one_row_when_its_window_ends,
+    a_flood_that_never_comes_back_is_summed_up_too
 );
+
+async fn a_flood_that_never_comes_back_is_summed_up_too(db: TestDb) {
+    let app = TestApp::spawn_throttled(
+        &db,
+        byok_api::AuthThrottle::new(3, std::time::Duration::from_millis(400)),
+    )
+    .await;
+    let url = app.url("/api/user/api-keys/alice/keys");
+    for i in 0..25 {
+        let response = app
+            .client
+            .get(&url)
+            .bearer_auth(format!("byok-guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(response.status().as_u16(), 401 | 429));
+    }
+    let details = || async {
+        app.service
+            .store()
+            .run(|c| {
+                byok_store::audit::list_by_action(
+                    c,
+                    byok_store::audit::AuditAction::AuthFailure,
+                    100,
+                )
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.detail)
+            .collect::<Vec<_>>()
+    };
+    let mut found = details().await;
+    for _ in 0..40 {
+        if found.iter().any(|d| d.starts_with("refused_in_window")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        found = details().await;
+    }
+    // Two rows of their own (the first refusal, the blocking one) and one
+    // summary with the window's total, though the address never returned.
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found.iter().any(|d| d == "refused_in_window:25"),
+        "{found:?}"
+    );
+}
 
 async fn a_flood_is_summed_up_in_one_row_when_its_window_ends(db: TestDb) {
     let app = TestApp::spawn_throttled(
