@@ -311,6 +311,18 @@ pub struct UserView {
 }
 
 fn check_label(label: Option<&str>) -> Result<()> {
+    // Labels are shown in plain text: a key pasted into one is refused.
+    if let Some(label) = label
+        && let Ok(key) = ApiKey::parse(label)
+        && ProviderKind::ALL
+            .iter()
+            .any(|p| byok_providers::key_format::check(*p, &key).is_ok())
+    {
+        return Err(ServiceError::invalid(
+            "label_looks_like_key",
+            "that label looks like an API key; labels are shown in plain text",
+        ));
+    }
     match label {
         Some(label)
             if label.chars().count() > MAX_LABEL_LEN || label.chars().any(char::is_control) =>

@@ -118,6 +118,97 @@ async fn no_key_or_token_reaches_logs_or_responses(db: TestDb) {
             .unwrap();
         record(dump(r).await);
     }
+    // Several keys per provider: add, replace by id, change, test, delete.
+    let extra = format!("sk-proj-CANARYFIVE{tag}");
+    let r = app
+        .client
+        .post(app.url("/api/user/api-keys/alice/keys/openai/add"))
+        .bearer_auth(&token)
+        .json(&json!({"api_key": keys[0], "label": "team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let text = r.text().await.unwrap();
+    record(text.clone());
+    let added: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let id = added["id"].as_str().unwrap().to_owned();
+    let by_id = app.url(&format!("/api/user/api-keys/alice/keys/openai/{id}"));
+    let r = app
+        .client
+        .put(&by_id)
+        .bearer_auth(&token)
+        .json(&key_body(&extra))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    record(dump(r).await);
+    for change in [
+        json!({"position": 0}),
+        json!({"label": extra}),
+        json!({"enabled": false}),
+    ] {
+        let r = app
+            .client
+            .patch(&by_id)
+            .bearer_auth(&token)
+            .json(&change)
+            .send()
+            .await
+            .unwrap();
+        record(dump(r).await);
+    }
+    // A key pasted as a label is refused, not echoed.
+    let r = app
+        .client
+        .patch(&by_id)
+        .bearer_auth(&token)
+        .json(&json!({"label": extra}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = app
+        .client
+        .post(format!("{by_id}/test"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    record(dump(r).await);
+    // Tokens: the secret is in the one response that creates it, never after.
+    let r = app
+        .client
+        .post(app.url("/api/user/api-keys/alice/tokens"))
+        .bearer_auth(&token)
+        .json(&json!({"label": "ci", "doors": ["gateway"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    let scoped = created["token"].as_str().unwrap().to_owned();
+    let r = app
+        .client
+        .get(app.url("/api/user/api-keys/alice/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    record(dump(r).await);
+    // Hostile X-BYOK-User values with a token that may not use it.
+    for named in [keys[0].as_str(), bad_token.as_str(), "alice"] {
+        let r = app
+            .client
+            .get(app.url("/api/user/api-keys/alice/keys"))
+            .bearer_auth(&scoped)
+            .header("X-BYOK-User", named)
+            .send()
+            .await
+            .unwrap();
+        record(dump(r).await);
+    }
     for provider in ["openai", "anthropic", "gemini"] {
         let r = app
             .client
@@ -134,9 +225,12 @@ async fn no_key_or_token_reaches_logs_or_responses(db: TestDb) {
         logs.contains("/api/user/api-keys/{user_id}/keys/{provider}"),
         "the capture must see the request log"
     );
-    let submitted: Vec<&String> = keys.iter().chain([&bad_token]).collect();
+    let submitted: Vec<&String> = keys.iter().chain([&bad_token, &extra]).collect();
     assert_absent(&logs, "logs", &submitted);
-    assert_absent(&logs, "logs", &[&token]);
+    // A token's public id is shown by design; its secret part never.
+    let scoped_secret = scoped[22..].to_owned();
+    assert_absent(&logs, "logs", &[&token, &scoped_secret]);
+    assert_absent(&responses, "a response", &[&scoped_secret]);
     assert_absent(&responses, "a response", &submitted);
     // The user's own token appears only in the one response that issued it.
     assert!(!responses.contains(&token[22..]));

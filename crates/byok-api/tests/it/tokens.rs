@@ -102,6 +102,23 @@ async fn users_create_scoped_tokens_that_are_refused_outside_their_scope(db: Tes
     let (status, error) =
         body(crate::gateway_chat(&app, &ide, &chat("gemini-2.5-flash-lite")).await).await;
     assert_eq!(status, 403, "{error}");
+    let (_, openai_only) = create_token(
+        &app,
+        &full,
+        "alice",
+        json!({"label": "openai only", "providers": ["openai"]}),
+    )
+    .await;
+    let openai_only = openai_only["token"].as_str().unwrap().to_owned();
+    let (status, error) =
+        body(crate::gateway_chat(&app, &openai_only, &chat("gemini-2.5-flash-lite")).await).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (403, Some("provider_not_allowed")),
+        "{error}"
+    );
+    let response = crate::gateway_chat(&app, &openai_only, &chat("auto")).await;
+    assert_eq!(response.headers()["x-byok-provider"], "openai");
     // `auto` routes only to what the token may use (never Gemini, though cheaper).
     let response = crate::gateway_chat(&app, &ide, &chat("auto")).await;
     assert_eq!(response.headers()["x-byok-provider"], "openai");
@@ -240,6 +257,10 @@ async fn users_create_scoped_tokens_that_are_refused_outside_their_scope(db: Tes
         .await
         .unwrap();
     assert_eq!(totals.get(&ide_id).map(|u| u.requests), Some(2));
+    assert!(
+        totals.get(&ide_id).is_some_and(|u| u.picodollars > 0),
+        "{totals:?}"
+    );
 }
 
 async fn an_expired_token_is_refused_like_an_unknown_one(db: TestDb) {
