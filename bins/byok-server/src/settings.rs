@@ -88,6 +88,14 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "default_monthly_budget_usd",
+        secret: false,
+    },
+    Setting {
+        key: "monthly_budget_ceiling_usd",
+        secret: false,
+    },
+    Setting {
         key: "frame_ancestors",
         secret: false,
     },
@@ -226,6 +234,8 @@ pub(crate) struct Settings {
     pub cors_origins: Vec<String>,
     /// Origins allowed to frame the settings page (CSP `frame-ancestors`).
     pub frame_ancestors: Vec<String>,
+    /// Budgets: a default for new users and a ceiling.
+    pub budget_policy: byok_api::service::BudgetPolicy,
 }
 
 impl Settings {
@@ -617,6 +627,7 @@ impl Layered {
         let max_requests_per_address =
             self.number("max_requests_per_address", 256usize, "use a whole number")?;
         let (max_keys_per_provider, cors_origins, frame_ancestors) = self.access()?;
+        let budget_policy = self.budget_policy()?;
         Ok(Settings {
             bind,
             database_url,
@@ -638,6 +649,38 @@ impl Layered {
             max_keys_per_provider,
             cors_origins,
             frame_ancestors,
+            budget_policy,
+        })
+    }
+
+    fn budget_policy(&mut self) -> Result<byok_api::service::BudgetPolicy, SettingsError> {
+        let mut money = |key: &str| -> Result<Option<byok_router::Money>, SettingsError> {
+            self.plain(key)
+                .map(|text| {
+                    byok_router::Money::parse_usd(&text).map_err(|_| {
+                        bad(
+                            key,
+                            format!("`{text}` is not an amount of dollars"),
+                            "write dollars as a decimal, e.g. 5 or 0.50",
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let default_monthly = money("default_monthly_budget_usd")?;
+        let ceiling_monthly = money("monthly_budget_ceiling_usd")?;
+        if let (Some(default), Some(ceiling)) = (default_monthly, ceiling_monthly)
+            && default > ceiling
+        {
+            return Err(bad(
+                "default_monthly_budget_usd",
+                "the default is above the ceiling".to_owned(),
+                "set BYOK_DEFAULT_MONTHLY_BUDGET_USD at or below BYOK_MONTHLY_BUDGET_CEILING_USD",
+            ));
+        }
+        Ok(byok_api::service::BudgetPolicy {
+            default_monthly,
+            ceiling_monthly,
         })
     }
 

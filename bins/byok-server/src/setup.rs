@@ -169,7 +169,8 @@ pub(crate) async fn service(settings: &Settings) -> anyhow::Result<(KeyService, 
     }
     let mut service = KeyService::new(store, Arc::new(vault))
         .with_providers(&clients)
-        .with_max_keys_per_provider(settings.max_keys_per_provider);
+        .with_max_keys_per_provider(settings.max_keys_per_provider)
+        .with_budget_policy(settings.budget_policy);
     if let Some(token) = &settings.admin_token {
         service = service.with_admin_token(token);
     }

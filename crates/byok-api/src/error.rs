@@ -44,6 +44,9 @@ pub enum ServiceError {
     /// No such token.
     #[error("token not found")]
     TokenNotFound,
+    /// No such budget.
+    #[error("budget not found")]
+    BudgetNotFound,
     /// The request was understood but a value is not acceptable.
     #[error("{message}")]
     Invalid {
@@ -89,6 +92,7 @@ impl ServiceError {
             Self::UserExists => "user_exists",
             Self::KeyNotFound => "key_not_found",
             Self::TokenNotFound => "token_not_found",
+            Self::BudgetNotFound => "budget_not_found",
             Self::Invalid { code, .. }
             | Self::Denied { code, .. }
             | Self::BadHeader { code, .. } => code,

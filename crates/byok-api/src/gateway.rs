@@ -90,6 +90,17 @@ pub enum GatewayError {
     AllFailed {
         /// What was tried, in order.
         attempts: Vec<Attempt>,
+        /// When every provider that answered was rate-limiting: how long
+        /// the longest of them asked to wait (the answer is then a `429`).
+        rate_limited: Option<std::time::Duration>,
+    },
+    /// A hard budget has no room for the request on any candidate.
+    #[error("budget exceeded")]
+    BudgetExceeded {
+        /// The budget that refused (the first one met).
+        state: Box<byok_store::budgets::BudgetState>,
+        /// What was tried.
+        attempts: Vec<Attempt>,
     },
     /// A service failure (database, vault).
     #[error(transparent)]
@@ -114,6 +125,8 @@ pub struct Answered<T> {
     pub report: Option<CostReport>,
     /// Every provider tried, in order, the answering one last.
     pub attempts: Vec<Attempt>,
+    /// Soft budgets this answer goes over, in words (for a header).
+    pub budget_warnings: Vec<String>,
 }
 
 /// The model an answer is recorded under, and what it cost.
@@ -238,6 +251,10 @@ struct Served<T> {
     record_key: Option<String>,
     /// The id of the key that answered.
     key_id: String,
+    /// The budget reservation the answer's usage record settles.
+    reservation: Option<String>,
+    /// Soft budgets the answer goes over.
+    budget_warnings: Vec<String>,
 }
 
 /// The gateway: routing, fallback, health and usage over [`KeyService`].
@@ -263,6 +280,13 @@ struct Prepared {
     stored: Vec<StoredKey>,
     plan: RoutePlan,
     at: chrono::DateTime<chrono::Utc>,
+    /// The request's estimated input tokens.
+    input_tokens: u64,
+    /// The request's own output limit, if it set one.
+    max_output: Option<u64>,
+    /// The user's budgets (a request covered by a hard one reserves its
+    /// worst case before each attempt).
+    budgets: Vec<byok_store::budgets::Budget>,
 }
 
 /// What a failed attempt leads to.
@@ -303,6 +327,78 @@ fn gateway_caller(
         })),
         Principal::Admin { .. } => Err(GatewayError::NotAUser),
     }
+}
+
+/// Why no attempt answered: a hard budget (when budgets refused every
+/// candidate that was not skipped anyway), the providers' rate limits, or
+/// failures.
+fn exhausted(
+    attempts: Vec<Attempt>,
+    refused_by: Option<byok_store::budgets::BudgetState>,
+    waits: &[Option<std::time::Duration>],
+) -> GatewayError {
+    if let Some(state) = refused_by
+        && attempts.iter().all(|a| {
+            matches!(
+                a.error,
+                Some("budget_exceeded" | "circuit_open" | "key_unusable")
+            )
+        })
+    {
+        return GatewayError::BudgetExceeded {
+            state: Box::new(state),
+            attempts,
+        };
+    }
+    let rate_limited = rate_limit_wait(&attempts, waits);
+    GatewayError::AllFailed {
+        attempts,
+        rate_limited,
+    }
+}
+
+/// When every attempt that reached a provider was refused for rate limits:
+/// the longest wait they asked for (a second when none said).
+fn rate_limit_wait(
+    attempts: &[Attempt],
+    waits: &[Option<std::time::Duration>],
+) -> Option<std::time::Duration> {
+    let reached: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a.error,
+                Some("circuit_open" | "key_unusable" | "provider_busy" | "budget_exceeded")
+            )
+        })
+        .collect();
+    let all_limited = !reached.is_empty()
+        && reached
+            .iter()
+            .all(|a| a.error == Some("provider_rate_limited"));
+    all_limited.then(|| {
+        waits
+            .iter()
+            .map(|w| w.unwrap_or(std::time::Duration::from_secs(1)))
+            .max()
+            .unwrap_or(std::time::Duration::from_secs(1))
+    })
+}
+
+/// A soft budget an answer goes over, in words (for `X-BYOK-Budget-Warning`).
+fn budget_words(state: &byok_store::budgets::BudgetState) -> String {
+    let limit = state.budget.limit_picodollars.max(1);
+    let used = state.spent.saturating_add(state.reserved);
+    let percent = i128::from(used) * 100 / i128::from(limit);
+    format!(
+        "{}{} budget ${}: {percent}% used",
+        state.budget.period.as_str(),
+        state
+            .budget
+            .provider
+            .map_or(String::new(), |p| format!(" {p}")),
+        Money::from_picodollars(u64::try_from(limit).unwrap_or(0)).to_usd_string()
+    )
 }
 
 /// One entry per provider for the planner: its first key that is not known
@@ -422,7 +518,7 @@ impl Gateway {
             &call.task,
             call.model.as_deref(),
             estimate_tokens(&call.request),
-            budget,
+            (budget, call.request.max_output_tokens.map(u64::from)),
             &call.preferences,
             (&call.request.needs(), &refused),
         )
@@ -485,17 +581,23 @@ impl Gateway {
         task: &Task,
         model: Option<&str>,
         input_tokens: u64,
-        output_budget: u64,
+        (output_budget, max_output): (u64, Option<u64>),
         preferences: &Preferences,
         (needs, refused): (&[Capability], &[(ProviderKind, Unsupported)]),
     ) -> Result<Prepared, GatewayError> {
         let (user, token_id, scope) = gateway_caller(principal)?;
         self.check_model_scope(scope, model)?;
+        self.keys.ensure_ceiling_budget(user).await?;
         let u = user.clone();
-        let mut stored = self
+        let (mut stored, budgets) = self
             .keys
             .store()
-            .run(move |c| keys::list_for_user(c, &u))
+            .run(move |c| {
+                Ok((
+                    keys::list_for_user(c, &u)?,
+                    byok_store::budgets::list_for_user(c, &u)?,
+                ))
+            })
             .await
             .map_err(ServiceError::from)?;
         stored.retain(|k| k.enabled && scope.allows_provider(k.provider));
@@ -509,7 +611,7 @@ impl Gateway {
                 .filter_map(|k| key_cannot_serve(k, task).map(|u| (k.provider, u))),
         );
         let refused = refused.as_slice();
-        let at = now();
+        let at = self.keys.now();
         let mut plan = self.planner.plan(
             &RouteRequest {
                 task,
@@ -576,6 +678,9 @@ impl Gateway {
             stored,
             plan,
             at,
+            input_tokens,
+            max_output,
+            budgets,
         })
     }
 
@@ -600,6 +705,10 @@ impl Gateway {
     fn learn(&self, user: &UserId, key: &StoredKey, error: &ProviderError) {
         let outcome = if error.is_auth_failure() {
             Outcome::KeyRejected
+        } else if let ProviderError::RateLimited { .. } = error {
+            Outcome::RateLimited {
+                retry_after: error.retry_after(),
+            }
         } else if error.is_retryable() {
             Outcome::Failure {
                 retry_after: error.retry_after(),
@@ -704,6 +813,9 @@ impl Gateway {
         attempts: &mut Vec<Attempt>,
     ) -> AfterFailure {
         let provider = key.provider;
+        if matches!(error, ProviderError::Timeout { .. }) {
+            tracing::warn!(%provider, model, "provider attempt timed out; trying the next");
+        }
         self.learn(&prepared.user, key, &error);
         self.metrics.attempt(provider, error.code());
         if error.is_auth_failure() || matches!(error, ProviderError::NoCredit { .. }) {
@@ -772,6 +884,8 @@ impl Gateway {
         ) -> AttemptFuture<'a, T>,
     ) -> Result<Served<T>, GatewayError> {
         let mut attempts = Vec::new();
+        let mut refused_by: Option<byok_store::budgets::BudgetState> = None;
+        let mut waits: Vec<Option<std::time::Duration>> = Vec::new();
         'candidates: for candidate in prepared.plan.candidates.iter().take(MAX_ATTEMPTS) {
             let provider = candidate.provider;
             for stored in Self::keys_for(prepared, provider) {
@@ -802,7 +916,20 @@ impl Gateway {
                 else {
                     continue;
                 };
-                let record_key = self.begin_record(prepared, candidate, (task, door)).await?;
+                let booked = self.book(prepared, candidate, (task, door)).await?;
+                let (reservation, budget_warnings, record_key) = match booked {
+                    Ok(booked) => booked,
+                    Err(state) => {
+                        attempts.push(Attempt {
+                            provider,
+                            model: candidate.model.clone(),
+                            key_id: None,
+                            error: Some("budget_exceeded"),
+                        });
+                        refused_by.get_or_insert(state);
+                        continue 'candidates;
+                    }
+                };
                 let started = Instant::now();
                 let until = prepared
                     .deadline
@@ -822,20 +949,16 @@ impl Gateway {
                             slot,
                             record_key,
                             key_id: stored.id.clone(),
+                            reservation,
+                            budget_warnings,
                         });
                     }
                     Err(error) => error,
                 };
                 drop(slot);
-                if let Some(key) = record_key {
-                    self.usage.discard(key).await;
-                }
-                if matches!(error, ProviderError::Timeout { .. }) {
-                    tracing::warn!(
-                        %provider,
-                        model = candidate.model,
-                        "provider attempt timed out; trying the next"
-                    );
+                self.abandon(reservation, record_key).await;
+                if let ProviderError::RateLimited { .. } = &error {
+                    waits.push(error.retry_after());
                 }
                 match self
                     .failed(
@@ -853,7 +976,111 @@ impl Gateway {
                 }
             }
         }
-        Err(GatewayError::AllFailed { attempts })
+        Err(exhausted(attempts, refused_by, &waits))
+    }
+
+    /// Before an attempt: its budget reservation (or the budget that has no
+    /// room), soft-budget warnings, and in strict durability its
+    /// `incomplete` record.
+    async fn book(
+        &self,
+        prepared: &Prepared,
+        candidate: &Candidate,
+        (task, door): (&Task, &'static str),
+    ) -> Result<
+        Result<(Option<String>, Vec<String>, Option<String>), byok_store::budgets::BudgetState>,
+        GatewayError,
+    > {
+        let (reservation, warnings) = match self.reserve(prepared, candidate).await? {
+            Ok(held) => held,
+            Err(state) => return Ok(Err(state)),
+        };
+        match self.begin_record(prepared, candidate, (task, door)).await {
+            Ok(record_key) => Ok(Ok((reservation, warnings, record_key))),
+            Err(error) => {
+                self.release(reservation).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Reserves `candidate`'s worst-case cost against the user's hard
+    /// budgets covering its provider: the input estimate plus the request's
+    /// output limit (or, without one, the model's largest output) at the
+    /// model's price. `Ok((None, …))` when no budget covers it; `Err` with
+    /// the budget that has no room.
+    async fn reserve(
+        &self,
+        prepared: &Prepared,
+        candidate: &Candidate,
+    ) -> Result<Result<(Option<String>, Vec<String>), byok_store::budgets::BudgetState>, GatewayError>
+    {
+        if !prepared
+            .budgets
+            .iter()
+            .any(|b| b.covers(candidate.provider))
+        {
+            return Ok(Ok((None, Vec::new())));
+        }
+        let catalog = self.planner.catalog();
+        let output = prepared.max_output.unwrap_or_else(|| {
+            catalog
+                .get(candidate.provider, &candidate.model)
+                .and_then(|m| m.max_output)
+                .unwrap_or(DEFAULT_OUTPUT_BUDGET)
+        });
+        let worst = catalog
+            .estimate(
+                candidate.provider,
+                &candidate.model,
+                prepared.input_tokens,
+                output,
+                prepared.at,
+            )
+            .map_or(candidate.estimated_cost, |m| {
+                m.max(candidate.estimated_cost)
+            });
+        let amount = i64::try_from(worst.picodollars()).unwrap_or(i64::MAX);
+        // Past the request's deadline, with room for a delayed usage batch.
+        let expires = prepared.at
+            + chrono::Duration::from_std(self.limits.deadline).unwrap_or_default()
+            + chrono::Duration::minutes(5);
+        let (user, provider, at) = (prepared.user.clone(), candidate.provider, prepared.at);
+        let reserved = self
+            .keys
+            .store()
+            .run(move |c| byok_store::budgets::reserve(c, &user, provider, amount, at, expires))
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(match reserved {
+            byok_store::budgets::Reserved::Held { id, over_soft } => {
+                Ok((Some(id), over_soft.iter().map(budget_words).collect()))
+            }
+            byok_store::budgets::Reserved::Refused(state) => Err(state),
+        })
+    }
+
+    /// After an attempt without an answer: its reservation given back, its
+    /// `incomplete` record removed.
+    async fn abandon(&self, reservation: Option<String>, record_key: Option<String>) {
+        self.release(reservation).await;
+        if let Some(key) = record_key {
+            self.usage.discard(key).await;
+        }
+    }
+
+    /// Gives back a reservation whose attempt got no answer.
+    async fn release(&self, reservation: Option<String>) {
+        let Some(id) = reservation else { return };
+        let released = self
+            .keys
+            .store()
+            .run(move |c| byok_store::budgets::release(c, &id))
+            .await;
+        if let Err(error) = released {
+            // It expires on its own.
+            tracing::warn!(%error, "could not release a budget reservation");
+        }
     }
 
     /// Strict durability: the `incomplete` record written before `candidate`
@@ -1017,6 +1244,8 @@ impl Gateway {
             slot,
             record_key,
             key_id,
+            reservation,
+            budget_warnings,
         } = served;
         // Azure names its model in the stream; the others answer as asked.
         let answered = named.unwrap_or_else(|| {
@@ -1057,6 +1286,7 @@ impl Gateway {
                 request: Arc::new(call.request),
                 record_key,
                 token_id: prepared.token_id.clone(),
+                reservation,
             }),
             gateway: self.clone(),
         };
@@ -1067,6 +1297,7 @@ impl Gateway {
             cost: None,
             report: None,
             attempts,
+            budget_warnings,
         })
     }
 
@@ -1095,7 +1326,7 @@ impl Gateway {
                 &task,
                 model.as_deref(),
                 input,
-                0,
+                (0, Some(0)),
                 preferences,
                 (&[], &refused),
             )
@@ -1164,6 +1395,8 @@ impl Gateway {
             slot,
             record_key,
             key_id,
+            reservation,
+            budget_warnings,
         } = served;
         drop(slot);
         let latency = started.elapsed();
@@ -1188,6 +1421,8 @@ impl Gateway {
             ctx,
         );
         record.token_id = Some(prepared.token_id.clone());
+        // Writing the record settles the reservation to the exact cost.
+        record.reservation_id = reservation;
         if record_key.is_some() {
             // Strict: committed (over the incomplete record) before the answer goes out.
             record.record_key = record_key;
@@ -1205,6 +1440,7 @@ impl Gateway {
             cost,
             report: Some(priced.report),
             attempts,
+            budget_warnings,
         })
     }
 
@@ -1428,6 +1664,7 @@ fn usage_record(
         door: door.to_owned(),
         record_key: None,
         token_id: None,
+        reservation_id: None,
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         outcome: outcome.to_owned(),
@@ -1454,6 +1691,8 @@ struct Pending {
     record_key: Option<String>,
     /// The token the request came with.
     token_id: String,
+    /// The budget reservation the stream's record settles.
+    reservation: Option<String>,
 }
 
 /// A committed stream that keeps the usage it sees, records it once, and
@@ -1515,6 +1754,7 @@ impl Tracked {
         );
         record.record_key = pending.record_key;
         record.token_id = Some(pending.token_id);
+        record.reservation_id = pending.reservation;
         Some((record, priced.report))
     }
 

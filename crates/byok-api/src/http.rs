@@ -89,9 +89,10 @@ pub(crate) fn service_status(error: &ServiceError) -> StatusCode {
         ServiceError::Unauthenticated => StatusCode::UNAUTHORIZED,
         ServiceError::Forbidden | ServiceError::Denied { .. } => StatusCode::FORBIDDEN,
         ServiceError::BadHeader { .. } => StatusCode::BAD_REQUEST,
-        ServiceError::UserNotFound | ServiceError::KeyNotFound | ServiceError::TokenNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        ServiceError::UserNotFound
+        | ServiceError::KeyNotFound
+        | ServiceError::TokenNotFound
+        | ServiceError::BudgetNotFound => StatusCode::NOT_FOUND,
         ServiceError::UserExists | ServiceError::KeyUnusable => StatusCode::CONFLICT,
         ServiceError::Invalid { .. } | ServiceError::InvalidKeyFormat(_) => {
             StatusCode::UNPROCESSABLE_ENTITY

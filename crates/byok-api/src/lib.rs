@@ -186,6 +186,16 @@ fn user_routes() -> actix_web::Scope {
             "/{user_id}/tokens/{token_id}",
             web::delete().to(routes::tokens::revoke),
         )
+        .service(
+            web::resource("/{user_id}/budgets")
+                .route(web::get().to(routes::budgets::list))
+                .route(web::post().to(routes::budgets::create)),
+        )
+        .service(
+            web::resource("/{user_id}/budgets/{budget_id}")
+                .route(web::put().to(routes::budgets::update))
+                .route(web::delete().to(routes::budgets::delete)),
+        )
         .route("/{user_id}/audit", web::get().to(routes::keys::audit))
         .route(
             "/{user_id}/services",
@@ -285,7 +295,8 @@ pub fn server(
 
 /// Writes `auth.failure` rows with detail `refused_in_window:N`, one per
 /// client address whose throttle window ended with more than one refusal,
-/// checking every half window (at most every 30 s).
+/// and releases expired budget reservations, every half throttle window (at
+/// most every 30 s).
 async fn refusal_summaries(state: AppState) {
     let every = (state.auth_throttle.window() / 2)
         .clamp(Duration::from_millis(100), Duration::from_secs(30));
@@ -298,6 +309,18 @@ async fn refusal_summaries(state: AppState) {
             if let Err(error) = state.service.audit_refusal_window(refused, &ctx).await {
                 tracing::warn!(%error, "could not record a summary of refused authentications");
             }
+        }
+        // Budget reservations of requests that never ended (a crash).
+        let now = state.service.now();
+        match state
+            .service
+            .store()
+            .run(move |c| byok_store::budgets::expire(c, now))
+            .await
+        {
+            Ok(0) => {}
+            Ok(expired) => tracing::warn!(expired, "budget reservations expired unsettled"),
+            Err(error) => tracing::warn!(%error, "could not expire budget reservations"),
         }
     }
 }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, keys, meta, reports, tokens};
+use crate::routes::{admin, budgets, keys, meta, reports, tokens};
 
 /// The whole API.
 #[derive(Debug, OpenApi)]
@@ -31,6 +31,10 @@ use crate::routes::{admin, keys, meta, reports, tokens};
         tokens::revoke,
         tokens::list_service,
         tokens::create_service,
+        budgets::list,
+        budgets::create,
+        budgets::update,
+        budgets::delete,
         reports::services,
         reports::status,
         reports::usage,
@@ -48,6 +52,7 @@ use crate::routes::{admin, keys, meta, reports, tokens};
     tags(
         (name = "keys", description = "a user's provider keys"),
         (name = "tokens", description = "a user's own tokens: scoped, expiring, revocable"),
+        (name = "budgets", description = "caps on a user's own spend, per day or month"),
         (name = "admin", description = "users and tokens (admin token)"),
         (name = "routing", description = "the routes, health and spend of a user's providers"),
         (name = "meta", description = "health and this document"),

@@ -106,6 +106,9 @@ pub struct Status {
     /// Models in the user's routes that their provider retires within 30
     /// days (or has retired), in words.
     pub retiring: Vec<String>,
+    /// The user's budgets, with what is spent and reserved in each one's
+    /// current period.
+    pub budgets: Vec<crate::service::BudgetView>,
 }
 
 /// Totals for one group of usage records.
@@ -618,12 +621,14 @@ impl Gateway {
             &configured,
             Utc::now().date_naive(),
         );
+        let budgets = self.keys().budget_states(user).await?;
         Ok(Status {
             configured: providers.iter().filter(|p| p.configured).count(),
             working: providers.iter().filter(|p| p.working).count(),
             spend_this_month_usd: Money::from_picodollars(spend).to_usd_string(),
             providers,
             retiring,
+            budgets,
         })
     }
 

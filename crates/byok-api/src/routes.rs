@@ -2,6 +2,7 @@
 //! answer; nothing else.
 
 pub(crate) mod admin;
+pub(crate) mod budgets;
 pub(crate) mod gateway;
 pub(crate) mod keys;
 pub(crate) mod meta;

@@ -389,6 +389,86 @@ pub struct KeyService {
     /// When each token's `last_used_at` was last written: at most once a
     /// minute per token, so use costs no write per request.
     touched: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+    budget_policy: BudgetPolicy,
+}
+
+/// What an operator decides about budgets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetPolicy {
+    /// A hard monthly budget every new user starts with.
+    pub default_monthly: Option<byok_router::Money>,
+    /// The most a user's monthly budget for all providers may be; with it,
+    /// every user has one (created at the ceiling when missing) and cannot
+    /// remove it.
+    pub ceiling_monthly: Option<byok_router::Money>,
+}
+
+/// A budget to set, as a client sent it.
+#[derive(Debug, Clone)]
+pub struct BudgetInput {
+    /// Per day or month.
+    pub period: byok_store::budgets::Period,
+    /// One provider's spend, or all.
+    pub provider: Option<ProviderKind>,
+    /// The limit in dollars (`"5"`, `"0.50"`).
+    pub limit_usd: String,
+    /// Refuse (`true`) or only flag (`false`) requests over it.
+    pub hard: bool,
+    /// An IANA time zone (`Europe/Paris`); UTC when absent.
+    pub time_zone: Option<String>,
+}
+
+/// A budget and where its current period stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct BudgetView {
+    /// Its id.
+    pub id: String,
+    /// `day` or `month`.
+    #[schema(value_type = String, example = "month")]
+    pub period: byok_store::budgets::Period,
+    /// The provider it covers, or absent for all.
+    #[schema(value_type = Option<String>)]
+    pub provider: Option<ProviderKind>,
+    /// The limit in dollars.
+    pub limit_usd: String,
+    /// Hard (requests over it are refused) or soft (flagged).
+    pub hard: bool,
+    /// The time zone of its days and months.
+    pub time_zone: String,
+    /// Spent in the current period (exact, settled).
+    pub spent_usd: String,
+    /// Reserved by requests in flight.
+    pub reserved_usd: String,
+    /// Spent and reserved, in percent of the limit.
+    pub used_percent: u32,
+    /// When the current period began.
+    pub period_start: DateTime<Utc>,
+    /// When it resets.
+    pub resets_at: DateTime<Utc>,
+}
+
+impl From<byok_store::budgets::BudgetState> for BudgetView {
+    fn from(state: byok_store::budgets::BudgetState) -> Self {
+        let usd = |pico: i64| {
+            byok_router::Money::from_picodollars(u64::try_from(pico.max(0)).unwrap_or(0))
+                .to_usd_string()
+        };
+        let taken = i128::from(state.spent.saturating_add(state.reserved));
+        let limit = i128::from(state.budget.limit_picodollars.max(1));
+        Self {
+            id: state.budget.id,
+            period: state.budget.period,
+            provider: state.budget.provider,
+            limit_usd: usd(state.budget.limit_picodollars),
+            hard: state.budget.hard,
+            time_zone: state.budget.time_zone.name().to_owned(),
+            spent_usd: usd(state.spent),
+            reserved_usd: usd(state.reserved),
+            used_percent: u32::try_from(taken * 100 / limit).unwrap_or(u32::MAX),
+            period_start: state.period.0,
+            resets_at: state.period.1,
+        }
+    }
 }
 
 /// Most keys a user may keep for one provider, unless configured.
@@ -444,7 +524,16 @@ impl KeyService {
             clock: Arc::new(now),
             max_keys_per_provider: DEFAULT_MAX_KEYS_PER_PROVIDER,
             touched: Arc::default(),
+            budget_policy: BudgetPolicy::default(),
         }
+    }
+
+    /// Applies the operator's budget `policy` (a default for new users, a
+    /// ceiling users cannot raise).
+    #[must_use]
+    pub fn with_budget_policy(mut self, policy: BudgetPolicy) -> Self {
+        self.budget_policy = policy;
+        self
     }
 
     /// Reads the time from `clock` (token expiry; tests move it).
@@ -1404,7 +1493,17 @@ impl KeyService {
             })
             .await;
         match result {
-            Ok(()) => Ok(issued),
+            Ok(()) => {
+                if let Some(default) = self
+                    .budget_policy
+                    .default_monthly
+                    .or(self.budget_policy.ceiling_monthly)
+                {
+                    self.insert_budget(Actor::System, user, default, ctx)
+                        .await?;
+                }
+                Ok(issued)
+            }
             Err(StoreError::Conflict) => Err(ServiceError::UserExists),
             Err(other) => Err(other.into()),
         }
@@ -1825,6 +1924,295 @@ impl KeyService {
         } else {
             Err(ServiceError::UserNotFound)
         }
+    }
+
+    fn budget_limit(&self, input: &BudgetInput) -> Result<i64> {
+        let limit = byok_router::Money::parse_usd(&input.limit_usd).map_err(|_| {
+            ServiceError::invalid(
+                "invalid_limit",
+                "limit_usd must be dollars with at most six decimals, such as \"5\" or \"0.50\"",
+            )
+        })?;
+        if input.period == byok_store::budgets::Period::Month
+            && input.provider.is_none()
+            && self
+                .budget_policy
+                .ceiling_monthly
+                .is_some_and(|c| limit > c)
+        {
+            return Err(ServiceError::invalid(
+                "budget_above_ceiling",
+                "the operator caps monthly budgets lower than that",
+            ));
+        }
+        i64::try_from(limit.picodollars())
+            .map_err(|_| ServiceError::invalid("invalid_limit", "limit_usd is too large"))
+    }
+
+    fn time_zone(input: Option<&str>) -> Result<chrono_tz::Tz> {
+        input.map_or(Ok(chrono_tz::UTC), |zone| {
+            zone.parse().map_err(|_| {
+                ServiceError::invalid(
+                    "invalid_time_zone",
+                    "time_zone must be an IANA time zone such as Europe/Paris or UTC",
+                )
+            })
+        })
+    }
+
+    /// `user`'s budgets, each with its current period's spend.
+    ///
+    /// # Errors
+    /// [`ServiceError::UserNotFound`] unless `principal` may act on `user`.
+    pub async fn list_budgets(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        ctx: &RequestContext,
+    ) -> Result<Vec<BudgetView>> {
+        self.authorize(principal, user, &[Door::Keys, Door::Reports], ctx)
+            .await?;
+        self.budget_states(user).await
+    }
+
+    pub(crate) async fn budget_states(&self, user: &UserId) -> Result<Vec<BudgetView>> {
+        self.ensure_ceiling_budget(user).await?;
+        let (u, at) = (user.clone(), self.now());
+        let states = self
+            .store
+            .run(move |c| byok_store::budgets::states(c, &u, None, at))
+            .await?;
+        Ok(states.into_iter().map(BudgetView::from).collect())
+    }
+
+    /// With an operator ceiling, a user without a monthly budget for all
+    /// providers gets one at the ceiling.
+    pub(crate) async fn ensure_ceiling_budget(&self, user: &UserId) -> Result<()> {
+        // Checked per request only when the operator set a ceiling.
+        let Some(ceiling) = self.budget_policy.ceiling_monthly else {
+            return Ok(());
+        };
+        let u = user.clone();
+        let budgets = self
+            .store
+            .run(move |c| byok_store::budgets::list_for_user(c, &u))
+            .await?;
+        if budgets
+            .iter()
+            .any(|b| b.period == byok_store::budgets::Period::Month && b.provider.is_none())
+        {
+            return Ok(());
+        }
+        let created = self
+            .insert_budget(Actor::System, user, ceiling, &RequestContext::default())
+            .await;
+        match created {
+            Ok(_) | Err(ServiceError::Invalid { .. }) => Ok(()), // another request made it
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn insert_budget(
+        &self,
+        actor: Actor,
+        user: &UserId,
+        limit: byok_router::Money,
+        ctx: &RequestContext,
+    ) -> Result<byok_store::budgets::Budget> {
+        let event = ctx
+            .event(actor, AuditAction::BudgetCreate, AuditOutcome::Success)
+            .user(user)
+            .detail("operator_policy");
+        let (u, at) = (user.clone(), self.now());
+        let limit = i64::try_from(limit.picodollars()).unwrap_or(i64::MAX);
+        let result = self
+            .store
+            .run(move |c| {
+                byok_store::budgets::create(
+                    c,
+                    &byok_store::budgets::NewBudget {
+                        user_id: &u,
+                        period: byok_store::budgets::Period::Month,
+                        provider: None,
+                        limit_picodollars: limit,
+                        hard: true,
+                        time_zone: chrono_tz::UTC,
+                    },
+                    &event,
+                    at,
+                )
+            })
+            .await;
+        match result {
+            Ok(budget) => Ok(budget),
+            Err(StoreError::Conflict) => Err(ServiceError::invalid(
+                "budget_exists",
+                "there is already a budget for this period and provider",
+            )),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Sets a budget on `user`'s spend.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a bad limit or time zone, one above the
+    /// operator's ceiling, or a second budget for the same period and
+    /// provider (`budget_exists`).
+    pub async fn create_budget(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        input: BudgetInput,
+        ctx: &RequestContext,
+    ) -> Result<BudgetView> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        let limit = self.budget_limit(&input)?;
+        let zone = Self::time_zone(input.time_zone.as_deref())?;
+        let event = ctx
+            .event(
+                principal.actor(),
+                AuditAction::BudgetCreate,
+                AuditOutcome::Success,
+            )
+            .user(user);
+        let event = match input.provider {
+            Some(p) => event.provider(p),
+            None => event,
+        };
+        let (u, at) = (user.clone(), self.now());
+        let created = self
+            .store
+            .run(move |c| {
+                let budget = byok_store::budgets::create(
+                    c,
+                    &byok_store::budgets::NewBudget {
+                        user_id: &u,
+                        period: input.period,
+                        provider: input.provider,
+                        limit_picodollars: limit,
+                        hard: input.hard,
+                        time_zone: zone,
+                    },
+                    &event,
+                    at,
+                )?;
+                byok_store::budgets::states(c, &u, input.provider, at)
+                    .map(|states| states.into_iter().find(|s| s.budget.id == budget.id))
+            })
+            .await;
+        match created {
+            Ok(Some(state)) => Ok(state.into()),
+            Ok(None) | Err(StoreError::NotFound) => Err(ServiceError::UserNotFound),
+            Err(StoreError::Conflict) => Err(ServiceError::invalid(
+                "budget_exists",
+                "there is already a budget for this period and provider; change it instead",
+            )),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Changes `user`'s budget `id` (limit, kind, time zone; its period and
+    /// provider stay).
+    ///
+    /// # Errors
+    /// As [`KeyService::create_budget`]; [`ServiceError::BudgetNotFound`].
+    pub async fn update_budget(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        id: &str,
+        input: BudgetInput,
+        ctx: &RequestContext,
+    ) -> Result<BudgetView> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        let zone = Self::time_zone(input.time_zone.as_deref())?;
+        let (u, budget_id) = (user.clone(), id.to_owned());
+        let Some(existing) = self
+            .store
+            .run(move |c| byok_store::budgets::get(c, &u, &budget_id))
+            .await?
+        else {
+            return Err(ServiceError::BudgetNotFound);
+        };
+        let limit = self.budget_limit(&BudgetInput {
+            period: existing.period,
+            provider: existing.provider,
+            ..input.clone()
+        })?;
+        let event = ctx
+            .event(
+                principal.actor(),
+                AuditAction::BudgetUpdate,
+                AuditOutcome::Success,
+            )
+            .user(user);
+        let (u, budget_id, at) = (user.clone(), id.to_owned(), self.now());
+        let updated = self
+            .store
+            .run(move |c| {
+                let Some(budget) = byok_store::budgets::update(
+                    c,
+                    &u,
+                    &budget_id,
+                    (limit, input.hard, zone),
+                    &event,
+                    at,
+                )?
+                else {
+                    return Ok(None);
+                };
+                byok_store::budgets::states(c, &u, budget.provider, at)
+                    .map(|states| states.into_iter().find(|s| s.budget.id == budget.id))
+            })
+            .await?;
+        updated
+            .map(BudgetView::from)
+            .ok_or(ServiceError::BudgetNotFound)
+    }
+
+    /// Removes `user`'s budget `id`.
+    ///
+    /// # Errors
+    /// [`ServiceError::BudgetNotFound`]; [`ServiceError::Invalid`]
+    /// (`budget_required`) for the monthly budget an operator ceiling needs.
+    pub async fn delete_budget(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        id: &str,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        let (u, budget_id) = (user.clone(), id.to_owned());
+        let Some(existing) = self
+            .store
+            .run(move |c| byok_store::budgets::get(c, &u, &budget_id))
+            .await?
+        else {
+            return Err(ServiceError::BudgetNotFound);
+        };
+        if self.budget_policy.ceiling_monthly.is_some()
+            && existing.period == byok_store::budgets::Period::Month
+            && existing.provider.is_none()
+        {
+            return Err(ServiceError::invalid(
+                "budget_required",
+                "the operator requires a monthly budget; lower or raise it instead",
+            ));
+        }
+        let event = ctx
+            .event(
+                principal.actor(),
+                AuditAction::BudgetDelete,
+                AuditOutcome::Success,
+            )
+            .user(user);
+        let (u, budget_id, at) = (user.clone(), id.to_owned(), self.now());
+        self.store
+            .run(move |c| byok_store::budgets::delete(c, &u, &budget_id, &event, at))
+            .await?;
+        Ok(())
     }
 
     /// Operator actions that run with the server's own authority (the CLI).

@@ -33,6 +33,14 @@ pub enum Outcome {
     /// The provider rejected the key: skip it until it is replaced or a test
     /// passes.
     KeyRejected,
+    /// The provider (or this key's quota) is rate-limited: a failure that
+    /// opens the circuit at once when the provider says how long to wait,
+    /// and marks it as rate-limited (so the gateway can answer `429` with
+    /// the wait, not an outage).
+    RateLimited {
+        /// The provider's requested delay.
+        retry_after: Option<Duration>,
+    },
 }
 
 /// Breaker tuning.
@@ -110,6 +118,8 @@ struct Breaker {
     consecutive_failures: u32,
     recent: VecDeque<bool>,
     key_rejected: bool,
+    /// Whether the last failure was a rate limit.
+    rate_limited: bool,
     latency_ms: Option<u64>,
 }
 
@@ -121,6 +131,7 @@ impl Breaker {
             consecutive_failures: 0,
             recent: VecDeque::new(),
             key_rejected: false,
+            rate_limited: false,
             latency_ms: None,
         }
     }
@@ -162,6 +173,9 @@ pub struct ProviderHealth {
     pub circuit: Circuit,
     /// Whether the provider rejected the key since it was saved or last passed a test.
     pub key_rejected: bool,
+    /// Whether the last failure was a rate limit (an open circuit then means
+    /// "wait", not "down").
+    pub rate_limited: bool,
     /// Failures among recent calls, in percent.
     pub error_rate_percent: u32,
     /// Recent calls counted.
@@ -175,6 +189,7 @@ impl ProviderHealth {
     pub const UNKNOWN: Self = Self {
         circuit: Circuit::Closed,
         key_rejected: false,
+        rate_limited: false,
         error_rate_percent: 0,
         recent_calls: 0,
         latency_ms: None,
@@ -238,6 +253,7 @@ impl Breaker {
         ProviderHealth {
             circuit,
             key_rejected: self.key_rejected,
+            rate_limited: self.rate_limited,
             error_rate_percent: self.error_rate_percent(),
             recent_calls: self.recent.len(),
             latency_ms: self.latency_ms,
@@ -351,6 +367,7 @@ impl HealthTracker {
                     b.latency_ms = Some(b.latency_ms.map_or(ms, |old| (old * 4 + ms) / 5));
                     b.consecutive_failures = 0;
                     b.key_rejected = false;
+                    b.rate_limited = false;
                     if !matches!(b.state, State::Closed) {
                         b.state = State::Closed;
                         b.openings = 0;
@@ -358,7 +375,8 @@ impl HealthTracker {
                     }
                 }
                 Outcome::KeyRejected => b.key_rejected = true,
-                Outcome::Failure { retry_after } => {
+                Outcome::Failure { retry_after } | Outcome::RateLimited { retry_after } => {
+                    b.rate_limited = matches!(outcome, Outcome::RateLimited { .. });
                     b.consecutive_failures = b.consecutive_failures.saturating_add(1);
                     let trip = match b.state {
                         State::HalfOpen { .. } => true, // the probe failed
@@ -371,7 +389,15 @@ impl HealthTracker {
                         }
                     };
                     if trip {
-                        b.open(&config, now, retry_after);
+                        match (outcome, retry_after) {
+                            // A rate limit with a stated wait: closed again
+                            // exactly when the provider said, not later.
+                            (Outcome::RateLimited { .. }, Some(wait)) => {
+                                b.openings = b.openings.saturating_add(1);
+                                b.state = State::Open { until: now + wait };
+                            }
+                            _ => b.open(&config, now, retry_after),
+                        }
                     }
                     return trip;
                 }
@@ -628,5 +654,32 @@ mod tests {
         );
         tracker.forget_user(&user);
         assert!(tracker.snapshot(&user, t0).providers.is_empty());
+    }
+
+    #[test]
+    fn a_rate_limit_waits_exactly_as_long_as_the_provider_said() {
+        let tracker = HealthTracker::default();
+        let user = alice();
+        let t0 = Instant::now();
+        tracker.record(
+            &user,
+            P,
+            Outcome::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+            },
+            t0,
+        );
+        let health = tracker.snapshot(&user, t0 + Duration::from_secs(2)).get(P);
+        assert!(health.rate_limited);
+        assert_eq!(
+            health.circuit,
+            Circuit::Open {
+                remaining_ms: 5_000
+            }
+        );
+        assert_eq!(
+            tracker.admit(&user, P, t0 + Duration::from_secs(7)),
+            Admission::Probe
+        );
     }
 }

@@ -109,6 +109,31 @@ impl Money {
         self.0
     }
 
+    /// Parses dollars written as a decimal (`"5"`, `"0.50"`), exactly, with
+    /// at most twelve decimals.
+    ///
+    /// # Errors
+    /// [`RouteError::BadPrice`] for anything else.
+    pub fn parse_usd(text: &str) -> Result<Self, RouteError> {
+        let bad = || RouteError::BadPrice(text.to_owned());
+        let (whole, fraction) = match text.trim().split_once('.') {
+            Some((whole, fraction)) if fraction.is_empty() => (whole, "x"), // "1." is not a number
+            Some(parts) => parts,
+            None => (text.trim(), ""),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || !(fraction.is_empty() || digits(fraction)) || fraction.len() > 12 {
+            return Err(bad());
+        }
+        let whole: u64 = whole.parse().map_err(|_| bad())?;
+        let fraction: u64 = format!("{fraction:0<12}").parse().map_err(|_| bad())?;
+        whole
+            .checked_mul(1_000_000_000_000)
+            .and_then(|w| w.checked_add(fraction))
+            .map(Self)
+            .ok_or_else(bad)
+    }
+
     /// In micro-dollars, rounded half up (for storage and reports).
     #[must_use]
     pub const fn micro_usd_rounded(self) -> u64 {
@@ -153,6 +178,33 @@ impl std::iter::Sum for Money {
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "${}", self.to_usd_string())
+    }
+}
+
+#[cfg(test)]
+mod money_parse_tests {
+    use super::Money;
+
+    #[test]
+    fn dollars_parse_exactly() {
+        assert_eq!(
+            Money::parse_usd("5").unwrap().picodollars(),
+            5_000_000_000_000
+        );
+        assert_eq!(Money::parse_usd("0.50").unwrap().to_usd_string(), "0.5");
+        assert_eq!(Money::parse_usd("0.000000000001").unwrap().picodollars(), 1);
+        for bad in [
+            "",
+            "-1",
+            "1.",
+            ".5",
+            "1e3",
+            "0.0000000000001",
+            "5 USD",
+            "99999999999",
+        ] {
+            assert!(Money::parse_usd(bad).is_err(), "{bad}");
+        }
     }
 }
 

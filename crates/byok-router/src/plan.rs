@@ -119,6 +119,11 @@ pub enum SkipReason {
         /// Milliseconds until a probe is allowed.
         remaining_ms: u64,
     },
+    /// The provider asked to wait (rate limited) and the wait is not over.
+    RateLimited {
+        /// Milliseconds until it may be called again.
+        remaining_ms: u64,
+    },
     /// The user excluded the provider.
     Excluded,
     /// The token the request came with may not use this model.
@@ -195,6 +200,11 @@ impl fmt::Display for Skipped {
             SkipReason::CircuitOpen { remaining_ms } => write!(
                 f,
                 "recent failures; retried in {} s",
+                remaining_ms.div_ceil(1000)
+            ),
+            SkipReason::RateLimited { remaining_ms } => write!(
+                f,
+                "rate limited by the provider; retried in {} s",
                 remaining_ms.div_ceil(1000)
             ),
             SkipReason::Excluded => f.write_str("excluded by preference"),
@@ -384,7 +394,11 @@ impl RoutePlanner {
             return Err(SkipReason::KeyInvalid);
         }
         if let crate::Circuit::Open { remaining_ms } = state.circuit {
-            return Err(SkipReason::CircuitOpen { remaining_ms });
+            return Err(if state.rate_limited {
+                SkipReason::RateLimited { remaining_ms }
+            } else {
+                SkipReason::CircuitOpen { remaining_ms }
+            });
         }
         let price = self
             .catalog

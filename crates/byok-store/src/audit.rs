@@ -123,6 +123,12 @@ string_enum! {
         UserEnable => "user.enable",
         /// A provider key's label, order, weight or switch changed.
         KeyUpdate => "key.update",
+        /// A budget was set.
+        BudgetCreate => "budget.create",
+        /// A budget's limit, kind or time zone changed.
+        BudgetUpdate => "budget.update",
+        /// A budget was removed.
+        BudgetDelete => "budget.delete",
         /// A request could not be authenticated or was not allowed.
         AuthFailure => "auth.failure",
         /// A provider key was stored where there was none.

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod budgets;
 mod config;
 mod connection;
 mod error;

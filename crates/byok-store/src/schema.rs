@@ -92,6 +92,40 @@ diesel::table! {
         door -> Text,
         record_key -> Nullable<Text>,
         token_id -> Nullable<Text>,
+        reservation_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    budgets (id) {
+        id -> Text,
+        user_id -> Text,
+        period -> Text,
+        provider -> Text,
+        limit_picodollars -> BigInt,
+        hard -> Bool,
+        time_zone -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    budget_spend (budget_id, period_start) {
+        budget_id -> Text,
+        period_start -> Timestamp,
+        spent_picodollars -> BigInt,
+        reserved_picodollars -> BigInt,
+    }
+}
+
+diesel::table! {
+    budget_reservations (id, budget_id) {
+        id -> Text,
+        budget_id -> Text,
+        period_start -> Timestamp,
+        amount_picodollars -> BigInt,
+        expires_at -> Timestamp,
     }
 }
 
@@ -108,6 +142,9 @@ diesel::joinable!(provider_keys -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     master_key_checks,
     deleted_provider_keys,
+    budgets,
+    budget_spend,
+    budget_reservations,
     users,
     api_tokens,
     provider_keys,

@@ -49,6 +49,9 @@ pub struct UsageRecord {
     /// The public id of the token the request came with (a user's scoped
     /// token, or the service token acting for the user).
     pub token_id: Option<String>,
+    /// The budget reservation this record settles (its request's), if any:
+    /// writing the record settles the user's budgets in the same transaction.
+    pub reservation_id: Option<String>,
     /// How many providers were tried.
     pub attempts: i32,
     /// End-to-end latency.
@@ -66,6 +69,7 @@ pub struct UsageRecord {
 struct UsageRow {
     record_key: Option<String>,
     token_id: Option<String>,
+    reservation_id: Option<String>,
     cost_source: String,
     cache_write_tokens: i64,
     cache_write_1h_tokens: i64,
@@ -101,15 +105,36 @@ pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<
                         .set(&row)
                         .execute(conn)?;
                 if replaced > 0 {
+                    settle_budgets(conn, record)?;
                     continue;
                 }
             }
             diesel::insert_into(usage_records::table)
                 .values(row)
                 .execute(conn)?;
+            settle_budgets(conn, record)?;
         }
         Ok(())
     })
+}
+
+/// Settles the budgets of `record`'s user with its cost (and releases its
+/// reservation), in the record's own transaction.
+fn settle_budgets(conn: &mut DbConnection, record: &UsageRecord) -> Result<(), StoreError> {
+    let cost = record
+        .cost_picodollars
+        .or(record.cost_micro_usd.map(|m| m.saturating_mul(1_000_000)));
+    if cost.is_none() && record.reservation_id.is_none() {
+        return Ok(());
+    }
+    crate::budgets::settle(
+        conn,
+        &record.user_id,
+        record.provider,
+        record.reservation_id.as_deref(),
+        cost,
+        record.created_at,
+    )
 }
 
 /// Removes the record with `key` (an attempt that ended without an answer).
@@ -126,6 +151,7 @@ impl From<&UsageRecord> for UsageRow {
         UsageRow {
             record_key: record.record_key.clone(),
             token_id: record.token_id.clone(),
+            reservation_id: record.reservation_id.clone(),
             cost_source: record.cost_source.as_str().to_owned(),
             cache_write_tokens: record.cache_write_tokens,
             cache_write_1h_tokens: record.cache_write_1h_tokens,
@@ -290,6 +316,7 @@ impl UsageRow {
             door: row.door,
             record_key: row.record_key,
             token_id: row.token_id,
+            reservation_id: row.reservation_id,
             attempts: row.attempts,
             latency_ms: row.latency_ms,
             outcome: row.outcome,

@@ -108,6 +108,8 @@ pub struct SpawnOptions {
     pub browser_access: byok_api::cors::BrowserAccess,
     /// Most keys per user and provider.
     pub max_keys_per_provider: Option<u32>,
+    /// The operator's budget policy.
+    pub budget_policy: byok_api::service::BudgetPolicy,
 }
 
 impl std::fmt::Debug for SpawnOptions {
@@ -116,6 +118,7 @@ impl std::fmt::Debug for SpawnOptions {
             .field("clock", &self.clock.is_some())
             .field("browser_access", &self.browser_access)
             .field("max_keys_per_provider", &self.max_keys_per_provider)
+            .field("budget_policy", &self.budget_policy)
             .finish()
     }
 }
@@ -252,6 +255,7 @@ impl TestApp {
         if let Some(max) = options.max_keys_per_provider {
             service = service.with_max_keys_per_provider(max);
         }
+        service = service.with_budget_policy(options.budget_policy);
         service
             .check_master_keys()
             .await

@@ -47,10 +47,12 @@ fn openai_error_param(
         .json(json!({ "error": error }))
 }
 
-fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse {
-    // One line per failed request naming what was tried (never a key).
+/// One line per failed request naming what was tried (never a key).
+fn log_failure(error: &GatewayError, request_id: Option<&str>) {
     match error {
-        GatewayError::AllFailed { attempts } | GatewayError::Rejected { attempts, .. } => {
+        GatewayError::AllFailed { attempts, .. }
+        | GatewayError::Rejected { attempts, .. }
+        | GatewayError::BudgetExceeded { attempts, .. } => {
             let tried: Vec<String> = attempts
                 .iter()
                 .map(|a| format!("{}:{}={}", a.provider, a.model, a.error.unwrap_or("ok")))
@@ -63,6 +65,10 @@ fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse
         }
         _ => {}
     }
+}
+
+fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse {
+    log_failure(error, request_id);
     match error {
         GatewayError::NotAUser => openai_error(
             StatusCode::FORBIDDEN,
@@ -86,6 +92,17 @@ fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse
             None,
         ),
         GatewayError::Unsupported { skipped } => unsupported(skipped),
+        GatewayError::NoCandidate { skipped } if rate_limited_only(skipped).is_some() => {
+            let wait = rate_limited_only(skipped).unwrap_or_default();
+            let reasons: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+            let body = json!({ "error": { "message": "your providers are rate-limiting you; retry after the wait in Retry-After",
+                "type": "rate_limit_error", "code": "rate_limited", "param": null, "skipped": reasons } });
+            let mut response = HttpResponse::TooManyRequests()
+                .insert_header(("cache-control", "no-store"))
+                .json(body);
+            retry_after(&mut response, wait);
+            response
+        }
         GatewayError::NoCandidate { skipped } => {
             let reasons: Vec<String> = skipped.iter().map(ToString::to_string).collect();
             let body = json!({ "error": { "message": "none of your providers can serve this request now",
@@ -101,13 +118,28 @@ fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse
             &error.to_string(),
             Some(attempts),
         ),
-        GatewayError::AllFailed { attempts } => openai_error(
+        GatewayError::AllFailed {
+            attempts,
+            rate_limited: Some(wait),
+        } => {
+            let mut response = openai_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limited",
+                "every provider that could take this request is rate-limiting it; retry after the wait in Retry-After",
+                Some(attempts),
+            );
+            retry_after(&mut response, *wait);
+            response
+        }
+        GatewayError::AllFailed { attempts, .. } => openai_error(
             StatusCode::BAD_GATEWAY,
             "upstream_error",
             "all_providers_failed",
             "every provider failed; see attempts",
             Some(attempts),
         ),
+        GatewayError::BudgetExceeded { state, attempts } => budget_exceeded(state, attempts),
         GatewayError::Service(error) => {
             let status = crate::http::service_status(error);
             if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -124,6 +156,68 @@ fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse
             openai_error(status, kind, error.code(), &error.to_string(), None)
         }
     }
+}
+
+/// When every option was skipped for a provider's rate limit (or had no
+/// key): the shortest wait until one may be called again.
+fn rate_limited_only(skipped: &[byok_router::Skipped]) -> Option<std::time::Duration> {
+    use byok_router::SkipReason;
+    let mut wait: Option<u64> = None;
+    for skip in skipped {
+        match skip.reason {
+            SkipReason::RateLimited { remaining_ms } => {
+                wait = Some(wait.map_or(remaining_ms, |w| w.min(remaining_ms)));
+            }
+            SkipReason::NoKey | SkipReason::Excluded | SkipReason::NotInTokenScope => {}
+            _ => return None,
+        }
+    }
+    wait.map(std::time::Duration::from_millis)
+}
+
+fn retry_after(response: &mut HttpResponse, wait: std::time::Duration) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&secs.max(1).to_string()) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, value);
+    }
+}
+
+/// `402 budget_exceeded`: which budget, its limit, what is spent and
+/// reserved, and when it resets.
+fn budget_exceeded(
+    state: &byok_store::budgets::BudgetState,
+    attempts: &[crate::gateway::Attempt],
+) -> HttpResponse {
+    let usd = |pico: i64| {
+        byok_router::Money::from_picodollars(u64::try_from(pico.max(0)).unwrap_or(0))
+            .to_usd_string()
+    };
+    let budget = &state.budget;
+    let body = json!({ "error": {
+        "message": format!(
+            "your {} budget{} of ${} is spent (${} spent, ${} reserved by requests in flight); it resets at {}",
+            budget.period.as_str(),
+            budget.provider.map_or(String::new(), |p| format!(" for {}", p.display_name())),
+            usd(budget.limit_picodollars),
+            usd(state.spent),
+            usd(state.reserved),
+            state.period.1.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        "type": "insufficient_quota", "code": "budget_exceeded", "param": null,
+        "budget": {
+            "id": budget.id, "period": budget.period.as_str(),
+            "provider": budget.provider, "hard": budget.hard,
+            "limit_usd": usd(budget.limit_picodollars), "spent_usd": usd(state.spent),
+            "reserved_usd": usd(state.reserved), "time_zone": budget.time_zone.name(),
+            "resets_at": state.period.1,
+        },
+        "attempts": attempts,
+    } });
+    HttpResponse::PaymentRequired()
+        .insert_header(("cache-control", "no-store"))
+        .json(body)
 }
 
 /// The answer of a host application that mounted the API without a gateway.
@@ -286,7 +380,8 @@ fn preferences_of(req: &HttpRequest) -> Result<Preferences, Bad> {
 /// The routing headers; for a whole answer also its cost
 /// (`X-BYOK-Cost-USD`, absent when unknown) and how that is known
 /// (`X-BYOK-Cost-Source`: `exact`, `estimated` or `unknown`). A stream's
-/// cost comes in its last usage chunk.
+/// cost comes in its last usage chunk. `X-BYOK-Budget-Warning` names soft
+/// budgets the answer goes over.
 fn with_headers<T>(
     mut response: actix_web::HttpResponseBuilder,
     answered: &Answered<T>,
@@ -306,6 +401,10 @@ fn with_headers<T>(
     }
     if let Some(report) = &answered.report {
         response.insert_header(("x-byok-cost-source", report.source.as_str()));
+    }
+    if !answered.budget_warnings.is_empty() {
+        // A soft budget the answer goes over: served, and said so.
+        response.insert_header(("x-byok-budget-warning", answered.budget_warnings.join("; ")));
     }
     response
 }

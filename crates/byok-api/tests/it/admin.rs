@@ -26,6 +26,7 @@ async fn spend(app: &TestApp, user: &str) {
         door: "chat".to_owned(),
         record_key: None,
         token_id: None,
+        reservation_id: None,
         attempts: 1,
         latency_ms: 10,
         outcome: "success".to_owned(),

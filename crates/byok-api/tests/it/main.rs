@@ -13,6 +13,7 @@
 mod admin;
 mod auth;
 mod bounds;
+mod budgets;
 mod costs;
 mod disconnect;
 mod durability;

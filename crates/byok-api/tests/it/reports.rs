@@ -36,6 +36,7 @@ fn record(
         door: "chat".to_owned(),
         record_key: None,
         token_id: None,
+        reservation_id: None,
         attempts: 1,
         latency_ms: 100,
         outcome: "success".to_owned(),

@@ -13,6 +13,7 @@
 
 mod atomicity;
 mod audit_trail;
+mod budgets;
 mod fixtures;
 mod keys;
 mod plaintext;

@@ -34,6 +34,7 @@ fn record(who: &str, minutes_ago: i64, cost: Option<i64>) -> UsageRecord {
         door: "chat".to_owned(),
         record_key: None,
         token_id: None,
+        reservation_id: None,
         attempts: 2,
         latency_ms: 840,
         outcome: "success".to_owned(),
