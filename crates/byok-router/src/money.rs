@@ -117,7 +117,7 @@ impl Money {
     pub fn parse_usd(text: &str) -> Result<Self, RouteError> {
         let bad = || RouteError::BadPrice(text.to_owned());
         let (whole, fraction) = match text.trim().split_once('.') {
-            Some((whole, fraction)) if fraction.is_empty() => (whole, "x"), // "1." is not a number
+            Some((whole, "")) => (whole, "x"), // "1." is not a number
             Some(parts) => parts,
             None => (text.trim(), ""),
         };
