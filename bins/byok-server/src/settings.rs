@@ -92,6 +92,18 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "user_requests_per_minute",
+        secret: false,
+    },
+    Setting {
+        key: "user_tokens_per_minute",
+        secret: false,
+    },
+    Setting {
+        key: "user_concurrent_streams",
+        secret: false,
+    },
+    Setting {
         key: "monthly_budget_ceiling_usd",
         secret: false,
     },
@@ -236,6 +248,8 @@ pub(crate) struct Settings {
     pub frame_ancestors: Vec<String>,
     /// Budgets: a default for new users and a ceiling.
     pub budget_policy: byok_api::service::BudgetPolicy,
+    /// Every user's gateway rate limits, unless set per user.
+    pub rate_limits: byok_api::limits::RateLimits,
 }
 
 impl Settings {
@@ -628,6 +642,7 @@ impl Layered {
             self.number("max_requests_per_address", 256usize, "use a whole number")?;
         let (max_keys_per_provider, cors_origins, frame_ancestors) = self.access()?;
         let budget_policy = self.budget_policy()?;
+        let rate_limits = self.rate_limits()?;
         Ok(Settings {
             bind,
             database_url,
@@ -650,6 +665,26 @@ impl Layered {
             cors_origins,
             frame_ancestors,
             budget_policy,
+            rate_limits,
+        })
+    }
+
+    fn rate_limits(&mut self) -> Result<byok_api::limits::RateLimits, SettingsError> {
+        let fix = "use a whole number from 1, or leave it out for no limit";
+        let mut limit = |key: &str| -> Result<Option<u64>, SettingsError> {
+            match self.plain(key) {
+                None => Ok(None),
+                Some(text) => match text.parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(bad(key, format!("`{text}` is not a limit"), fix)),
+                },
+            }
+        };
+        let narrow = |n: Option<u64>| n.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        Ok(byok_api::limits::RateLimits {
+            requests_per_minute: narrow(limit("user_requests_per_minute")?),
+            tokens_per_minute: limit("user_tokens_per_minute")?,
+            concurrent_streams: narrow(limit("user_concurrent_streams")?),
         })
     }
 

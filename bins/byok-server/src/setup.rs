@@ -232,6 +232,7 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
             settings.max_requests_per_address.max(1),
         )
         .shutdown_timeout(Duration::from_secs(settings.shutdown_timeout_secs))
+        .rate_limits(settings.rate_limits)
         .browser_access(byok_api::cors::BrowserAccess::new(
             settings.cors_origins.clone(),
             settings.frame_ancestors.clone(),

@@ -94,6 +94,9 @@ pub enum GatewayError {
         /// the longest of them asked to wait (the answer is then a `429`).
         rate_limited: Option<std::time::Duration>,
     },
+    /// A rate limit of the user or the token is reached.
+    #[error("rate limit reached")]
+    RateLimited(crate::limits::RateRefusal),
     /// A hard budget has no room for the request on any candidate.
     #[error("budget exceeded")]
     BudgetExceeded {
@@ -266,6 +269,8 @@ pub struct Gateway {
     metrics: Arc<crate::metrics::Metrics>,
     limits: GatewayLimits,
     bulkhead: Arc<Bulkhead>,
+    rate_limits: crate::limits::RateLimits,
+    streams: Arc<crate::limits::StreamCounts>,
 }
 
 struct Prepared {
@@ -287,6 +292,11 @@ struct Prepared {
     /// The user's budgets (a request covered by a hard one reserves its
     /// worst case before each attempt).
     budgets: Vec<byok_store::budgets::Budget>,
+    /// Subjects (and the minute) whose tokens-per-minute count the answer's
+    /// tokens join.
+    rate_subjects: Vec<(String, i64)>,
+    /// A stream's places under concurrent-stream limits.
+    stream_slots: Option<crate::limits::StreamSlots>,
 }
 
 /// What a failed attempt leads to.
@@ -426,6 +436,34 @@ fn planner_keys(stored: &[StoredKey]) -> Vec<KeyInfo> {
     infos
 }
 
+/// The model a stream answers with: the one it names (Azure names its own),
+/// or the one asked for.
+fn streamed_model(named: Option<String>, provider: ProviderKind, asked: &str) -> String {
+    named.unwrap_or_else(|| {
+        if provider == ProviderKind::AzureOpenAi {
+            String::new()
+        } else {
+            asked.to_owned()
+        }
+    })
+}
+
+/// Leaves out the plan's candidates whose model the token may not use.
+fn restrict_to_scope(plan: &mut RoutePlan, scope: &byok_store::tokens::TokenScope) {
+    if scope.models.is_some() {
+        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.candidates)
+            .into_iter()
+            .partition(|c| scope.allows_model(&c.model));
+        plan.candidates = allowed;
+        plan.skipped
+            .extend(denied.into_iter().map(|c| byok_router::Skipped {
+                provider: c.provider,
+                model: c.model,
+                reason: byok_router::SkipReason::NotInTokenScope,
+            }));
+    }
+}
+
 /// Key statuses a key is skipped for until it is tested again or replaced.
 fn known_bad(key: &StoredKey) -> bool {
     matches!(
@@ -460,7 +498,16 @@ impl Gateway {
             metrics: Arc::new(metrics),
             limits: GatewayLimits::default(),
             bulkhead: Arc::default(),
+            rate_limits: crate::limits::RateLimits::default(),
+            streams: Arc::default(),
         }
+    }
+
+    /// Every user's rate limits unless an operator set their own.
+    #[must_use]
+    pub fn with_rate_limits(mut self, defaults: crate::limits::RateLimits) -> Self {
+        self.rate_limits = defaults;
+        self
     }
 
     /// These bounds instead of [`GatewayLimits::default`].
@@ -518,7 +565,11 @@ impl Gateway {
             &call.task,
             call.model.as_deref(),
             estimate_tokens(&call.request),
-            (budget, call.request.max_output_tokens.map(u64::from)),
+            (
+                budget,
+                call.request.max_output_tokens.map(u64::from),
+                stream,
+            ),
             &call.preferences,
             (&call.request.needs(), &refused),
         )
@@ -581,7 +632,7 @@ impl Gateway {
         task: &Task,
         model: Option<&str>,
         input_tokens: u64,
-        (output_budget, max_output): (u64, Option<u64>),
+        (output_budget, max_output, stream): (u64, Option<u64>, bool),
         preferences: &Preferences,
         (needs, refused): (&[Capability], &[(ProviderKind, Unsupported)]),
     ) -> Result<Prepared, GatewayError> {
@@ -589,17 +640,21 @@ impl Gateway {
         self.check_model_scope(scope, model)?;
         self.keys.ensure_ceiling_budget(user).await?;
         let u = user.clone();
-        let (mut stored, budgets) = self
+        let (mut stored, budgets, user_limits) = self
             .keys
             .store()
             .run(move |c| {
                 Ok((
                     keys::list_for_user(c, &u)?,
                     byok_store::budgets::list_for_user(c, &u)?,
+                    byok_store::rates::user_limits(c, &u)?,
                 ))
             })
             .await
             .map_err(ServiceError::from)?;
+        let (rate_subjects, stream_slots) = self
+            .admit(user, token_id, scope, user_limits.as_deref(), stream)
+            .await?;
         stored.retain(|k| k.enabled && scope.allows_provider(k.provider));
         let infos = planner_keys(&stored);
         // A key whose settings cannot serve this task is not a candidate for
@@ -630,45 +685,9 @@ impl Gateway {
                 Instant::now(),
             ),
         );
-        if scope.models.is_some() {
-            let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.candidates)
-                .into_iter()
-                .partition(|c| scope.allows_model(&c.model));
-            plan.candidates = allowed;
-            plan.skipped
-                .extend(denied.into_iter().map(|c| byok_router::Skipped {
-                    provider: c.provider,
-                    model: c.model,
-                    reason: byok_router::SkipReason::NotInTokenScope,
-                }));
-        }
+        restrict_to_scope(&mut plan, scope);
         if plan.candidates.is_empty() {
-            let mismatch = plan.skipped.iter().any(|s| s.reason.is_request_mismatch());
-            let only_mismatch = plan.skipped.iter().all(|s| {
-                s.reason.is_request_mismatch()
-                    || matches!(
-                        s.reason,
-                        byok_router::SkipReason::NoKey
-                            | byok_router::SkipReason::Excluded
-                            | byok_router::SkipReason::NotInTokenScope
-                    )
-            });
-            if mismatch && only_mismatch {
-                return Err(GatewayError::Unsupported {
-                    skipped: plan.skipped,
-                });
-            }
-            if let Some(model) = model
-                && !self.planner.catalog().models().any(|m| m.model == model)
-            {
-                return Err(GatewayError::UnknownModel);
-            }
-            if model.is_none() && !self.planner.catalog().tasks().any(|t| t == task) {
-                return Err(GatewayError::UnknownTask);
-            }
-            return Err(GatewayError::NoCandidate {
-                skipped: plan.skipped,
-            });
+            return Err(self.no_candidate(plan.skipped, model, task));
         }
         Ok(Prepared {
             user: user.clone(),
@@ -681,7 +700,96 @@ impl Gateway {
             input_tokens,
             max_output,
             budgets,
+            rate_subjects,
+            stream_slots,
         })
+    }
+
+    /// Why a request has no candidate: a field or capability none of the
+    /// user's providers can honour, an unknown model or task, or no
+    /// provider available now.
+    fn no_candidate(
+        &self,
+        skipped: Vec<byok_router::Skipped>,
+        model: Option<&str>,
+        task: &Task,
+    ) -> GatewayError {
+        let mismatch = skipped.iter().any(|s| s.reason.is_request_mismatch());
+        let only_mismatch = skipped.iter().all(|s| {
+            s.reason.is_request_mismatch()
+                || matches!(
+                    s.reason,
+                    byok_router::SkipReason::NoKey
+                        | byok_router::SkipReason::Excluded
+                        | byok_router::SkipReason::NotInTokenScope
+                )
+        });
+        if mismatch && only_mismatch {
+            return GatewayError::Unsupported { skipped };
+        }
+        if let Some(model) = model
+            && !self.planner.catalog().models().any(|m| m.model == model)
+        {
+            return GatewayError::UnknownModel;
+        }
+        if model.is_none() && !self.planner.catalog().tasks().any(|t| t == task) {
+            return GatewayError::UnknownTask;
+        }
+        GatewayError::NoCandidate { skipped }
+    }
+
+    /// The user's and the token's rate limits: refuses the request when one
+    /// is reached; otherwise the subjects whose token counts it joins, and
+    /// for a stream its places under concurrent-stream limits.
+    async fn admit(
+        &self,
+        user: &UserId,
+        token_id: &str,
+        scope: &byok_store::tokens::TokenScope,
+        user_limits: Option<&str>,
+        stream: bool,
+    ) -> Result<(Vec<(String, i64)>, Option<crate::limits::StreamSlots>), GatewayError> {
+        let own: crate::limits::RateLimits = user_limits
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
+        let subjects: Vec<crate::limits::Subject> = [
+            crate::limits::Subject {
+                key: format!("user:{user}"),
+                whose: "user",
+                limits: self.rate_limits.overridden_by(own),
+            },
+            crate::limits::Subject {
+                key: format!("token:{token_id}"),
+                whose: "token",
+                limits: crate::limits::RateLimits {
+                    requests_per_minute: scope.requests_per_minute,
+                    tokens_per_minute: scope.tokens_per_minute,
+                    concurrent_streams: scope.concurrent_streams,
+                },
+            },
+        ]
+        .into_iter()
+        .filter(|s| !s.limits.is_unlimited())
+        .collect();
+        if subjects.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let at = self.keys.now();
+        let admitted =
+            crate::limits::admit(self.keys.store(), &self.streams, &subjects, at, stream)
+                .await
+                .map_err(ServiceError::from)?;
+        match admitted {
+            Ok(slots) => Ok((
+                subjects
+                    .into_iter()
+                    .filter(|s| s.limits.tokens_per_minute.is_some())
+                    .map(|s| (s.key, crate::limits::minute(at).0))
+                    .collect(),
+                slots,
+            )),
+            Err(refusal) => Err(GatewayError::RateLimited(refusal)),
+        }
     }
 
     /// `provider`'s keys for this request, in the user's order: by
@@ -1247,14 +1355,7 @@ impl Gateway {
             reservation,
             budget_warnings,
         } = served;
-        // Azure names its model in the stream; the others answer as asked.
-        let answered = named.unwrap_or_else(|| {
-            if provider == ProviderKind::AzureOpenAi {
-                String::new()
-            } else {
-                model.clone()
-            }
-        });
+        let answered = streamed_model(named, provider, &model);
         self.succeeded(
             &prepared.user,
             provider,
@@ -1274,6 +1375,7 @@ impl Gateway {
             stall: self.limits.stall,
             provider,
             _slot: slot,
+            _streams: prepared.stream_slots.take(),
             pending: Some(Pending {
                 user: prepared.user.clone(),
                 provider,
@@ -1287,6 +1389,7 @@ impl Gateway {
                 record_key,
                 token_id: prepared.token_id.clone(),
                 reservation,
+                rate_subjects: prepared.rate_subjects.clone(),
             }),
             gateway: self.clone(),
         };
@@ -1326,7 +1429,7 @@ impl Gateway {
                 &task,
                 model.as_deref(),
                 input,
-                (0, Some(0)),
+                (0, Some(0), false),
                 preferences,
                 (&[], &refused),
             )
@@ -1423,6 +1526,7 @@ impl Gateway {
         record.token_id = Some(prepared.token_id.clone());
         // Writing the record settles the reservation to the exact cost.
         record.reservation_id = reservation;
+        record.rate_subjects.clone_from(&prepared.rate_subjects);
         if record_key.is_some() {
             // Strict: committed (over the incomplete record) before the answer goes out.
             record.record_key = record_key;
@@ -1665,6 +1769,7 @@ fn usage_record(
         record_key: None,
         token_id: None,
         reservation_id: None,
+        rate_subjects: Vec::new(),
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         outcome: outcome.to_owned(),
@@ -1693,6 +1798,8 @@ struct Pending {
     token_id: String,
     /// The budget reservation the stream's record settles.
     reservation: Option<String>,
+    /// Rate-limit subjects (and the minute) whose token counts the stream joins.
+    rate_subjects: Vec<(String, i64)>,
 }
 
 /// A committed stream that keeps the usage it sees, records it once, and
@@ -1710,6 +1817,8 @@ struct Tracked {
     provider: ProviderKind,
     /// The provider's bulkhead slot, held until the stream ends.
     _slot: Slot,
+    /// Places under concurrent-stream limits, held until the stream ends.
+    _streams: Option<crate::limits::StreamSlots>,
     pending: Option<Pending>,
     gateway: Gateway,
 }
@@ -1755,6 +1864,7 @@ impl Tracked {
         record.record_key = pending.record_key;
         record.token_id = Some(pending.token_id);
         record.reservation_id = pending.reservation;
+        record.rate_subjects = pending.rate_subjects;
         Some((record, priced.report))
     }
 

@@ -5,6 +5,7 @@ pub mod cors;
 mod error;
 pub mod gateway;
 mod http;
+pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
@@ -228,6 +229,11 @@ fn admin_routes() -> actix_web::Scope {
                 .route(web::get().to(routes::admin::list_tokens)),
         )
         .service(
+            web::resource("/users/{user_id}/limits")
+                .route(web::get().to(routes::admin::user_limits))
+                .route(web::put().to(routes::admin::set_user_limits)),
+        )
+        .service(
             web::resource("/service-tokens")
                 .route(web::get().to(routes::tokens::list_service))
                 .route(web::post().to(routes::tokens::create_service)),
@@ -310,8 +316,18 @@ async fn refusal_summaries(state: AppState) {
                 tracing::warn!(%error, "could not record a summary of refused authentications");
             }
         }
-        // Budget reservations of requests that never ended (a crash).
+        // Budget reservations of requests that never ended (a crash), and
+        // rate-limit minutes long past.
         let now = state.service.now();
+        let before = now.timestamp() - 600;
+        if let Err(error) = state
+            .service
+            .store()
+            .run(move |c| byok_store::rates::prune(c, before))
+            .await
+        {
+            tracing::warn!(%error, "could not prune rate-limit counters");
+        }
         match state
             .service
             .store()
@@ -351,6 +367,7 @@ pub struct Application {
     request_limits: (Duration, usize),
     auth_throttle: Option<AuthThrottle>,
     browser_access: cors::BrowserAccess,
+    rate_limits: limits::RateLimits,
 }
 
 /// A started application: its server, and its usage writer to run beside it.
@@ -388,7 +405,16 @@ impl Application {
             request_limits: (Duration::from_secs(30), 256),
             auth_throttle: None,
             browser_access: cors::BrowserAccess::default(),
+            rate_limits: limits::RateLimits::default(),
         }
+    }
+
+    /// Every user's gateway rate limits unless an operator sets their own
+    /// (none by default).
+    #[must_use]
+    pub fn rate_limits(mut self, defaults: limits::RateLimits) -> Self {
+        self.rate_limits = defaults;
+        self
     }
 
     /// Which web origins may call the user routes from a browser, and which
@@ -476,8 +502,9 @@ impl Application {
             self.batch_window,
         );
         let planner = std::sync::Arc::new(byok_router::RoutePlanner::new(self.catalog));
-        let gateway =
-            gateway::Gateway::new(self.service.clone(), planner, sender).with_limits(self.limits);
+        let gateway = gateway::Gateway::new(self.service.clone(), planner, sender)
+            .with_limits(self.limits)
+            .with_rate_limits(self.rate_limits);
         let mut state = AppState::new(self.service)
             .with_gateway(gateway)
             .with_request_limits(self.request_limits.0, self.request_limits.1);

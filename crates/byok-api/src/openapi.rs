@@ -46,6 +46,8 @@ use crate::routes::{admin, budgets, keys, meta, reports, tokens};
         admin::list_users,
         admin::update_user,
         admin::list_tokens,
+        admin::user_limits,
+        admin::set_user_limits,
     ),
     components(schemas(crate::http::ErrorBody, crate::http::ErrorDetail)),
     modifiers(&BearerAuth),

@@ -1681,6 +1681,15 @@ impl KeyService {
                 .user_prefix
                 .as_ref()
                 .is_some_and(|p| p.is_empty() || UserId::parse(p.as_str()).is_err());
+        if scope.requests_per_minute == Some(0)
+            || scope.tokens_per_minute == Some(0)
+            || scope.concurrent_streams == Some(0)
+        {
+            return Err(ServiceError::invalid(
+                "invalid_limit",
+                "a rate limit must be at least 1 (leave it out for no limit)",
+            ));
+        }
         if too_long {
             return Err(ServiceError::invalid(
                 "invalid_scope",
@@ -2213,6 +2222,81 @@ impl KeyService {
             .run(move |c| byok_store::budgets::delete(c, &u, &budget_id, &event, at))
             .await?;
         Ok(())
+    }
+
+    /// `user`'s own rate limits, set by an operator over the defaults
+    /// (admin only).
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`], [`ServiceError::UserNotFound`].
+    pub async fn user_limits(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+    ) -> Result<crate::limits::RateLimits> {
+        Self::require_admin(principal)?;
+        let u = user.clone();
+        let (found, limits) = self
+            .store
+            .run(move |c| {
+                Ok((
+                    users::find(c, &u)?.is_some(),
+                    byok_store::rates::user_limits(c, &u)?,
+                ))
+            })
+            .await?;
+        if !found {
+            return Err(ServiceError::UserNotFound);
+        }
+        Ok(limits
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default())
+    }
+
+    /// Sets `user`'s own rate limits (admin only); all `None` goes back to
+    /// the defaults.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`], [`ServiceError::UserNotFound`],
+    /// [`ServiceError::Invalid`] for a zero limit.
+    pub async fn set_user_limits(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        limits: crate::limits::RateLimits,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        Self::require_admin(principal)?;
+        if limits.requests_per_minute == Some(0)
+            || limits.tokens_per_minute == Some(0)
+            || limits.concurrent_streams == Some(0)
+        {
+            return Err(ServiceError::invalid(
+                "invalid_limit",
+                "a rate limit must be at least 1 (leave it out for the default)",
+            ));
+        }
+        let json = (!limits.is_unlimited())
+            .then(|| serde_json::to_string(&limits))
+            .transpose()
+            .map_err(ServiceError::internal)?;
+        let event = ctx
+            .event(
+                principal.actor(),
+                AuditAction::UserLimits,
+                AuditOutcome::Success,
+            )
+            .user(user);
+        let (u, at) = (user.clone(), self.now());
+        let found = self
+            .store
+            .run(move |c| byok_store::rates::set_user_limits(c, &u, json.as_deref(), &event, at))
+            .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(ServiceError::UserNotFound)
+        }
     }
 
     /// Operator actions that run with the server's own authority (the CLI).

@@ -121,6 +121,8 @@ string_enum! {
         UserDisable => "user.disable",
         /// A disabled user was enabled again.
         UserEnable => "user.enable",
+        /// An operator set a user's own rate limits.
+        UserLimits => "user.limits",
         /// A provider key's label, order, weight or switch changed.
         KeyUpdate => "key.update",
         /// A budget was set.

@@ -7,6 +7,7 @@ mod config;
 mod connection;
 mod error;
 pub mod keys;
+pub mod rates;
 mod schema;
 mod store;
 mod time;

@@ -6,6 +6,16 @@ diesel::table! {
         id -> Text,
         created_at -> Timestamp,
         disabled_at -> Nullable<Timestamp>,
+        limits -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    rate_counters (subject, window_start) {
+        subject -> Text,
+        window_start -> BigInt,
+        requests -> BigInt,
+        tokens -> BigInt,
     }
 }
 
@@ -145,6 +155,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     budgets,
     budget_spend,
     budget_reservations,
+    rate_counters,
     users,
     api_tokens,
     provider_keys,

@@ -75,6 +75,15 @@ pub struct TokenScope {
     /// Service tokens: it may act for users whose id starts with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_prefix: Option<String>,
+    /// Its own limit on gateway requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Its own limit on tokens per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Its own limit on streams open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_streams: Option<u32>,
 }
 
 impl TokenScope {

@@ -52,6 +52,10 @@ pub struct UsageRecord {
     /// The budget reservation this record settles (its request's), if any:
     /// writing the record settles the user's budgets in the same transaction.
     pub reservation_id: Option<String>,
+    /// Rate-limit subjects (`user:<id>`, `token:<id>`) and the minute (unix
+    /// seconds) whose tokens-per-minute count this record's tokens join, in
+    /// the same transaction (not stored).
+    pub rate_subjects: Vec<(String, i64)>,
     /// How many providers were tried.
     pub attempts: i32,
     /// End-to-end latency.
@@ -106,6 +110,7 @@ pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<
                         .execute(conn)?;
                 if replaced > 0 {
                     settle_budgets(conn, record)?;
+                    count_tokens(conn, record)?;
                     continue;
                 }
             }
@@ -113,9 +118,22 @@ pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<
                 .values(row)
                 .execute(conn)?;
             settle_budgets(conn, record)?;
+            count_tokens(conn, record)?;
         }
         Ok(())
     })
+}
+
+/// Adds `record`'s tokens to its rate-limit subjects' current minute.
+fn count_tokens(conn: &mut DbConnection, record: &UsageRecord) -> Result<(), StoreError> {
+    let tokens = record.input_tokens.saturating_add(record.output_tokens);
+    if tokens == 0 {
+        return Ok(());
+    }
+    for (subject, window) in &record.rate_subjects {
+        crate::rates::add_tokens(conn, subject, *window, tokens)?;
+    }
+    Ok(())
 }
 
 /// Settles the budgets of `record`'s user with its cost (and releases its
@@ -317,6 +335,7 @@ impl UsageRow {
             record_key: row.record_key,
             token_id: row.token_id,
             reservation_id: row.reservation_id,
+            rate_subjects: Vec::new(),
             attempts: row.attempts,
             latency_ms: row.latency_ms,
             outcome: row.outcome,

@@ -110,6 +110,8 @@ pub struct SpawnOptions {
     pub max_keys_per_provider: Option<u32>,
     /// The operator's budget policy.
     pub budget_policy: byok_api::service::BudgetPolicy,
+    /// Every user's rate limits.
+    pub rate_limits: byok_api::limits::RateLimits,
 }
 
 impl std::fmt::Debug for SpawnOptions {
@@ -119,6 +121,7 @@ impl std::fmt::Debug for SpawnOptions {
             .field("browser_access", &self.browser_access)
             .field("max_keys_per_provider", &self.max_keys_per_provider)
             .field("budget_policy", &self.budget_policy)
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }
@@ -268,6 +271,7 @@ impl TestApp {
             application = application.auth_throttle(throttle);
         }
         let started = application
+            .rate_limits(options.rate_limits)
             .browser_access(options.browser_access)
             .limits(limits)
             .durability(durability)

@@ -260,3 +260,55 @@ pub(crate) async fn list_tokens(
     }
     super::tokens::list(req, caller, state, web::Path::from(user.to_string())).await
 }
+
+#[utoipa::path(
+    get, path = "/api/admin/users/{user_id}/limits", tag = "admin",
+    params(("user_id" = String, Path, description = "the user")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = crate::limits::RateLimits, description = "the user's own limits; absent ones are the defaults"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub(crate) async fn user_limits(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&path)?;
+    let limits = state.service.user_limits(&caller.0, &user).await?;
+    Ok(HttpResponse::Ok().json(limits))
+}
+
+#[utoipa::path(
+    put, path = "/api/admin/users/{user_id}/limits", tag = "admin",
+    params(("user_id" = String, Path, description = "the user")),
+    request_body = crate::limits::RateLimits,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "set; `{}` goes back to the defaults"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "a limit of 0"),
+    )
+)]
+pub(crate) async fn set_user_limits(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: JsonBody<crate::limits::RateLimits>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&path)?;
+    state
+        .service
+        .set_user_limits(&caller.0, &user, body.0, &context(&req))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

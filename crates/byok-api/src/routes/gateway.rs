@@ -140,6 +140,7 @@ fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse
             Some(attempts),
         ),
         GatewayError::BudgetExceeded { state, attempts } => budget_exceeded(state, attempts),
+        GatewayError::RateLimited(refusal) => rate_limited(refusal),
         GatewayError::Service(error) => {
             let status = crate::http::service_status(error);
             if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -182,6 +183,41 @@ fn retry_after(response: &mut HttpResponse, wait: std::time::Duration) {
             .headers_mut()
             .insert(actix_web::http::header::RETRY_AFTER, value);
     }
+}
+
+/// `429 rate_limited`: which limit (the user's or the token's), with
+/// `Retry-After` and OpenAI-style `x-ratelimit-*` headers naming it.
+fn rate_limited(refusal: &crate::limits::RateRefusal) -> HttpResponse {
+    let message = match refusal.limit {
+        "requests" => format!(
+            "the {}'s limit of {} requests a minute is reached",
+            refusal.whose, refusal.max
+        ),
+        "tokens" => format!(
+            "the {}'s limit of {} tokens a minute is reached",
+            refusal.whose, refusal.max
+        ),
+        _ => format!(
+            "the {}'s limit of {} streams at once is reached",
+            refusal.whose, refusal.max
+        ),
+    };
+    let body = json!({ "error": { "message": message, "type": "rate_limit_error",
+        "code": "rate_limited", "param": null, "limit": refusal.limit, "whose": refusal.whose } });
+    let mut response = HttpResponse::TooManyRequests()
+        .insert_header(("cache-control", "no-store"))
+        .insert_header((
+            format!("x-ratelimit-limit-{}", refusal.limit),
+            refusal.max.to_string(),
+        ))
+        .insert_header((format!("x-ratelimit-remaining-{}", refusal.limit), "0"))
+        .insert_header((
+            format!("x-ratelimit-reset-{}", refusal.limit),
+            format!("{}s", refusal.retry_after.as_secs()),
+        ))
+        .json(body);
+    retry_after(&mut response, refusal.retry_after);
+    response
 }
 
 /// `402 budget_exceeded`: which budget, its limit, what is spent and

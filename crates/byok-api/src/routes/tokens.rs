@@ -35,6 +35,12 @@ pub(crate) struct CreateTokenRequest {
     /// The models the gateway may answer it with.
     #[schema(example = json!(["gpt-4o-mini"]))]
     models: Option<Vec<String>>,
+    /// Its own limit on gateway requests per minute.
+    requests_per_minute: Option<u32>,
+    /// Its own limit on tokens per minute.
+    tokens_per_minute: Option<u64>,
+    /// Its own limit on streams open at once.
+    concurrent_streams: Option<u32>,
 }
 
 /// Service tokens also name the users they may act for.
@@ -60,6 +66,12 @@ pub(crate) struct CreateServiceTokenRequest {
     providers: Option<Vec<ProviderKind>>,
     /// As for user tokens.
     models: Option<Vec<String>>,
+    /// As for user tokens.
+    requests_per_minute: Option<u32>,
+    /// As for user tokens.
+    tokens_per_minute: Option<u64>,
+    /// As for user tokens.
+    concurrent_streams: Option<u32>,
 }
 
 /// A new token, shown this once, with what it may do.
@@ -146,6 +158,9 @@ pub(crate) async fn create(
             models: body.models,
             users: None,
             user_prefix: None,
+            requests_per_minute: body.requests_per_minute,
+            tokens_per_minute: body.tokens_per_minute,
+            concurrent_streams: body.concurrent_streams,
         },
     };
     let (token, view) = state
@@ -231,6 +246,9 @@ pub(crate) async fn create_service(
             models: body.models,
             users: body.users,
             user_prefix: body.user_prefix,
+            requests_per_minute: body.requests_per_minute,
+            tokens_per_minute: body.tokens_per_minute,
+            concurrent_streams: body.concurrent_streams,
         },
     };
     let (token, view) = state

@@ -27,6 +27,7 @@ async fn spend(app: &TestApp, user: &str) {
         record_key: None,
         token_id: None,
         reservation_id: None,
+        rate_subjects: Vec::new(),
         attempts: 1,
         latency_ms: 10,
         outcome: "success".to_owned(),

@@ -25,6 +25,7 @@ mod key_test;
 mod keys;
 mod leak;
 mod lifecycle;
+mod limits;
 mod multikey;
 mod openapi;
 mod reports;

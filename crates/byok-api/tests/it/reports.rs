@@ -37,6 +37,7 @@ fn record(
         record_key: None,
         token_id: None,
         reservation_id: None,
+        rate_subjects: Vec::new(),
         attempts: 1,
         latency_ms: 100,
         outcome: "success".to_owned(),

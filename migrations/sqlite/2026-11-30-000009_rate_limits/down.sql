@@ -1,0 +1,2 @@
+ALTER TABLE users DROP COLUMN limits;
+DROP TABLE rate_counters;
