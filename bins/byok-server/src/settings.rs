@@ -96,6 +96,14 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "alert_webhook_url",
+        secret: false,
+    },
+    Setting {
+        key: "alert_webhook_secret",
+        secret: true,
+    },
+    Setting {
         key: "user_tokens_per_minute",
         secret: false,
     },
@@ -250,6 +258,8 @@ pub(crate) struct Settings {
     pub budget_policy: byok_api::service::BudgetPolicy,
     /// Every user's gateway rate limits, unless set per user.
     pub rate_limits: byok_api::limits::RateLimits,
+    /// Where alerts are delivered, if anywhere.
+    pub alert_webhook: Option<byok_api::alerts::Webhook>,
 }
 
 impl Settings {
@@ -567,6 +577,18 @@ impl Layered {
         })
     }
 
+    fn log_format(&mut self) -> Result<LogFormat, SettingsError> {
+        match self.plain("log_format").as_deref() {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(bad(
+                "log_format",
+                format!("`{other}` is not a format"),
+                "use text or json",
+            )),
+        }
+    }
+
     fn into_settings(mut self) -> Result<Settings, SettingsError> {
         let bind = self.bind()?;
         let data_dir = PathBuf::from(
@@ -608,17 +630,7 @@ impl Layered {
         let retired_master_keys = self.take("retired_master_keys");
         let admin_token = self.admin_token()?;
         let log = self.plain("log").unwrap_or_else(|| "info".to_owned());
-        let log_format = match self.plain("log_format").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(bad(
-                    "log_format",
-                    format!("`{other}` is not a format"),
-                    "use text or json",
-                ));
-            }
-        };
+        let log_format = self.log_format()?;
         let shutdown_timeout_secs = self.number(
             "shutdown_timeout_secs",
             30u64,
@@ -641,8 +653,11 @@ impl Layered {
         let max_requests_per_address =
             self.number("max_requests_per_address", 256usize, "use a whole number")?;
         let (max_keys_per_provider, cors_origins, frame_ancestors) = self.access()?;
-        let budget_policy = self.budget_policy()?;
-        let rate_limits = self.rate_limits()?;
+        let (budget_policy, rate_limits, alert_webhook) = (
+            self.budget_policy()?,
+            self.rate_limits()?,
+            self.alert_webhook()?,
+        );
         Ok(Settings {
             bind,
             database_url,
@@ -666,7 +681,46 @@ impl Layered {
             frame_ancestors,
             budget_policy,
             rate_limits,
+            alert_webhook,
         })
+    }
+
+    fn alert_webhook(&mut self) -> Result<Option<byok_api::alerts::Webhook>, SettingsError> {
+        let url = self.plain("alert_webhook_url");
+        let secret = self.take("alert_webhook_secret");
+        match (url, secret) {
+            (None, None) => Ok(None),
+            (Some(url), Some(secret)) => {
+                let parsed = url::Url::parse(&url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+                    .ok_or_else(|| {
+                        bad(
+                            "alert_webhook_url",
+                            format!("`{url}` is not an http(s) URL"),
+                            "use https://host/path",
+                        )
+                    })?;
+                if secrecy::ExposeSecret::expose_secret(&secret).len() < 16 {
+                    return Err(bad(
+                        "alert_webhook_secret",
+                        "it is shorter than 16 characters".to_owned(),
+                        "use a random secret of at least 16 characters (e.g. openssl rand -hex 32)",
+                    ));
+                }
+                Ok(Some(byok_api::alerts::Webhook::new(parsed, secret)))
+            }
+            (Some(_), None) => Err(bad(
+                "alert_webhook_secret",
+                "a webhook URL is set without a secret".to_owned(),
+                "set BYOK_ALERT_WEBHOOK_SECRET: alerts are always signed",
+            )),
+            (None, Some(_)) => Err(bad(
+                "alert_webhook_url",
+                "a webhook secret is set without a URL".to_owned(),
+                "set BYOK_ALERT_WEBHOOK_URL, or remove the secret",
+            )),
+        }
     }
 
     fn rate_limits(&mut self) -> Result<byok_api::limits::RateLimits, SettingsError> {

@@ -221,7 +221,11 @@ pub(crate) async fn serve(service: KeyService, settings: &Settings) -> anyhow::R
     tracing::info!(version = settings.catalog.version(), "price catalog loaded");
     // The one wiring path (the tests use it too); usage records are written
     // in the background, and drained at shutdown.
-    let started = byok_api::Application::new(service)
+    let mut application = byok_api::Application::new(service);
+    if let Some(webhook) = settings.alert_webhook.clone() {
+        application = application.alert_webhook(webhook);
+    }
+    let started = application
         .catalog(settings.catalog.clone())
         .limits(settings.gateway_limits)
         .durability(settings.usage_durability)

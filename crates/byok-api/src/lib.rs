@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod cors;
 mod error;
 pub mod gateway;
@@ -320,10 +321,14 @@ async fn refusal_summaries(state: AppState) {
         // rate-limit minutes long past.
         let now = state.service.now();
         let before = now.timestamp() - 600;
+        let old_alerts = now - chrono::Duration::days(30);
         if let Err(error) = state
             .service
             .store()
-            .run(move |c| byok_store::rates::prune(c, before))
+            .run(move |c| {
+                byok_store::rates::prune(c, before)?;
+                byok_store::alerts::prune(c, old_alerts)
+            })
             .await
         {
             tracing::warn!(%error, "could not prune rate-limit counters");
@@ -368,6 +373,7 @@ pub struct Application {
     auth_throttle: Option<AuthThrottle>,
     browser_access: cors::BrowserAccess,
     rate_limits: limits::RateLimits,
+    webhook: Option<alerts::Webhook>,
 }
 
 /// A started application: its server, and its usage writer to run beside it.
@@ -406,7 +412,15 @@ impl Application {
             auth_throttle: None,
             browser_access: cors::BrowserAccess::default(),
             rate_limits: limits::RateLimits::default(),
+            webhook: None,
         }
+    }
+
+    /// Delivers alerts (budget crossed, key refused) to `webhook`.
+    #[must_use]
+    pub fn alert_webhook(mut self, webhook: alerts::Webhook) -> Self {
+        self.webhook = Some(webhook);
+        self
     }
 
     /// Every user's gateway rate limits unless an operator sets their own
@@ -516,9 +530,19 @@ impl Application {
         // Beside the usage writer: a summary row per ended window of refused
         // authentications, even for an address that never comes back.
         let upkeep = refusal_summaries(state.clone());
+        // And the alert sender, when a webhook is configured.
+        let webhook = self.webhook;
+        let service = state.service.clone();
+        let alerts = async move {
+            match webhook {
+                Some(webhook) => alerts::deliver(service, webhook).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         let usage_task = async move {
-            futures_util::pin_mut!(usage_task, upkeep);
-            futures_util::future::select(usage_task, upkeep).await;
+            futures_util::pin_mut!(usage_task, upkeep, alerts);
+            let background = futures_util::future::select(upkeep, alerts);
+            futures_util::future::select(usage_task, background).await;
         };
         Ok(Started {
             server,

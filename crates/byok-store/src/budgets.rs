@@ -603,11 +603,55 @@ pub fn settle(
             ensure_spend(conn, &budget, period)?;
             to_db(period.0)
         };
+        let before: i64 = budget_spend::table
+            .find((&budget.id, start))
+            .select(budget_spend::spent_picodollars)
+            .first(conn)?;
         diesel::update(budget_spend::table.find((&budget.id, start)))
             .set(budget_spend::spent_picodollars.eq(budget_spend::spent_picodollars + cost))
             .execute(conn)?;
+        let after = before.saturating_add(cost);
+        if let Some(percent) = crossed(before, after, budget.limit_picodollars) {
+            let (_, resets) = budget.bounds(from_db(start));
+            let body = serde_json::json!({
+                "event": "budget.crossed",
+                "user_id": user.as_str(),
+                "budget_id": budget.id,
+                "period": budget.period.as_str(),
+                "provider": budget.provider.map(ProviderKind::as_str),
+                "hard": budget.hard,
+                "percent": percent,
+                "limit_usd": usd(budget.limit_picodollars),
+                "spent_usd": usd(after),
+                "resets_at": resets,
+            });
+            crate::alerts::enqueue(conn, "budget.crossed", Some(user), &body, at)?;
+        }
     }
     Ok(())
+}
+
+/// The highest alert threshold (50, 80, 100 %) that spend crossed going
+/// from `before` to `after`.
+fn crossed(before: i64, after: i64, limit: i64) -> Option<u32> {
+    let limit = i128::from(limit.max(1));
+    let percent = |v: i64| i128::from(v) * 100 / limit;
+    [100, 80, 50]
+        .into_iter()
+        .find(|&t| percent(before) < i128::from(t) && percent(after) >= i128::from(t))
+}
+
+/// Picodollars as a plain decimal string of dollars.
+fn usd(pico: i64) -> String {
+    let pico = pico.max(0);
+    let (whole, fraction) = (pico / 1_000_000_000_000, pico % 1_000_000_000_000);
+    let fraction = format!("{fraction:012}");
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        whole.to_string()
+    } else {
+        format!("{whole}.{fraction}")
+    }
 }
 
 /// Releases every reservation that expired by `now` (its request never
@@ -633,6 +677,16 @@ pub fn expire(conn: &mut DbConnection, now: DateTime<Utc>) -> Result<usize, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_fire_once_each() {
+        assert_eq!(crossed(0, 40, 100), None);
+        assert_eq!(crossed(40, 55, 100), Some(50));
+        assert_eq!(crossed(55, 79, 100), None);
+        assert_eq!(crossed(79, 120, 100), Some(100), "the highest crossed");
+        assert_eq!(crossed(100, 130, 100), None, "already over");
+        assert_eq!(usd(1_500_000_000_000), "1.5");
+    }
 
     #[test]
     fn periods_follow_the_time_zone_and_daylight_saving() {

@@ -512,6 +512,17 @@ pub fn record_test_if_unchanged(
         .latency_ms
         .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
     write_transaction(conn, |conn| {
+        let before: Option<(Option<String>, String, String, String)> = provider_keys::table
+            .find(id)
+            .filter(provider_keys::sealed_key.eq(tested))
+            .select((
+                provider_keys::last_test_status,
+                provider_keys::user_id,
+                provider_keys::provider,
+                provider_keys::label,
+            ))
+            .first(conn)
+            .optional()?;
         let updated = diesel::update(provider_keys::table.find(id))
             .filter(provider_keys::sealed_key.eq(tested))
             .set((
@@ -521,6 +532,23 @@ pub fn record_test_if_unchanged(
             ))
             .execute(conn)?
             > 0;
+        // A key newly refused by its provider raises an alert (once: a
+        // refused key is skipped until tested again or replaced).
+        if let Some((previous, user, provider, label)) = before
+            && matches!(test.status, KeyStatus::Invalid | KeyStatus::NoCredit)
+            && previous.as_deref() != Some(test.status.as_str())
+        {
+            let user = UserId::parse(user).map_err(|_| StoreError::Corrupt("key user id"))?;
+            let body = serde_json::json!({
+                "event": "key.refused",
+                "user_id": user.as_str(),
+                "provider": provider,
+                "key_id": id,
+                "label": label,
+                "status": test.status.as_str(),
+            });
+            crate::alerts::enqueue(conn, "key.refused", Some(&user), &body, test.at)?;
+        }
         audit::append(conn, event, test.at)?;
         Ok(updated)
     })

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod audit;
 pub mod budgets;
 mod config;

@@ -11,6 +11,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    alert_outbox (id) {
+        id -> BigInt,
+        created_at -> Timestamp,
+        event -> Text,
+        user_id -> Nullable<Text>,
+        body -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     rate_counters (subject, window_start) {
         subject -> Text,
         window_start -> BigInt,
@@ -156,6 +170,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     budget_spend,
     budget_reservations,
     rate_counters,
+    alert_outbox,
     users,
     api_tokens,
     provider_keys,

@@ -112,6 +112,8 @@ pub struct SpawnOptions {
     pub budget_policy: byok_api::service::BudgetPolicy,
     /// Every user's rate limits.
     pub rate_limits: byok_api::limits::RateLimits,
+    /// Where alerts go.
+    pub webhook: Option<byok_api::alerts::Webhook>,
 }
 
 impl std::fmt::Debug for SpawnOptions {
@@ -122,6 +124,7 @@ impl std::fmt::Debug for SpawnOptions {
             .field("max_keys_per_provider", &self.max_keys_per_provider)
             .field("budget_policy", &self.budget_policy)
             .field("rate_limits", &self.rate_limits)
+            .field("webhook", &self.webhook)
             .finish()
     }
 }
@@ -269,6 +272,9 @@ impl TestApp {
         let mut application = byok_api::Application::new(service.clone());
         if let Some(throttle) = throttle {
             application = application.auth_throttle(throttle);
+        }
+        if let Some(webhook) = options.webhook {
+            application = application.alert_webhook(webhook);
         }
         let started = application
             .rate_limits(options.rate_limits)

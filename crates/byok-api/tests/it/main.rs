@@ -11,6 +11,7 @@
 )]
 
 mod admin;
+mod alerts;
 mod auth;
 mod bounds;
 mod budgets;

@@ -1,0 +1,15 @@
+-- Alerts waiting to be delivered to the operator's webhook: written in the
+-- same transaction as what caused them, so a restart loses none; retried
+-- with backoff until delivered.
+CREATE TABLE alert_outbox (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at      TIMESTAMP NOT NULL,
+    event           TEXT NOT NULL,
+    user_id         TEXT,
+    body            TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMP NOT NULL,
+    delivered_at    TIMESTAMP,
+    last_error      TEXT
+);
+CREATE INDEX alert_outbox_due ON alert_outbox (delivered_at, next_attempt_at);
