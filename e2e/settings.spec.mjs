@@ -148,6 +148,16 @@ try {
       await page.click(`${openai} .key-row:nth-child(1) .key-test`);
       await page.waitForSelector(`${openai} .key-row:nth-child(1) .badge.valid`);
 
+      // A monthly spending limit, shown with its bar; a bad amount is explained.
+      await page.fill("#budget-limit", "five");
+      await page.click("#budget-form button[type=submit]");
+      await page.waitForSelector("#budget-error:not([hidden])");
+      assert.match(await page.textContent("#budget-error"), /in dollars/);
+      await page.fill("#budget-limit", "5");
+      await page.click("#budget-form button[type=submit]");
+      await page.waitForSelector("#budgets li .meter");
+      assert.match(await page.textContent("#budgets li"), /\$5 per month, all providers \(hard\): \$0 spent/);
+
       // A token for one tool: shown once, listed with its scope, revocable.
       await page.fill("#token-label", "CI job");
       await page.fill("#token-models", "gpt-4o-mini");
@@ -155,6 +165,7 @@ try {
       await page.waitForSelector("#token-created:not([hidden])");
       const secret = await page.textContent("#token-secret");
       assert.match(secret, /^byok_[0-9a-f]{16}_/);
+      await page.waitForFunction(() => document.querySelector("#tokens").textContent.includes("CI job"));
       assert.match(await page.textContent("#tokens"), /CI job: gateway; models: gpt-4o-mini; never used/);
       const scoped = await fetch(`${base}/api/user/api-keys/alice/keys`, { headers: { Authorization: `Bearer ${secret}` } });
       assert.equal(scoped.status, 403, "a gateway-only token cannot list keys");

@@ -16,6 +16,10 @@ const ACTION_WORDS = {
   "user.disable": "Account disabled",
   "user.enable": "Account enabled",
   "key.update": "Key order or label changed",
+  "budget.create": "Spending limit set",
+  "budget.update": "Spending limit changed",
+  "budget.delete": "Spending limit removed",
+  "user.limits": "Rate limits changed",
   "auth.failure": "Access refused",
   "key.create": "Key added",
   "key.replace": "Key replaced",
@@ -58,6 +62,10 @@ const ERROR_WORDS = {
   invalid_expiry: "The expiry date must be in the future.",
   token_scope_too_narrow: "This token may not manage tokens. Sign in with your main token.",
   token_door_not_allowed: "This token may not do that.",
+  invalid_limit: "Write the limit in dollars, like 5 or 0.50.",
+  budget_exists: "There is already a limit for that period and provider; change it instead.",
+  budget_above_ceiling: "Your administrator caps monthly limits lower than that.",
+  budget_required: "Your administrator requires a monthly limit; you can change it but not remove it.",
   store_busy: "The server is busy. Try again in a moment.",
   internal: "Something went wrong on the server.",
 };
@@ -351,6 +359,41 @@ function renderAudit(events) {
   }
 }
 
+function renderBudgets(budgets) {
+  const list = $("budgets");
+  list.replaceChildren();
+  for (const budget of budgets) {
+    const item = document.createElement("li");
+    item.dataset.budgetId = budget.id;
+    const scope = budget.provider ? PROVIDER_NAMES[budget.provider] || budget.provider : "all providers";
+    const title = document.createElement("div");
+    title.textContent = `$${budget.limit_usd} per ${budget.period}, ${scope} (${budget.hard ? "hard" : "soft"}): $${budget.spent_usd} spent${Number(budget.reserved_usd) > 0 ? `, $${budget.reserved_usd} in flight` : ""} — ${budget.used_percent}%, resets ${when(budget.resets_at)}`;
+    const meter = document.createElement("div");
+    meter.className = "meter";
+    meter.setAttribute("role", "img");
+    meter.setAttribute("aria-label", `${budget.used_percent}% used`);
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.min(100, budget.used_percent)}%`;
+    if (budget.used_percent >= 100) fill.className = "full";
+    else if (budget.used_percent >= 80) fill.className = "high";
+    meter.append(fill);
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "secondary budget-remove";
+    remove.textContent = "Remove";
+    remove.addEventListener("click", async () => {
+      try {
+        await api("DELETE", `/api/user/api-keys/${encodeURIComponent(user)}/budgets/${budget.id}`);
+        await refresh("Spending limit removed.");
+      } catch (e) {
+        await refresh(e.message);
+      }
+    });
+    item.append(title, meter, remove);
+    list.append(item);
+  }
+}
+
 function renderTokens(tokens) {
   const list = $("tokens");
   list.replaceChildren();
@@ -412,6 +455,11 @@ async function refresh(notice, options = {}) {
     }),
   );
   retiring.hidden = retiring.childElementCount === 0;
+  renderBudgets(status.budgets || []);
+  const providerSelect = $("budget-provider");
+  if (providerSelect.options.length === 1) {
+    for (const info of providers.providers) providerSelect.append(new Option(info.display_name, info.id));
+  }
   const cards = $("cards");
   cards.replaceChildren();
   for (const info of providers.providers) {
@@ -480,6 +528,26 @@ $("token-form").addEventListener("submit", async (event) => {
     await refresh(`Token "${created.label}" created.`);
   } catch (e) {
     error.textContent = doors.length === 0 ? "Choose at least one thing the token may use." : e.message;
+    show(error, true);
+  }
+});
+
+$("budget-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = $("budget-error");
+  show(error, false);
+  const body = {
+    period: $("budget-period").value,
+    limit_usd: $("budget-limit").value.trim().replace(/^\$/, ""),
+    hard: $("budget-hard").checked,
+  };
+  if ($("budget-provider").value) body.provider = $("budget-provider").value;
+  try {
+    await api("POST", `/api/user/api-keys/${encodeURIComponent(user)}/budgets`, body);
+    $("budget-limit").value = "";
+    await refresh("Spending limit set.");
+  } catch (e) {
+    error.textContent = e.message;
     show(error, true);
   }
 });
