@@ -1,6 +1,7 @@
 //! A client that disconnects mid-stream cancels the upstream request: the
 //! provider sees its connection closed (so it stops generating tokens the
-//! user would pay for), and the partial usage is still recorded.
+//! user would pay for), and the partial usage is still recorded — and
+//! settles the request's budget reservation.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -75,6 +76,16 @@ async fn a_client_disconnect_cancels_the_upstream_request() {
         201
     );
 
+    let budget = app
+        .client
+        .post(app.url("/api/user/api-keys/alice/budgets"))
+        .bearer_auth(&token)
+        .json(&json!({"period": "month", "limit_usd": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(budget.status(), 201);
+
     let response = app
         .client
         .post(app.url("/v1/chat/completions"))
@@ -113,4 +124,14 @@ async fn a_client_disconnect_cancels_the_upstream_request() {
         .unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, "cancelled");
+    // The reservation is settled to the partial answer's (estimated) cost.
+    let alice = byok_core::UserId::parse("alice").unwrap();
+    let now = byok_store::now();
+    let budgets = store
+        .run(move |c| byok_store::budgets::states(c, &alice, None, now))
+        .await
+        .unwrap();
+    assert_eq!(budgets[0].reserved, 0);
+    assert_eq!(Some(budgets[0].spent), records[0].cost_picodollars);
+    assert!(budgets[0].spent > 0);
 }
