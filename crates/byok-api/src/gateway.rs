@@ -1548,6 +1548,66 @@ impl Gateway {
         })
     }
 
+    /// Raises a `model.retiring` alert, once per user, provider, model and
+    /// date, for every model in the routing policy that its provider retires
+    /// within the catalog's warning period, to every user with a key for
+    /// that provider. Returns how many alerts were added.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn retirement_alerts(&self) -> Result<usize, ServiceError> {
+        let at = self.keys.now();
+        let today = at.date_naive();
+        let catalog = self.planner.catalog();
+        let mut retiring: Vec<(ProviderKind, String, chrono::NaiveDate)> = catalog
+            .tasks()
+            .flat_map(|t| catalog.candidates(t))
+            .filter_map(|r| {
+                let date = catalog.get(r.provider, &r.model)?.shutdown_date?;
+                let days = (date - today).num_days();
+                (days <= byok_router::check::RETIREMENT_WARNING_DAYS)
+                    .then(|| (r.provider, r.model.clone(), date))
+            })
+            .collect();
+        retiring.sort();
+        retiring.dedup();
+        if retiring.is_empty() {
+            return Ok(0);
+        }
+        let added = self
+            .keys
+            .store()
+            .run(move |c| {
+                let mut added = 0;
+                for (user, provider) in keys::users_by_provider(c)? {
+                    for (_, model, date) in retiring.iter().filter(|(p, _, _)| *p == provider) {
+                        let body = serde_json::json!({
+                            "event": "model.retiring",
+                            "user_id": user.as_str(),
+                            "provider": provider,
+                            "model": model,
+                            "retires_on": date,
+                            "days_left": (*date - today).num_days().max(0),
+                        });
+                        let key = format!("model.retiring:{user}:{provider}:{model}:{date}");
+                        if byok_store::alerts::enqueue_once(
+                            c,
+                            "model.retiring",
+                            Some(&user),
+                            &body,
+                            &key,
+                            at,
+                        )? {
+                            added += 1;
+                        }
+                    }
+                }
+                Ok(added)
+            })
+            .await?;
+        Ok(added)
+    }
+
     /// The catalog's models the user's providers can serve.
     ///
     /// # Errors

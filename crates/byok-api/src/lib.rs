@@ -309,8 +309,18 @@ async fn refusal_summaries(state: AppState) {
         .clamp(Duration::from_millis(100), Duration::from_secs(30));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retirements_checked: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
+        // Once a day: alerts for models in users' routes nearing retirement.
+        if let Some(gateway) = &state.gateway
+            && retirements_checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(86_400))
+        {
+            retirements_checked = Some(std::time::Instant::now());
+            if let Err(error) = gateway.retirement_alerts().await {
+                tracing::warn!(%error, "could not raise model retirement alerts");
+            }
+        }
         for refused in state.auth_throttle.drain_ended(std::time::Instant::now()) {
             let ctx = RequestContext::default();
             if let Err(error) = state.service.audit_refusal_window(refused, &ctx).await {

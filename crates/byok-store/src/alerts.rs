@@ -48,6 +48,38 @@ pub fn enqueue(
     Ok(())
 }
 
+/// Adds an alert unless one with `dedupe_key` was ever raised (kept while
+/// the outbox keeps it): a fact alerted once. Returns whether it was added.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn enqueue_once(
+    conn: &mut DbConnection,
+    event: &str,
+    user: Option<&UserId>,
+    body: &serde_json::Value,
+    dedupe_key: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let insert = diesel::insert_into(alert_outbox::table)
+        .values((
+            alert_outbox::created_at.eq(to_db(at)),
+            alert_outbox::event.eq(event),
+            alert_outbox::user_id.eq(user.map(UserId::as_str)),
+            alert_outbox::body.eq(body.to_string()),
+            alert_outbox::next_attempt_at.eq(to_db(at)),
+            alert_outbox::dedupe_key.eq(dedupe_key),
+        ))
+        .on_conflict_do_nothing();
+    let added = match conn {
+        #[cfg(feature = "postgres")]
+        DbConnection::Postgres(c) => insert.execute(c)?,
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(c) => insert.execute(c)?,
+    };
+    Ok(added > 0)
+}
+
 /// Up to `limit` undelivered alerts due at `now`, oldest first.
 ///
 /// # Errors

@@ -554,6 +554,31 @@ pub fn record_test_if_unchanged(
     })
 }
 
+/// Every (user, provider) pair with at least one enabled key: who a
+/// provider-wide notice (a model's retirement) concerns.
+///
+/// # Errors
+/// A [`StoreError`] from the database, or [`StoreError::Corrupt`].
+pub fn users_by_provider(
+    conn: &mut DbConnection,
+) -> Result<Vec<(UserId, ProviderKind)>, StoreError> {
+    provider_keys::table
+        .filter(provider_keys::enabled.eq(true))
+        .select((provider_keys::user_id, provider_keys::provider))
+        .distinct()
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .map(|(user, provider)| {
+            Ok((
+                UserId::parse(user).map_err(|_| StoreError::Corrupt("key user id"))?,
+                provider
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("key provider"))?,
+            ))
+        })
+        .collect()
+}
+
 /// Up to `limit` keys still sealed with the legacy binding (no key id),
 /// after row `after`: the work list of the start-up upgrade that binds each
 /// sealed key to its id.

@@ -21,6 +21,7 @@ diesel::table! {
         next_attempt_at -> Timestamp,
         delivered_at -> Nullable<Timestamp>,
         last_error -> Nullable<Text>,
+        dedupe_key -> Nullable<Text>,
     }
 }
 

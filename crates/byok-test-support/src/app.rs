@@ -94,6 +94,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The service behind the server, for direct checks.
     pub service: KeyService,
+    /// The gateway behind `/v1`, for direct checks.
+    pub gateway: byok_api::gateway::Gateway,
     handle: actix_web::dev::ServerHandle,
     writer: byok_api::usage::UsageWriterHandle,
     writer_task: tokio::task::JoinHandle<()>,
@@ -292,6 +294,11 @@ impl TestApp {
         let writer_task = tokio::spawn(started.usage_task);
         let writer = started.usage;
         let server = started.server;
+        let gateway = started
+            .state
+            .gateway
+            .clone()
+            .expect("the application wires the gateway");
         let handle = server.handle();
         #[expect(
             clippy::disallowed_methods,
@@ -306,6 +313,7 @@ impl TestApp {
             base_url: format!("http://127.0.0.1:{port}"),
             client,
             service,
+            gateway,
             handle,
             writer,
             writer_task,

@@ -10,6 +10,9 @@ CREATE TABLE alert_outbox (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMP NOT NULL,
     delivered_at    TIMESTAMP,
-    last_error      TEXT
+    last_error      TEXT,
+    -- Alerts raised once per fact (a model's retirement for a user).
+    dedupe_key      TEXT
 );
 CREATE INDEX alert_outbox_due ON alert_outbox (delivered_at, next_attempt_at);
+CREATE UNIQUE INDEX alert_outbox_dedupe ON alert_outbox (dedupe_key);

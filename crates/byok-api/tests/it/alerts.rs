@@ -13,8 +13,76 @@ use crate::{body, key_body, openai_key, providers};
 
 both_backends!(
     budget_and_key_alerts_arrive_signed,
-    an_alert_survives_a_restart_while_the_webhook_is_down
+    an_alert_survives_a_restart_while_the_webhook_is_down,
+    models_nearing_retirement_are_alerted_once_per_user
 );
+
+async fn models_nearing_retirement_are_alerted_once_per_user(db: TestDb) {
+    use chrono::TimeZone as _;
+    let (mock, webhook) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/hooks/byok"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&webhook)
+        .await;
+    let (providers, mut options) = options(&mock, &webhook);
+    // The built-in catalog retires gpt-4o-mini and gpt-4.1-mini (in the
+    // general and code routes) on 2027-01-14: 25 days after this clock.
+    let at = chrono::Utc
+        .with_ymd_and_hms(2026, 12, 20, 12, 0, 0)
+        .unwrap();
+    options.clock = Some(std::sync::Arc::new(move || at));
+    let app = TestApp::spawn_options(&db, providers, options).await;
+    let alice = app.create_user("alice").await;
+    app.save_key(&alice, "alice", "openai", key_body(&openai_key("a")))
+        .await;
+    let bob = app.create_user("bob").await;
+    app.save_key(
+        &bob,
+        "bob",
+        "gemini",
+        json!({"api_key": format!("AIza{}", "b".repeat(35))}),
+    )
+    .await;
+    assert_eq!(app.gateway.retirement_alerts().await.unwrap(), 2);
+    assert_eq!(app.gateway.retirement_alerts().await.unwrap(), 0, "once");
+    let alerts = received(&webhook, "model.retiring").await;
+    let mut models: Vec<(String, String)> = alerts
+        .iter()
+        .map(|(_, a)| {
+            (
+                a["user_id"].as_str().unwrap().to_owned(),
+                a["model"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for _ in 0..20 {
+        if models.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        models = received(&webhook, "model.retiring")
+            .await
+            .iter()
+            .map(|(_, a)| {
+                (
+                    a["user_id"].as_str().unwrap().to_owned(),
+                    a["model"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+    }
+    models.sort();
+    assert_eq!(
+        models,
+        [
+            ("alice".to_owned(), "gpt-4.1-mini".to_owned()),
+            ("alice".to_owned(), "gpt-4o-mini".to_owned()),
+        ],
+        "bob has no OpenAI key"
+    );
+    assert_eq!(alerts[0].1["retires_on"], "2027-01-14");
+}
 
 const SECRET: &str = "whsec-test-0123456789abcdef";
 
