@@ -161,12 +161,13 @@ try {
       // A token for one tool: shown once, listed with its scope, revocable.
       await page.fill("#token-label", "CI job");
       await page.fill("#token-models", "gpt-4o-mini");
+      await page.fill("#token-rpm", "30");
       await page.click("#token-form button[type=submit]");
       await page.waitForSelector("#token-created:not([hidden])");
       const secret = await page.textContent("#token-secret");
       assert.match(secret, /^byok_[0-9a-f]{16}_/);
       await page.waitForFunction(() => document.querySelector("#tokens").textContent.includes("CI job"));
-      assert.match(await page.textContent("#tokens"), /CI job: gateway; models: gpt-4o-mini; never used/);
+      assert.match(await page.textContent("#tokens"), /CI job: gateway; models: gpt-4o-mini; 30 requests a minute; never used/);
       const scoped = await fetch(`${base}/api/user/api-keys/alice/keys`, { headers: { Authorization: `Bearer ${secret}` } });
       assert.equal(scoped.status, 403, "a gateway-only token cannot list keys");
       await page.click('#tokens li:first-child .token-revoke');

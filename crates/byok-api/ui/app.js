@@ -402,10 +402,11 @@ function renderTokens(tokens) {
     item.dataset.tokenId = token.id;
     const doors = token.scope.doors ? token.scope.doors.join(", ") : "everything";
     const models = token.scope.models ? `; models: ${token.scope.models.join(", ")}` : "";
+    const rpm = token.scope.requests_per_minute ? `; ${token.scope.requests_per_minute} requests a minute` : "";
     const used = token.last_used_at ? `last used ${when(token.last_used_at)}` : "never used";
     const expires = token.expires_at ? `; expires ${when(token.expires_at)}` : "";
     const state = token.status === "active" ? "" : ` — ${token.status}`;
-    item.textContent = `${token.label || "(no label)"}${state}: ${doors}${models}; ${used}${expires}; ${token.requests} requests, $${token.cost_usd}. `;
+    item.textContent = `${token.label || "(no label)"}${state}: ${doors}${models}${rpm}; ${used}${expires}; ${token.requests} requests, $${token.cost_usd}. `;
     if (token.status === "active") {
       const revoke = document.createElement("button");
       revoke.type = "button";
@@ -519,12 +520,15 @@ $("token-form").addEventListener("submit", async (event) => {
   if (doors.length < 3) body.doors = doors;
   const models = $("token-models").value.split(",").map((m) => m.trim()).filter(Boolean);
   if (models.length) body.models = models;
+  const rpm = Number.parseInt($("token-rpm").value, 10);
+  if (rpm > 0) body.requests_per_minute = rpm;
   try {
     const created = await api("POST", `/api/user/api-keys/${encodeURIComponent(user)}/tokens`, body);
     $("token-secret").textContent = created.token;
     show($("token-created"), true);
     $("token-label").value = "";
     $("token-models").value = "";
+    $("token-rpm").value = "";
     await refresh(`Token "${created.label}" created.`);
   } catch (e) {
     error.textContent = doors.length === 0 ? "Choose at least one thing the token may use." : e.message;
