@@ -639,19 +639,13 @@ impl Gateway {
         let (user, token_id, scope) = gateway_caller(principal)?;
         self.check_model_scope(scope, model)?;
         self.keys.ensure_ceiling_budget(user).await?;
-        let u = user.clone();
-        let (mut stored, budgets, user_limits) = self
-            .keys
-            .store()
-            .run(move |c| {
-                Ok((
-                    keys::list_for_user(c, &u)?,
-                    byok_store::budgets::list_for_user(c, &u)?,
-                    byok_store::rates::user_limits(c, &u)?,
-                ))
-            })
-            .await
-            .map_err(ServiceError::from)?;
+        // From memory once cached: no database read on the hot path.
+        let state = self.keys.user_state(user).await?;
+        let (mut stored, budgets, user_limits) = (
+            state.keys.clone(),
+            state.budgets.clone(),
+            state.limits.clone(),
+        );
         let (rate_subjects, stream_slots) = self
             .admit(user, token_id, scope, user_limits.as_deref(), stream)
             .await?;
@@ -946,8 +940,14 @@ impl Gateway {
                 .store()
                 .run(move |c| keys::record_test_if_unchanged(c, &id, &tested, &test, &event))
                 .await;
-            if let Err(error) = written {
-                tracing::warn!(%error, "could not mark a rejected key invalid");
+            match written {
+                Ok(true) => {
+                    self.keys
+                        .changed(crate::cache::Change::User(prepared.user.clone()))
+                        .await;
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "could not mark a rejected key invalid"),
             }
         }
         attempts.push(Attempt {
@@ -1617,13 +1617,7 @@ impl Gateway {
         principal: &Principal,
     ) -> Result<Vec<(ProviderKind, String)>, GatewayError> {
         let (user, _, scope) = gateway_caller(principal)?;
-        let u = user.clone();
-        let mut stored = self
-            .keys
-            .store()
-            .run(move |c| keys::list_for_user(c, &u))
-            .await
-            .map_err(ServiceError::from)?;
+        let mut stored = self.keys.user_state(user).await?.keys.clone();
         stored.retain(|k| k.enabled && scope.allows_provider(k.provider));
         Ok(self
             .planner

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+mod cache;
 pub mod cors;
 mod error;
 pub mod gateway;
@@ -517,6 +518,8 @@ impl Application {
         self,
         listener: TcpListener,
     ) -> std::io::Result<Started<impl std::future::Future<Output = ()> + Send + 'static>> {
+        // Other replicas' changes reach this server's caches.
+        self.service.listen_for_changes();
         let (capacity, batch) = self.usage_queue;
         let (sender, usage, usage_task) = usage::usage_writer_with(
             self.service.store().clone(),

@@ -390,6 +390,7 @@ pub struct KeyService {
     /// minute per token, so use costs no write per request.
     touched: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
     budget_policy: BudgetPolicy,
+    cache: Arc<crate::cache::HotCache>,
 }
 
 /// What an operator decides about budgets.
@@ -525,7 +526,41 @@ impl KeyService {
             max_keys_per_provider: DEFAULT_MAX_KEYS_PER_PROVIDER,
             touched: Arc::default(),
             budget_policy: BudgetPolicy::default(),
+            cache: Arc::default(),
         }
+    }
+
+    /// Starts listening for other replicas' changes (PostgreSQL), so this
+    /// server's caches drop what they change. Call once per server.
+    pub fn listen_for_changes(&self) {
+        crate::cache::listen(&self.store, &self.cache);
+    }
+
+    /// Drops what `change` makes stale here, and tells the other replicas.
+    pub(crate) async fn changed(&self, change: crate::cache::Change) {
+        self.cache.forget(&change);
+        crate::cache::announce(&self.store, &change).await;
+    }
+
+    /// `user`'s state from the cache, or read once and kept.
+    pub(crate) async fn user_state(&self, user: &UserId) -> Result<Arc<crate::cache::UserState>> {
+        if let Some(state) = self.cache.user(user) {
+            return Ok(state);
+        }
+        let u = user.clone();
+        let state = self
+            .store
+            .run(move |c| {
+                let found = users::find(c, &u)?;
+                Ok(crate::cache::UserState {
+                    active: found.is_some_and(|f| f.disabled_at.is_none()),
+                    keys: keys::list_for_user(c, &u)?,
+                    budgets: byok_store::budgets::list_for_user(c, &u)?,
+                    limits: byok_store::rates::user_limits(c, &u)?,
+                })
+            })
+            .await?;
+        Ok(self.cache.put_user(user.clone(), state))
     }
 
     /// Applies the operator's budget `policy` (a default for new users, a
@@ -693,21 +728,23 @@ impl KeyService {
             return Ok(None);
         };
         let id = parsed.id.clone();
-        let stored = self
-            .store
-            .run(move |c| tokens::find_with_owner(c, &id))
-            .await?;
+        let stored = self.cached_token(id).await?;
         // Compare even when there is no row, so both paths cost the same.
         let stored_hash = stored
             .as_ref()
-            .map_or([0u8; 32].as_slice(), |(t, _)| t.secret_hash.as_slice());
+            .map_or([0u8; 32].as_slice(), |t| t.secret_hash.as_slice());
         let matches = token::hashes_match(stored_hash, &parsed.secret_hash);
         let now = self.now();
-        // Revoked, expired and disabled-owner tokens look exactly like unknown ones.
-        let Some((t, _)) = stored.filter(|(t, disabled)| matches && t.is_active(now) && !disabled)
-        else {
+        let Some(t) = stored.filter(|t| matches && t.is_active(now)) else {
             return Ok(None);
         };
+        // Revoked, expired and disabled-owner tokens look exactly like unknown ones.
+        if let TokenRole::User(owner) = &t.role
+            && !self.user_state(owner).await?.active
+        {
+            return Ok(None);
+        }
+        let t = Arc::unwrap_or_clone(t);
         self.touch(&t.id);
         Ok(Some(match t.role {
             TokenRole::Admin => Principal::Admin { token_id: t.id },
@@ -721,6 +758,18 @@ impl KeyService {
                 scope: Arc::new(t.meta.scope),
                 via_service: false,
             },
+        }))
+    }
+
+    /// The token with public id `id`, from the cache or read once and kept.
+    async fn cached_token(&self, id: String) -> Result<Option<Arc<StoredToken>>> {
+        if let Some(token) = self.cache.token(&id) {
+            return Ok(Some(token));
+        }
+        let found = self.store.run(move |c| tokens::find(c, &id)).await?;
+        Ok(found.map(|t| {
+            self.cache.put_token(t.clone());
+            Arc::new(t)
         }))
     }
 
@@ -797,10 +846,8 @@ impl KeyService {
                 "this service token may not act for that user",
             ));
         }
-        let u = user.clone();
-        match self.store.run(move |c| users::find(c, &u)).await? {
-            Some(found) if found.disabled_at.is_none() => {}
-            _ => return Err(ServiceError::UserNotFound),
+        if !self.user_state(&user).await?.active {
+            return Err(ServiceError::UserNotFound);
         }
         Ok(Principal::User {
             user,
@@ -1019,6 +1066,7 @@ impl KeyService {
             Ok((outcome, stored)) => {
                 // A new secret starts with a clean bill of health.
                 self.health.reset_key(user, provider, &stored.id);
+                self.changed(crate::cache::Change::User(user.clone())).await;
                 Ok((outcome, stored.into()))
             }
             Err(StoreError::NotFound) => Err(if self.user_exists(user).await? {
@@ -1089,6 +1137,7 @@ impl KeyService {
                 })
             })
             .await?;
+        self.changed(crate::cache::Change::User(user.clone())).await;
         updated.map(KeyView::from).ok_or(ServiceError::KeyNotFound)
     }
 
@@ -1118,6 +1167,7 @@ impl KeyService {
             .run(move |c| keys::delete(c, &u, provider, &event, now()))
             .await?;
         if deleted {
+            self.changed(crate::cache::Change::User(user.clone())).await;
             Ok(())
         } else {
             Err(ServiceError::KeyNotFound)
@@ -1160,6 +1210,7 @@ impl KeyService {
             .await?;
         if deleted {
             self.health.reset_key(user, provider, key_id);
+            self.changed(crate::cache::Change::User(user.clone())).await;
             Ok(())
         } else {
             Err(ServiceError::KeyNotFound)
@@ -1390,17 +1441,13 @@ impl KeyService {
         };
         let answered = !matches!(status, KeyStatus::Unreachable);
         if let Some((id, _)) = &tested {
-            let health = match &outcome {
-                Ok(()) => byok_router::Outcome::Success {
-                    latency: started.elapsed(),
-                },
-                Err(error) if error.is_auth_failure() => byok_router::Outcome::KeyRejected,
-                Err(error) => byok_router::Outcome::Failure {
-                    retry_after: error.retry_after(),
-                },
-            };
-            self.health
-                .record_key(user, provider, id, health, Instant::now());
+            self.health.record_key(
+                user,
+                provider,
+                id,
+                test_outcome(&outcome, started.elapsed()),
+                Instant::now(),
+            );
         }
         let event = ctx
             .event(
@@ -1421,16 +1468,19 @@ impl KeyService {
             latency_ms: answered.then_some(latency_ms),
         };
         let tested_id = tested.as_ref().map(|(id, _)| id.clone());
-        self.store
+        let recorded = self
+            .store
             .run(move |c| {
                 if let Some((id, sealed)) = &tested {
-                    keys::record_test_if_unchanged(c, id, sealed, &test, &event)?;
+                    keys::record_test_if_unchanged(c, id, sealed, &test, &event)
                 } else {
-                    audit::append(c, &event, test.at)?;
+                    audit::append(c, &event, test.at).map(|()| false)
                 }
-                Ok(())
             })
             .await?;
+        if recorded {
+            self.changed(crate::cache::Change::User(user.clone())).await;
+        }
         Ok(KeyTestReport {
             key_id: tested_id,
             provider,
@@ -1494,6 +1544,7 @@ impl KeyService {
             .await;
         match result {
             Ok(()) => {
+                self.changed(crate::cache::Change::User(user.clone())).await;
                 if let Some(default) = self
                     .budget_policy
                     .default_monthly
@@ -1534,6 +1585,7 @@ impl KeyService {
             .await?;
         if deleted {
             self.health.forget_user(user);
+            self.changed(crate::cache::Change::User(user.clone())).await;
             Ok(())
         } else {
             Err(ServiceError::UserNotFound)
@@ -1626,6 +1678,8 @@ impl KeyService {
             .store
             .run(move |c| tokens::revoke(c, &id, &event, now()))
             .await?;
+        self.changed(crate::cache::Change::Token(token_id.to_owned()))
+            .await;
         if revoked || stored.revoked_at.is_some() {
             Ok(())
         } else {
@@ -1929,6 +1983,7 @@ impl KeyService {
             .run(move |c| users::set_disabled(c, &u, disabled, &event, now()))
             .await?;
         if found {
+            self.changed(crate::cache::Change::User(user.clone())).await;
             Ok(())
         } else {
             Err(ServiceError::UserNotFound)
@@ -2001,14 +2056,12 @@ impl KeyService {
         let Some(ceiling) = self.budget_policy.ceiling_monthly else {
             return Ok(());
         };
-        let u = user.clone();
-        let budgets = self
-            .store
-            .run(move |c| byok_store::budgets::list_for_user(c, &u))
-            .await?;
-        if budgets
-            .iter()
-            .any(|b| b.period == byok_store::budgets::Period::Month && b.provider.is_none())
+        let state = self.user_state(user).await?;
+        if !state.active
+            || state
+                .budgets
+                .iter()
+                .any(|b| b.period == byok_store::budgets::Period::Month && b.provider.is_none())
         {
             return Ok(());
         }
@@ -2053,7 +2106,10 @@ impl KeyService {
             })
             .await;
         match result {
-            Ok(budget) => Ok(budget),
+            Ok(budget) => {
+                self.changed(crate::cache::Change::User(user.clone())).await;
+                Ok(budget)
+            }
             Err(StoreError::Conflict) => Err(ServiceError::invalid(
                 "budget_exists",
                 "there is already a budget for this period and provider",
@@ -2111,7 +2167,10 @@ impl KeyService {
             })
             .await;
         match created {
-            Ok(Some(state)) => Ok(state.into()),
+            Ok(Some(state)) => {
+                self.changed(crate::cache::Change::User(user.clone())).await;
+                Ok(state.into())
+            }
             Ok(None) | Err(StoreError::NotFound) => Err(ServiceError::UserNotFound),
             Err(StoreError::Conflict) => Err(ServiceError::invalid(
                 "budget_exists",
@@ -2175,6 +2234,7 @@ impl KeyService {
                     .map(|states| states.into_iter().find(|s| s.budget.id == budget.id))
             })
             .await?;
+        self.changed(crate::cache::Change::User(user.clone())).await;
         updated
             .map(BudgetView::from)
             .ok_or(ServiceError::BudgetNotFound)
@@ -2221,6 +2281,7 @@ impl KeyService {
         self.store
             .run(move |c| byok_store::budgets::delete(c, &u, &budget_id, &event, at))
             .await?;
+        self.changed(crate::cache::Change::User(user.clone())).await;
         Ok(())
     }
 
@@ -2293,6 +2354,7 @@ impl KeyService {
             .run(move |c| byok_store::rates::set_user_limits(c, &u, json.as_deref(), &event, at))
             .await?;
         if found {
+            self.changed(crate::cache::Change::User(user.clone())).await;
             Ok(())
         } else {
             Err(ServiceError::UserNotFound)
@@ -2378,6 +2440,20 @@ impl KeyService {
                 }
             }
         }
+    }
+}
+
+/// What a key test tells the key's circuit breaker.
+fn test_outcome(
+    outcome: &std::result::Result<(), byok_providers::ProviderError>,
+    latency: Duration,
+) -> byok_router::Outcome {
+    match outcome {
+        Ok(()) => byok_router::Outcome::Success { latency },
+        Err(error) if error.is_auth_failure() => byok_router::Outcome::KeyRejected,
+        Err(error) => byok_router::Outcome::Failure {
+            retry_after: error.retry_after(),
+        },
     }
 }
 
@@ -2481,6 +2557,7 @@ impl Operator<'_> {
                 .user(&row.user_id)
                 .provider(row.provider)
                 .detail("bound_to_key_id");
+                let owner = row.user_id.clone();
                 let swapped = service
                     .store
                     .run(move |c| {
@@ -2495,6 +2572,9 @@ impl Operator<'_> {
                         )
                     })
                     .await?;
+                if swapped {
+                    service.changed(crate::cache::Change::User(owner)).await;
+                }
                 bound += u64::from(swapped);
             }
         }
@@ -2540,6 +2620,7 @@ impl Operator<'_> {
                 )
                 .user(&row.user_id)
                 .provider(row.provider);
+                let owner = row.user_id.clone();
                 let swapped = service
                     .store
                     .run(move |c| {
@@ -2555,6 +2636,7 @@ impl Operator<'_> {
                     })
                     .await?;
                 if swapped {
+                    service.changed(crate::cache::Change::User(owner)).await;
                     report.rewrapped += 1;
                 } else {
                     report.skipped += 1;

@@ -19,7 +19,7 @@ pub mod users;
 pub use config::{Backend, StoreConfig};
 pub use connection::{DbConnection, migrate_through, write_transaction};
 pub use error::{Result, StoreError};
-pub use store::Store;
+pub use store::{CHANGES_CHANNEL, Listener, Store, notify};
 pub use time::now;
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use crate::{Backend, DbConnection, StoreConfig, StoreError};
 pub struct Store {
     pool: Pool<Manager>,
     backend: Backend,
+    /// Opens connections outside the pool (a listener's).
+    manager: std::sync::Arc<Manager>,
 }
 
 impl Store {
@@ -28,6 +30,7 @@ impl Store {
     /// [`StoreError::Migration`] or [`StoreError::Pool`].
     pub fn connect_blocking(config: &StoreConfig) -> Result<Self, StoreError> {
         let manager = Manager::new(config)?;
+        let spare = std::sync::Arc::new(Manager::new(config)?);
         let backend = config.backend()?;
         let mut conn = manager.establish()?;
         migrate(&mut conn)?;
@@ -38,7 +41,11 @@ impl Store {
             .test_on_check_out(false)
             .build(manager)
             .map_err(StoreError::Pool)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            manager: spare,
+        })
     }
 
     /// [`Store::connect_blocking`] on the blocking thread pool.
@@ -140,6 +147,85 @@ impl fmt::Debug for Store {
             .field("backend", &self.backend)
             .field("connections", &state.connections)
             .field("idle_connections", &state.idle_connections)
-            .finish()
+            .finish_non_exhaustive()
     }
+}
+
+/// The channel on which replicas tell each other what changed.
+pub const CHANGES_CHANNEL: &str = "byok_changes";
+
+/// A dedicated connection listening to [`CHANGES_CHANNEL`] (PostgreSQL).
+pub struct Listener {
+    #[cfg(feature = "postgres")]
+    conn: diesel::PgConnection,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Listener")
+    }
+}
+
+impl Listener {
+    /// The payloads that arrived since the last poll; never blocks.
+    ///
+    /// # Errors
+    /// The connection is broken (reconnect, and assume anything changed).
+    pub fn poll(&mut self) -> Result<Vec<String>, StoreError> {
+        #[cfg(feature = "postgres")]
+        {
+            self.conn
+                .notifications_iter()
+                .map(|n| n.map(|n| n.payload).map_err(StoreError::from))
+                .collect()
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            Ok(Vec::new())
+        }
+    }
+}
+
+impl Store {
+    /// On PostgreSQL, a connection of its own listening for other replicas'
+    /// changes; `None` on SQLite (one process: nothing to hear).
+    ///
+    /// # Errors
+    /// The connection cannot be opened.
+    pub fn listen(&self) -> Result<Option<Listener>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        match self.manager.establish()? {
+            #[cfg(feature = "postgres")]
+            DbConnection::Postgres(mut conn) => {
+                use diesel::connection::SimpleConnection as _;
+                conn.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
+                Ok(Some(Listener { conn }))
+            }
+            #[cfg(feature = "sqlite")]
+            DbConnection::Sqlite(_) => Ok(None),
+        }
+    }
+}
+
+/// Tells every replica listening that `payload` changed (PostgreSQL; a
+/// no-op on SQLite). Sent at commit when called inside a transaction.
+///
+/// # Errors
+/// A [`StoreError`] from the database.
+pub fn notify(conn: &mut DbConnection, payload: &str) -> Result<(), StoreError> {
+    match conn {
+        #[cfg(feature = "postgres")]
+        DbConnection::Postgres(c) => {
+            use diesel::RunQueryDsl as _;
+            diesel::sql_query("SELECT pg_notify($1, $2)")
+                .bind::<diesel::sql_types::Text, _>(CHANGES_CHANNEL)
+                .bind::<diesel::sql_types::Text, _>(payload)
+                .execute(c)?;
+        }
+        #[cfg(feature = "sqlite")]
+        DbConnection::Sqlite(_) => {}
+    }
+    Ok(())
 }

@@ -29,6 +29,7 @@ mod lifecycle;
 mod limits;
 mod multikey;
 mod openapi;
+mod replicas;
 mod reports;
 mod sdk;
 mod tokens;
