@@ -1126,7 +1126,7 @@ impl Gateway {
         if !prepared
             .budgets
             .iter()
-            .any(|b| b.covers(candidate.provider))
+            .any(|b| b.covers(candidate.provider, Some(&prepared.token_id)))
         {
             return Ok(Ok((None, Vec::new())));
         }
@@ -1153,11 +1153,25 @@ impl Gateway {
         let expires = prepared.at
             + chrono::Duration::from_std(self.limits.deadline).unwrap_or_default()
             + chrono::Duration::minutes(5);
-        let (user, provider, at) = (prepared.user.clone(), candidate.provider, prepared.at);
+        let (user, token, provider, at) = (
+            prepared.user.clone(),
+            prepared.token_id.clone(),
+            candidate.provider,
+            prepared.at,
+        );
         let reserved = self
             .keys
             .store()
-            .run(move |c| byok_store::budgets::reserve(c, &user, provider, amount, at, expires))
+            .run(move |c| {
+                byok_store::budgets::reserve(
+                    c,
+                    (&user, Some(&token)),
+                    provider,
+                    amount,
+                    at,
+                    expires,
+                )
+            })
             .await
             .map_err(ServiceError::from)?;
         Ok(match reserved {

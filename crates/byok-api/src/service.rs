@@ -411,6 +411,8 @@ pub struct BudgetInput {
     pub period: byok_store::budgets::Period,
     /// One provider's spend, or all.
     pub provider: Option<ProviderKind>,
+    /// One of the user's tokens (its public id), or all.
+    pub token_id: Option<String>,
     /// The limit in dollars (`"5"`, `"0.50"`).
     pub limit_usd: String,
     /// Refuse (`true`) or only flag (`false`) requests over it.
@@ -430,6 +432,8 @@ pub struct BudgetView {
     /// The provider it covers, or absent for all.
     #[schema(value_type = Option<String>)]
     pub provider: Option<ProviderKind>,
+    /// The token it covers, or absent for all the user's tokens.
+    pub token_id: Option<String>,
     /// The limit in dollars.
     pub limit_usd: String,
     /// Hard (requests over it are refused) or soft (flagged).
@@ -460,6 +464,7 @@ impl From<byok_store::budgets::BudgetState> for BudgetView {
             id: state.budget.id,
             period: state.budget.period,
             provider: state.budget.provider,
+            token_id: state.budget.token_id.clone(),
             limit_usd: usd(state.budget.limit_picodollars),
             hard: state.budget.hard,
             time_zone: state.budget.time_zone.name().to_owned(),
@@ -2058,10 +2063,11 @@ impl KeyService {
         };
         let state = self.user_state(user).await?;
         if !state.active
-            || state
-                .budgets
-                .iter()
-                .any(|b| b.period == byok_store::budgets::Period::Month && b.provider.is_none())
+            || state.budgets.iter().any(|b| {
+                b.period == byok_store::budgets::Period::Month
+                    && b.provider.is_none()
+                    && b.token_id.is_none()
+            })
         {
             return Ok(());
         }
@@ -2096,6 +2102,7 @@ impl KeyService {
                         user_id: &u,
                         period: byok_store::budgets::Period::Month,
                         provider: None,
+                        token_id: None,
                         limit_picodollars: limit,
                         hard: true,
                         time_zone: chrono_tz::UTC,
@@ -2145,6 +2152,13 @@ impl KeyService {
             Some(p) => event.provider(p),
             None => event,
         };
+        if let Some(token_id) = &input.token_id {
+            let id = token_id.clone();
+            let owned = self.store.run(move |c| tokens::find(c, &id)).await?;
+            if !owned.is_some_and(|t| t.role == TokenRole::User(user.clone())) {
+                return Err(ServiceError::TokenNotFound);
+            }
+        }
         let (u, at) = (user.clone(), self.now());
         let created = self
             .store
@@ -2155,6 +2169,7 @@ impl KeyService {
                         user_id: &u,
                         period: input.period,
                         provider: input.provider,
+                        token_id: input.token_id.as_deref(),
                         limit_picodollars: limit,
                         hard: input.hard,
                         time_zone: zone,
@@ -2206,6 +2221,7 @@ impl KeyService {
         let limit = self.budget_limit(&BudgetInput {
             period: existing.period,
             provider: existing.provider,
+            token_id: existing.token_id.clone(),
             ..input.clone()
         })?;
         let event = ctx
@@ -2264,6 +2280,7 @@ impl KeyService {
         if self.budget_policy.ceiling_monthly.is_some()
             && existing.period == byok_store::budgets::Period::Month
             && existing.provider.is_none()
+            && existing.token_id.is_none()
         {
             return Err(ServiceError::invalid(
                 "budget_required",

@@ -100,6 +100,8 @@ pub struct Budget {
     pub period: Period,
     /// One provider's spend, or (`None`) all of the user's.
     pub provider: Option<ProviderKind>,
+    /// One token's spend, or (`None`) all of the user's tokens'.
+    pub token_id: Option<String>,
     /// The limit in picodollars.
     pub limit_picodollars: i64,
     /// Hard (refuse) or soft (flag).
@@ -113,10 +115,15 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Whether it covers a request answered by `provider`.
+    /// Whether it covers a request made with token `token` and answered by
+    /// `provider`.
     #[must_use]
-    pub fn covers(&self, provider: ProviderKind) -> bool {
+    pub fn covers(&self, provider: ProviderKind, token: Option<&str>) -> bool {
         self.provider.is_none_or(|p| p == provider)
+            && self
+                .token_id
+                .as_deref()
+                .is_none_or(|mine| Some(mine) == token)
     }
 
     /// Its current period at `at`.
@@ -135,6 +142,8 @@ pub struct NewBudget<'a> {
     pub period: Period,
     /// One provider, or all.
     pub provider: Option<ProviderKind>,
+    /// One token, or all.
+    pub token_id: Option<&'a str>,
     /// The limit in picodollars.
     pub limit_picodollars: i64,
     /// Hard or soft.
@@ -176,6 +185,7 @@ type BudgetRow = (
     String,
     String,
     String,
+    String,
     i64,
     bool,
     String,
@@ -184,7 +194,7 @@ type BudgetRow = (
 );
 
 fn from_row(row: BudgetRow) -> Result<Budget, StoreError> {
-    let (id, user, period, provider, limit, hard, zone, created, updated) = row;
+    let (id, user, period, provider, token, limit, hard, zone, created, updated) = row;
     Ok(Budget {
         id,
         user_id: UserId::parse(user).map_err(|_| StoreError::Corrupt("budget user id"))?,
@@ -198,6 +208,7 @@ fn from_row(row: BudgetRow) -> Result<Budget, StoreError> {
                     .map_err(|_| StoreError::Corrupt("budget provider"))?,
             )
         },
+        token_id: (!token.is_empty()).then_some(token),
         limit_picodollars: limit,
         hard,
         time_zone: zone
@@ -213,6 +224,7 @@ const COLUMNS: (
     budgets::user_id,
     budgets::period,
     budgets::provider,
+    budgets::token_id,
     budgets::limit_picodollars,
     budgets::hard,
     budgets::time_zone,
@@ -223,6 +235,7 @@ const COLUMNS: (
     budgets::user_id,
     budgets::period,
     budgets::provider,
+    budgets::token_id,
     budgets::limit_picodollars,
     budgets::hard,
     budgets::time_zone,
@@ -267,6 +280,7 @@ pub fn create(
                 budgets::user_id.eq(budget.user_id.as_str()),
                 budgets::period.eq(budget.period.as_str()),
                 budgets::provider.eq(budget.provider.map_or("", ProviderKind::as_str)),
+                budgets::token_id.eq(budget.token_id.unwrap_or_default()),
                 budgets::limit_picodollars.eq(budget.limit_picodollars),
                 budgets::hard.eq(budget.hard),
                 budgets::time_zone.eq(budget.time_zone.name()),
@@ -390,6 +404,9 @@ fn ensure_spend(
     if let Some(provider) = budget.provider {
         query = query.filter(usage_records::provider.eq(provider.as_str()));
     }
+    if let Some(token) = &budget.token_id {
+        query = query.filter(usage_records::token_id.eq(token));
+    }
     let spent: i64 = query
         .load::<(Option<i64>, Option<i64>)>(conn)?
         .into_iter()
@@ -427,7 +444,7 @@ pub fn states(
     write_transaction(conn, |conn| {
         list_for_user(conn, user)?
             .into_iter()
-            .filter(|b| provider.is_none_or(|p| b.covers(p)))
+            .filter(|b| provider.is_none_or(|p| b.provider.is_none_or(|mine| mine == p)))
             .map(|budget| {
                 let period = budget.bounds(at);
                 let (spent, reserved) = ensure_spend(conn, &budget, period)?;
@@ -443,13 +460,13 @@ pub fn states(
 }
 
 /// Reserves `amount` picodollars against every hard budget of `user` that
-/// covers `provider`, all or nothing, until `expires_at`.
+/// covers `provider` and `token`, all or nothing, until `expires_at`.
 ///
 /// # Errors
 /// A [`StoreError`] from the database.
 pub fn reserve(
     conn: &mut DbConnection,
-    user: &UserId,
+    (user, token): (&UserId, Option<&str>),
     provider: ProviderKind,
     amount: i64,
     at: DateTime<Utc>,
@@ -461,7 +478,7 @@ pub fn reserve(
         let mut over_soft = Vec::new();
         for budget in list_for_user(conn, user)?
             .into_iter()
-            .filter(|b| b.covers(provider))
+            .filter(|b| b.covers(provider, token))
         {
             let period = budget.bounds(at);
             let (spent, reserved) = ensure_spend(conn, &budget, period)?;
@@ -579,7 +596,7 @@ fn release_in(
 /// A [`StoreError`] from the database.
 pub fn settle(
     conn: &mut DbConnection,
-    user: &UserId,
+    (user, token): (&UserId, Option<&str>),
     provider: ProviderKind,
     reservation: Option<&str>,
     cost: Option<i64>,
@@ -594,7 +611,7 @@ pub fn settle(
     };
     for budget in list_for_user(conn, user)?
         .into_iter()
-        .filter(|b| b.covers(provider))
+        .filter(|b| b.covers(provider, token))
     {
         let start = if let Some((_, start)) = released.iter().find(|(id, _)| *id == budget.id) {
             *start
@@ -619,6 +636,7 @@ pub fn settle(
                 "budget_id": budget.id,
                 "period": budget.period.as_str(),
                 "provider": budget.provider.map(ProviderKind::as_str),
+                "token_id": budget.token_id,
                 "hard": budget.hard,
                 "percent": percent,
                 "limit_usd": usd(budget.limit_picodollars),

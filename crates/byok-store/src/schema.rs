@@ -127,6 +127,7 @@ diesel::table! {
         user_id -> Text,
         period -> Text,
         provider -> Text,
+        token_id -> Text,
         limit_picodollars -> BigInt,
         hard -> Bool,
         time_zone -> Text,

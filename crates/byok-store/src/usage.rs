@@ -147,7 +147,7 @@ fn settle_budgets(conn: &mut DbConnection, record: &UsageRecord) -> Result<(), S
     }
     crate::budgets::settle(
         conn,
-        &record.user_id,
+        (&record.user_id, record.token_id.as_deref()),
         record.provider,
         record.reservation_id.as_deref(),
         cost,

@@ -1,17 +1,18 @@
 -- Budgets on a user's own spend: per calendar day or month in a time zone,
--- for all providers ('') or one. Hard budgets refuse requests that would go
--- over; soft ones only flag them.
+-- for all providers ('') or one, for all the user's tokens ('') or one.
+-- Hard budgets refuse requests that would go over; soft ones only flag them.
 CREATE TABLE budgets (
     id                TEXT PRIMARY KEY NOT NULL,
     user_id           TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     period            TEXT NOT NULL CHECK (period IN ('day', 'month')),
     provider          TEXT NOT NULL DEFAULT '',
+    token_id          TEXT NOT NULL DEFAULT '',
     limit_picodollars BIGINT NOT NULL CHECK (limit_picodollars >= 0),
     hard              BOOLEAN NOT NULL,
     time_zone         TEXT NOT NULL DEFAULT 'UTC',
     created_at        TIMESTAMP NOT NULL,
     updated_at        TIMESTAMP NOT NULL,
-    UNIQUE (user_id, period, provider)
+    UNIQUE (user_id, period, provider, token_id)
 );
 
 -- Spend per budget and period: settled cost, and what requests in flight

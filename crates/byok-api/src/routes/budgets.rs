@@ -22,6 +22,8 @@ pub(crate) struct BudgetRequest {
     /// Only this provider's spend; absent for all providers.
     #[schema(value_type = Option<String>, example = "openai")]
     provider: Option<ProviderKind>,
+    /// Only what one of the user's tokens spends (its public id); absent for all.
+    token_id: Option<String>,
     /// The limit in dollars, as a decimal string (`"5"`, `"0.50"`).
     #[schema(example = "5")]
     limit_usd: String,
@@ -117,6 +119,7 @@ pub(crate) async fn create(
             BudgetInput {
                 period: body.period,
                 provider: body.provider,
+                token_id: body.token_id,
                 limit_usd: body.limit_usd,
                 hard: body.hard,
                 time_zone: body.time_zone,
@@ -163,6 +166,7 @@ pub(crate) async fn update(
             BudgetInput {
                 period: Period::Month,
                 provider: None,
+                token_id: None,
                 limit_usd: body.limit_usd,
                 hard: body.hard,
                 time_zone: body.time_zone,

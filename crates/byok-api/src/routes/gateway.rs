@@ -244,7 +244,7 @@ fn budget_exceeded(
         "type": "insufficient_quota", "code": "budget_exceeded", "param": null,
         "budget": {
             "id": budget.id, "period": budget.period.as_str(),
-            "provider": budget.provider, "hard": budget.hard,
+            "provider": budget.provider, "token_id": budget.token_id, "hard": budget.hard,
             "limit_usd": usd(budget.limit_picodollars), "spent_usd": usd(state.spent),
             "reserved_usd": usd(state.reserved), "time_zone": budget.time_zone.name(),
             "resets_at": state.period.1,

@@ -22,7 +22,66 @@ both_backends!(
     a_soft_budget_serves_and_flags,
     the_operator_ceiling_caps_every_user,
     a_providers_rate_limit_is_passed_on_with_its_wait,
+    a_tokens_own_budget_caps_only_that_token,
 );
+
+async fn a_tokens_own_budget_caps_only_that_token(db: TestDb) {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(answer())
+        .mount(&mock)
+        .await;
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = alice_with_openai(&app).await;
+    let (status, created) = body(
+        app.client
+            .post(app.url("/api/user/api-keys/alice/tokens"))
+            .bearer_auth(&token)
+            .json(&json!({"label": "script"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let script = created["token"].as_str().unwrap().to_owned();
+    let script_id = created["id"].as_str().unwrap().to_owned();
+    // Room for one answer, for the script's token only.
+    let limit = format!("0.{:012}", COST_PICO * 3 / 2);
+    let (status, budget_view) = budget(
+        &app,
+        &token,
+        "alice",
+        json!({"period": "month", "token_id": script_id, "limit_usd": limit}),
+    )
+    .await;
+    assert_eq!(status, 201, "{budget_view}");
+    assert_eq!(budget_view["token_id"], script_id.as_str());
+    let (status, error) = budget(
+        &app,
+        &token,
+        "alice",
+        json!({"period": "day", "token_id": "0000000000000000", "limit_usd": "1"}),
+    )
+    .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("token_not_found"))
+    );
+    assert_eq!(
+        crate::gateway_chat(&app, &script, &chat()).await.status(),
+        200
+    );
+    let (status, refused) = body(crate::gateway_chat(&app, &script, &chat()).await).await;
+    assert_eq!(status, 402, "{refused}");
+    assert_eq!(refused["error"]["budget"]["token_id"], script_id.as_str());
+    // The user's other token is not capped by it.
+    assert_eq!(
+        crate::gateway_chat(&app, &token, &chat()).await.status(),
+        200
+    );
+}
 
 /// gpt-4o-mini: $0.15 in, $0.60 out per million tokens. 5 in + 100 out =
 /// 60.75 micro-dollars; the reservation (input estimate + 100 out) is at

@@ -33,6 +33,7 @@ async fn reservations_are_all_or_nothing_released_once_and_expire(db: TestDb) {
                         user_id: &a,
                         period,
                         provider,
+                        token_id: None,
                         limit_picodollars: limit,
                         hard: true,
                         time_zone: chrono_tz::UTC,
@@ -49,7 +50,7 @@ async fn reservations_are_all_or_nothing_released_once_and_expire(db: TestDb) {
         let (store, a) = (store.clone(), alice.clone());
         async move {
             store
-                .run(move |c| budgets::reserve(c, &a, provider, amount, now, expires))
+                .run(move |c| budgets::reserve(c, (&a, None), provider, amount, now, expires))
                 .await
                 .unwrap()
         }
@@ -106,7 +107,16 @@ async fn reservations_are_all_or_nothing_released_once_and_expire(db: TestDb) {
     // Settling after expiry charges the cost without releasing twice.
     let a = alice.clone();
     store
-        .run(move |c| budgets::settle(c, &a, ProviderKind::OpenAi, Some(&second), Some(250), now))
+        .run(move |c| {
+            budgets::settle(
+                c,
+                (&a, None),
+                ProviderKind::OpenAi,
+                Some(&second),
+                Some(250),
+                now,
+            )
+        })
         .await
         .unwrap();
     assert_eq!(
