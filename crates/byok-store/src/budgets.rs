@@ -496,7 +496,7 @@ pub fn reserve(
                 continue;
             }
             let room = budget.limit_picodollars.saturating_sub(amount);
-            let taken = diesel::update(
+            let reserved_rows = diesel::update(
                 budget_spend::table
                     .filter(budget_spend::budget_id.eq(&budget.id))
                     .filter(budget_spend::period_start.eq(start))
@@ -507,7 +507,7 @@ pub fn reserve(
             )
             .set(budget_spend::reserved_picodollars.eq(budget_spend::reserved_picodollars + amount))
             .execute(conn)?;
-            if taken == 0 {
+            if reserved_rows == 0 {
                 // Undo what this request reserved on other budgets.
                 for (budget_id, start) in &held {
                     diesel::update(budget_spend::table.find((budget_id, *start)))
