@@ -11,6 +11,7 @@ use crate::fixtures::create_user;
 
 both_backends!(reservations_are_all_or_nothing_released_once_and_expire);
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn reservations_are_all_or_nothing_released_once_and_expire(db: TestDb) {
     let store = db.store().await;
     let alice = create_user(&store, "alice").await;
