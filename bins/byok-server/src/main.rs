@@ -1,5 +1,10 @@
 //! The byok server: reads configuration, wires the crates, serves.
 
+/// mimalloc: the gateway allocates many small buffers per request; the
+/// system allocator's locks showed in profiles (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod settings;
 mod setup;
 
