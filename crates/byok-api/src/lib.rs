@@ -328,6 +328,11 @@ async fn refusal_summaries(state: AppState) {
                 tracing::warn!(%error, "could not record a summary of refused authentications");
             }
         }
+        // Health of users idle for ten minutes with nothing to remember.
+        state
+            .service
+            .health()
+            .evict_idle(std::time::Instant::now(), Duration::from_secs(600));
         // Budget reservations of requests that never ended (a crash), and
         // rate-limit minutes long past.
         let now = state.service.now();

@@ -121,6 +121,8 @@ struct Breaker {
     /// Whether the last failure was a rate limit.
     rate_limited: bool,
     latency_ms: Option<u64>,
+    /// When the breaker last saw a call or an outcome.
+    last_seen: Option<Instant>,
 }
 
 impl Breaker {
@@ -133,6 +135,7 @@ impl Breaker {
             key_rejected: false,
             rate_limited: false,
             latency_ms: None,
+            last_seen: None,
         }
     }
 
@@ -312,6 +315,7 @@ impl HealthTracker {
         let probe_timeout = self.config.probe_timeout;
         self.with(user, provider, key, |b| {
             b.tick(now);
+            b.last_seen = Some(now);
             if b.key_rejected {
                 return Admission::Denied;
             }
@@ -356,6 +360,7 @@ impl HealthTracker {
         let config = self.config;
         self.with(user, provider, key, |b| {
             b.tick(now);
+            b.last_seen = Some(now);
             let ok = matches!(outcome, Outcome::Success { .. });
             b.recent.push_back(ok);
             while b.recent.len() > config.window {
@@ -425,6 +430,31 @@ impl HealthTracker {
     /// Forgets everything about `user` (deleted).
     pub fn forget_user(&self, user: &UserId) {
         self.lock().remove(user);
+    }
+
+    /// Drops the breakers of users not called for `idle` whose circuits are
+    /// all closed and whose keys were not rejected (nothing to remember: a
+    /// new breaker starts the same). Returns how many users were dropped.
+    /// Run it now and then, off the request path: the map then holds only
+    /// users active recently or with something worth remembering.
+    pub fn evict_idle(&self, now: Instant, idle: Duration) -> usize {
+        let mut breakers = self.lock();
+        let before = breakers.len();
+        breakers.retain(|_, keys| {
+            keys.values_mut().any(|b| {
+                b.tick(now);
+                b.key_rejected
+                    || !matches!(b.state, State::Closed)
+                    || b.last_seen.is_some_and(|at| now.duration_since(at) < idle)
+            })
+        });
+        before - breakers.len()
+    }
+
+    /// Users the tracker holds breakers for.
+    #[must_use]
+    pub fn users(&self) -> usize {
+        self.lock().len()
     }
 
     /// How many circuits are open and half-open now, by provider, over all
@@ -681,5 +711,18 @@ mod tests {
             tracker.admit(&user, P, t0 + Duration::from_secs(7)),
             Admission::Probe
         );
+    }
+
+    #[test]
+    fn idle_healthy_users_are_evicted_and_troubled_ones_kept() {
+        let tracker = HealthTracker::default();
+        let t0 = Instant::now();
+        let (alice, bob) = (alice(), UserId::parse("bob").unwrap());
+        tracker.record(&alice, P, OK, t0);
+        tracker.record(&bob, P, Outcome::KeyRejected, t0);
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(tracker.evict_idle(later, Duration::from_secs(600)), 1);
+        assert_eq!(tracker.users(), 1, "bob's rejected key is remembered");
+        assert!(!tracker.snapshot(&bob, later).get(P).usable());
     }
 }

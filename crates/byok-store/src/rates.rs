@@ -28,9 +28,11 @@ pub fn hit(
     window: i64,
     limit: i64,
 ) -> Result<Option<i64>, StoreError> {
+    #[cfg(feature = "postgres")]
     const SQL_PG: &str = "INSERT INTO rate_counters (subject, window_start, requests, tokens) VALUES ($1, $2, 1, 0) \
         ON CONFLICT (subject, window_start) DO UPDATE SET requests = rate_counters.requests + 1 \
         WHERE rate_counters.requests < $3 RETURNING requests";
+    #[cfg(feature = "sqlite")]
     const SQL_SQLITE: &str = "INSERT INTO rate_counters (subject, window_start, requests, tokens) VALUES (?, ?, 1, 0) \
         ON CONFLICT (subject, window_start) DO UPDATE SET requests = rate_counters.requests + 1 \
         WHERE rate_counters.requests < ? RETURNING requests";
@@ -77,8 +79,10 @@ pub fn add_tokens(
     window: i64,
     tokens: i64,
 ) -> Result<(), StoreError> {
+    #[cfg(feature = "postgres")]
     const SQL_PG: &str = "INSERT INTO rate_counters (subject, window_start, requests, tokens) VALUES ($1, $2, 0, $3) \
         ON CONFLICT (subject, window_start) DO UPDATE SET tokens = rate_counters.tokens + $3";
+    #[cfg(feature = "sqlite")]
     const SQL_SQLITE: &str = "INSERT INTO rate_counters (subject, window_start, requests, tokens) VALUES (?1, ?2, 0, ?3) \
         ON CONFLICT (subject, window_start) DO UPDATE SET tokens = rate_counters.tokens + ?3";
     match conn {

@@ -225,7 +225,10 @@ pub fn notify(conn: &mut DbConnection, payload: &str) -> Result<(), StoreError> 
                 .execute(c)?;
         }
         #[cfg(feature = "sqlite")]
-        DbConnection::Sqlite(_) => {}
+        DbConnection::Sqlite(_) => {
+            // One process: nobody else to tell.
+            let _ = payload;
+        }
     }
     Ok(())
 }
