@@ -122,12 +122,14 @@ try {
       await page.click(`${anthropic} .test-button`);
       await page.waitForSelector(`${anthropic} .badge.invalid`);
       assert.equal(await page.textContent(`${anthropic} .badge`), "Invalid key");
+      assert.match(await page.textContent(`${anthropic} .result`), /Anthropic rejected the API key/);
 
       // A malformed key gets an inline error in words.
       await page.fill('[data-provider="gemini"] .key', "not a key");
       await page.click('[data-provider="gemini"] .save-button');
       await page.waitForSelector('[data-provider="gemini"] .error:not([hidden])');
       assert.match(await page.textContent('[data-provider="gemini"] .error'), /spaces/);
+      assert.equal(await page.inputValue('[data-provider="gemini"] .key'), "not a key", "kept to be fixed");
 
       // Replace the OpenAI key, remove the Anthropic one (confirmed).
       await page.fill(`${openai} .key`, OTHER_OPENAI);

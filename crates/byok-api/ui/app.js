@@ -111,6 +111,7 @@ async function signIn(token) {
 
 function signOut() {
   sessionStorage.removeItem(TOKEN);
+  $("cards").replaceChildren(); // no typed key survives a sign-out
   $("token-secret").textContent = "";
   show($("token-created"), false);
   user = null;
@@ -123,8 +124,16 @@ function signOut() {
 
 function badgeFor(key, status) {
   if (!key) return "none";
+  // What the provider said about the key comes first: a rate-limited or
+  // refused key is not "unavailable".
+  const said = key.last_test_status;
+  if (said && said !== "valid") return said;
   if (status && status.working === false && status.circuit && status.circuit.state === "open") return "unavailable";
-  return key.last_test_status || "untested";
+  return said || "untested";
+}
+
+function latencyWords(status, ms) {
+  return status === "unreachable" || ms == null ? "no answer" : `answered in ${ms} ms`;
 }
 
 function keyName(key, index) {
@@ -191,7 +200,7 @@ function renderCard(info, keys, status) {
   show(list, keys.length > 1);
   keys.forEach((k, index) => list.append(renderKeyRow(info, k, index, keys.length)));
   card.querySelector(".tested").textContent = key && key.last_tested_at
-    ? `Last tested ${when(key.last_tested_at)}${key.last_test_latency_ms != null ? `, answered in ${key.last_test_latency_ms} ms` : ""}.`
+    ? `Last tested ${when(key.last_tested_at)}, ${latencyWords(key.last_test_status, key.last_test_latency_ms)}.`
     : "";
   const form = card.querySelector("form");
   const input = card.querySelector(".key");
@@ -239,7 +248,7 @@ function renderCard(info, keys, status) {
       input.value = ""; // the key is not kept in the page
       await refresh(done);
     } catch (e) {
-      input.value = "";
+      // Kept (in the page only) so it can be fixed; cleared on success and sign-out.
       error.textContent = e.message;
       show(error, true);
     }
@@ -259,7 +268,7 @@ function renderCard(info, keys, status) {
       const report = await api("POST", `/api/user/api-keys/${encodeURIComponent(user)}/keys/${id}/test`);
       await refresh();
       const again = document.querySelector(`[data-provider="${id}"] .result`);
-      again.textContent = `${STATUS_WORDS[report.status]} — answered in ${report.latency_ms} ms. ${report.message}.`;
+      again.textContent = `${STATUS_WORDS[report.status]} — ${latencyWords(report.status, report.latency_ms)}. ${report.message}.`;
     } catch (e) {
       result.classList.remove("busy");
       result.textContent = e.message;

@@ -79,13 +79,13 @@ impl KeyProblem {
 #[non_exhaustive]
 pub enum ProviderError {
     /// The provider rejected the key (wrong, revoked, another provider's).
-    #[error("{provider} rejected the API key")]
+    #[error("{} rejected the API key", provider.display_name())]
     InvalidKey {
         /// The provider.
         provider: ProviderKind,
     },
     /// The key is accepted but its settings keep it from serving (see [`KeyProblem`]).
-    #[error("{provider} cannot use this key as configured: {}", problem.fix())]
+    #[error("{} cannot use this key as configured: {}", provider.display_name(), problem.fix())]
     KeyConfiguration {
         /// The provider.
         provider: ProviderKind,
@@ -93,13 +93,13 @@ pub enum ProviderError {
         problem: KeyProblem,
     },
     /// The key works but its account has no credit or quota left.
-    #[error("{provider} account is out of credit or quota")]
+    #[error("{} account is out of credit or quota", provider.display_name())]
     NoCredit {
         /// The provider.
         provider: ProviderKind,
     },
     /// The provider is rate limiting this key.
-    #[error("{provider} is rate limiting this key")]
+    #[error("{} is rate limiting this key", provider.display_name())]
     RateLimited {
         /// The provider.
         provider: ProviderKind,
@@ -107,7 +107,7 @@ pub enum ProviderError {
         retry_after: Option<Duration>,
     },
     /// The provider answered with a server error or said it is overloaded.
-    #[error("{provider} is unavailable (HTTP {status})")]
+    #[error("{} is unavailable (HTTP {status})", provider.display_name())]
     Unavailable {
         /// The provider.
         provider: ProviderKind,
@@ -115,7 +115,7 @@ pub enum ProviderError {
         status: u16,
     },
     /// The provider refused the request itself; another provider would too.
-    #[error("{provider} refused the request (HTTP {status})")]
+    #[error("{} refused the request (HTTP {status})", provider.display_name())]
     BadRequest {
         /// The provider.
         provider: ProviderKind,
@@ -125,7 +125,7 @@ pub enum ProviderError {
         kind: BadRequestKind,
     },
     /// The provider has no such capability (embeddings on Anthropic or DeepSeek).
-    #[error("{provider} does not offer {capability}")]
+    #[error("{} does not offer {capability}", provider.display_name())]
     Unsupported {
         /// The provider.
         provider: ProviderKind,
@@ -133,13 +133,13 @@ pub enum ProviderError {
         capability: &'static str,
     },
     /// No answer within the time limit.
-    #[error("{provider} did not answer in time")]
+    #[error("{} did not answer in time", provider.display_name())]
     Timeout {
         /// The provider.
         provider: ProviderKind,
     },
     /// The provider could not be reached (DNS, connection, TLS).
-    #[error("could not reach {provider}")]
+    #[error("could not reach {}", provider.display_name())]
     Unreachable {
         /// The provider.
         provider: ProviderKind,
@@ -148,27 +148,27 @@ pub enum ProviderError {
         source: Option<reqwest::Error>,
     },
     /// The provider answered with a redirect, which is never followed.
-    #[error("{provider} answered with a redirect, which byok does not follow")]
+    #[error("{} answered with a redirect, which byok does not follow", provider.display_name())]
     Redirected {
         /// The provider.
         provider: ProviderKind,
     },
     /// The provider's answer could not be understood (malformed, truncated,
     /// too large, or an unexpected status).
-    #[error("{provider} sent a response byok could not use")]
+    #[error("{} sent a response byok could not use", provider.display_name())]
     BadResponse {
         /// The provider.
         provider: ProviderKind,
     },
     /// A stream ended without its terminator: the answer may be cut short
     /// and its usage is unknown.
-    #[error("{provider} stream ended before it was complete")]
+    #[error("{} stream ended before it was complete", provider.display_name())]
     IncompleteStream {
         /// The provider.
         provider: ProviderKind,
     },
     /// The stream reported an error after it had started.
-    #[error("{provider} reported an error in the middle of the stream")]
+    #[error("{} reported an error in the middle of the stream", provider.display_name())]
     StreamError {
         /// The provider.
         provider: ProviderKind,
