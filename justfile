@@ -25,6 +25,10 @@ fuzz-api:
     cargo build -p byok-server
     scripts/api-fuzz.sh
 
+# Validate the OpenAPI document (`pip install openapi-spec-validator`).
+openapi-validate:
+    python3 scripts/openapi-validate.py docs/openapi.json
+
 # API docs with warnings as errors.
 doc:
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

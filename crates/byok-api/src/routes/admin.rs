@@ -147,6 +147,7 @@ pub(crate) async fn revoke_token(
 
 /// Paging and filtering of the user list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UsersQuery {
     /// Only users whose id starts with this.
@@ -237,7 +238,7 @@ pub(crate) async fn update_user(
 }
 
 #[utoipa::path(
-    get, path = "/api/admin/users/{user_id}/tokens", tag = "admin",
+    get, path = "/api/admin/users/{user_id}/tokens", tag = "admin", operation_id = "admin_list_user_tokens",
     params(("user_id" = String, Path, description = "the user")),
     security(("bearer" = [])),
     responses(

@@ -62,7 +62,7 @@ pub(crate) struct BudgetList {
 }
 
 #[utoipa::path(
-    get, path = "/api/user/api-keys/{user_id}/budgets", tag = "budgets",
+    get, path = "/api/user/api-keys/{user_id}/budgets", operation_id = "list_budgets", tag = "budgets",
     params(("user_id" = String, Path, description = "the user")),
     security(("bearer" = [])),
     responses(
@@ -88,7 +88,7 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(
-    post, path = "/api/user/api-keys/{user_id}/budgets", tag = "budgets",
+    post, path = "/api/user/api-keys/{user_id}/budgets", operation_id = "create_budget", tag = "budgets",
     params(("user_id" = String, Path, description = "the user")),
     request_body = BudgetRequest,
     security(("bearer" = [])),
@@ -131,7 +131,7 @@ pub(crate) async fn create(
 }
 
 #[utoipa::path(
-    put, path = "/api/user/api-keys/{user_id}/budgets/{budget_id}", tag = "budgets",
+    put, path = "/api/user/api-keys/{user_id}/budgets/{budget_id}", operation_id = "update_budget", tag = "budgets",
     params(
         ("user_id" = String, Path, description = "the user"),
         ("budget_id" = String, Path, description = "the budget"),
@@ -178,7 +178,7 @@ pub(crate) async fn update(
 }
 
 #[utoipa::path(
-    delete, path = "/api/user/api-keys/{user_id}/budgets/{budget_id}", tag = "budgets",
+    delete, path = "/api/user/api-keys/{user_id}/budgets/{budget_id}", operation_id = "delete_budget", tag = "budgets",
     params(
         ("user_id" = String, Path, description = "the user"),
         ("budget_id" = String, Path, description = "the budget"),

@@ -78,6 +78,7 @@ pub(crate) struct ProviderList {
 
 /// Audit paging.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     /// Return events older than this id (a page's `next_before`).

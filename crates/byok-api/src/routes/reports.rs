@@ -60,6 +60,7 @@ pub(crate) async fn status(
 
 /// The usage period.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UsageQuery {
     /// Start, `YYYY-MM-DD` or RFC 3339 (default: the start of `to`'s month).
@@ -92,6 +93,7 @@ pub(crate) async fn usage(
 
 /// A page of the request log.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RequestsQuery {
     /// Start, `YYYY-MM-DD` or RFC 3339 (default: 24 hours before `to`).

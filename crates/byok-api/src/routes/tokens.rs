@@ -99,7 +99,7 @@ fn issued(issued: &crate::IssuedToken, view: TokenView) -> HttpResponse {
 }
 
 #[utoipa::path(
-    get, path = "/api/user/api-keys/{user_id}/tokens", tag = "tokens",
+    get, path = "/api/user/api-keys/{user_id}/tokens", operation_id = "list_tokens", tag = "tokens",
     params(("user_id" = String, Path, description = "the user")),
     security(("bearer" = [])),
     responses(
@@ -125,7 +125,7 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(
-    post, path = "/api/user/api-keys/{user_id}/tokens", tag = "tokens",
+    post, path = "/api/user/api-keys/{user_id}/tokens", operation_id = "create_token", tag = "tokens",
     description = "Creates a token for the user, with an optional expiry and scope. Needs an unrestricted token.",
     params(("user_id" = String, Path, description = "the user")),
     request_body = CreateTokenRequest,
@@ -171,7 +171,7 @@ pub(crate) async fn create(
 }
 
 #[utoipa::path(
-    delete, path = "/api/user/api-keys/{user_id}/tokens/{token_id}", tag = "tokens",
+    delete, path = "/api/user/api-keys/{user_id}/tokens/{token_id}", operation_id = "revoke_user_token", tag = "tokens",
     params(
         ("user_id" = String, Path, description = "the user"),
         ("token_id" = String, Path, description = "the token's public id"),
@@ -200,7 +200,7 @@ pub(crate) async fn revoke(
 }
 
 #[utoipa::path(
-    get, path = "/api/admin/service-tokens", tag = "admin",
+    get, path = "/api/admin/service-tokens", operation_id = "list_service_tokens", tag = "admin",
     security(("bearer" = [])),
     responses(
         (status = 200, body = TokenList),
@@ -217,7 +217,7 @@ pub(crate) async fn list_service(
 }
 
 #[utoipa::path(
-    post, path = "/api/admin/service-tokens", tag = "admin",
+    post, path = "/api/admin/service-tokens", operation_id = "create_service_token", tag = "admin",
     description = "Issues a service token: an app backend sends it with `X-BYOK-User: <user id>` to act for that user on the gateway and the user routes (never on admin routes). Revoke it with `DELETE /api/admin/tokens/{token_id}`.",
     request_body = CreateServiceTokenRequest,
     security(("bearer" = [])),
