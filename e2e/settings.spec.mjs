@@ -158,7 +158,7 @@ try {
       await page.fill("#budget-limit", "5");
       await page.click("#budget-form button[type=submit]");
       await page.waitForSelector("#budgets li .meter");
-      assert.match(await page.textContent("#budgets li"), /\$5 per month, all providers \(hard\): \$0 spent/);
+      assert.match(await page.textContent("#budgets li"), /\$5\.00 per month, all providers \(hard\): \$0 spent/);
 
       // A token for one tool: shown once, listed with its scope, revocable.
       await page.fill("#token-label", "CI job");
@@ -188,7 +188,8 @@ try {
         await page.waitForSelector('[data-provider="azure_openai"]');
       }
       assert.equal(await page.textContent("#stat-spend"), "$0.00045");
-      assert.match(await page.textContent("#stat-savings"), /^\$0\.\d+ \(\d+\.\d%\)$/);
+      assert.equal(await page.getAttribute('[data-provider="openai"] .console', "href"), "https://platform.openai.com/api-keys");
+      assert.match(await page.textContent("#stat-savings"), /^\$0\.\d+ \(\d+(\.\d)?%\)$/);
       assert.equal(await page.locator("#chart .bar.openai").count(), 1);
       assert.match(await page.textContent("#legend"), /OpenAI/);
 

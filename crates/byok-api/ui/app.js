@@ -92,6 +92,14 @@ async function api(method, path, body) {
 
 function show(el, visible) { el.hidden = !visible; }
 
+// Dollars for people: cents from a dollar up, two significant digits below.
+function money(usd) {
+  const n = Number(usd);
+  if (!Number.isFinite(n) || n === 0) return "$0";
+  if (Math.abs(n) >= 1) return `$${n.toFixed(2)}`;
+  return `$${Number(n.toPrecision(2))}`;
+}
+
 function when(iso) {
   if (!iso) return "";
   return new Date(iso).toLocaleString();
@@ -193,6 +201,9 @@ function renderCard(info, keys, status) {
   badge.textContent = STATUS_WORDS[state];
   badge.classList.add(state);
   card.querySelector(".best-for").textContent = `Best for ${info.best_for}.`;
+  const getKey = card.querySelector(".console");
+  getKey.href = info.console_url;
+  getKey.textContent = `Get a ${info.display_name} key`;
   card.querySelector(".masked").textContent = !key
     ? "No key saved."
     : keys.length > 1 ? `${keys.length} keys, tried in this order:` : `Key ${key.masked_key}${key.label ? ` (${key.label})` : ""}`;
@@ -376,7 +387,7 @@ function renderBudgets(budgets) {
     item.dataset.budgetId = budget.id;
     const scope = budget.provider ? PROVIDER_NAMES[budget.provider] || budget.provider : "all providers";
     const title = document.createElement("div");
-    title.textContent = `$${budget.limit_usd} per ${budget.period}, ${scope} (${budget.hard ? "hard" : "soft"}): $${budget.spent_usd} spent${Number(budget.reserved_usd) > 0 ? `, $${budget.reserved_usd} in flight` : ""} — ${budget.used_percent}%, resets ${when(budget.resets_at)}`;
+    title.textContent = `${money(budget.limit_usd)} per ${budget.period}, ${scope} (${budget.hard ? "hard" : "soft"}): ${money(budget.spent_usd)} spent${Number(budget.reserved_usd) > 0 ? `, ${money(budget.reserved_usd)} in flight` : ""} — ${budget.used_percent}%, resets ${when(budget.resets_at)}`;
     const meter = document.createElement("div");
     meter.className = "meter";
     meter.setAttribute("role", "img");
@@ -415,7 +426,7 @@ function renderTokens(tokens) {
     const used = token.last_used_at ? `last used ${when(token.last_used_at)}` : "never used";
     const expires = token.expires_at ? `; expires ${when(token.expires_at)}` : "";
     const state = token.status === "active" ? "" : ` — ${token.status}`;
-    item.textContent = `${token.label || "(no label)"}${state}: ${doors}${models}${rpm}; ${used}${expires}; ${token.requests} requests, $${token.cost_usd}. `;
+    item.textContent = `${token.label || "(no label)"}${state}: ${doors}${models}${rpm}; ${used}${expires}; ${token.requests} requests, ${money(token.cost_usd)}. `;
     if (token.status === "active") {
       const revoke = document.createElement("button");
       revoke.type = "button";
@@ -453,8 +464,9 @@ async function refresh(notice, options = {}) {
   ]);
   $("stat-configured").textContent = `${status.configured} of ${providers.providers.length}`;
   $("stat-working").textContent = String(status.working);
-  $("stat-spend").textContent = `$${status.spend_this_month_usd}`;
-  $("stat-savings").textContent = `$${usage.savings_usd} (${usage.savings_percent}%)`;
+  $("stat-spend").textContent = money(status.spend_this_month_usd);
+  $("stat-spend").title = `$${status.spend_this_month_usd} exactly`;
+  $("stat-savings").textContent = `${money(usage.savings_usd)} (${usage.savings_percent}%)`;
   $("stat-baseline").textContent = usage.baseline_model || "the baseline";
   const retiring = $("retiring");
   retiring.replaceChildren(
