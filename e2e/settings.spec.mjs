@@ -49,6 +49,8 @@ const server = spawn(process.env.BYOK_SERVER_BIN, [], {
     BYOK_ADMIN_TOKEN: ADMIN,
     BYOK_OPENAI_BASE_URL: `${mockUrl}/v1`,
     BYOK_ANTHROPIC_BASE_URL: mockUrl,
+    // No DNS in the browser test: the Azure endpoint is taken as written.
+    BYOK_ALLOW_PRIVATE_ENDPOINTS: "true",
     BYOK_LOG: "warn,byok_server=info",
   },
   stdio: ["ignore", "ignore", "pipe"],
@@ -123,6 +125,22 @@ try {
       await page.waitForSelector(`${anthropic} .badge.invalid`);
       assert.equal(await page.textContent(`${anthropic} .badge`), "Invalid key");
       assert.match(await page.textContent(`${anthropic} .result`), /Anthropic rejected the API key/);
+
+      // Azure: saved with its settings, then a setting changed without the key.
+      const azure = '[data-provider="azure_openai"]';
+      await page.fill(`${azure} .key`, "0123456789abcdef0123456789abcdef");
+      await page.fill(`${azure} .endpoint`, "https://e2e-resource.openai.azure.com");
+      await page.fill(`${azure} .deployment`, "chat1");
+      await page.click(`${azure} .save-button`);
+      await page.waitForSelector(`${azure} .badge.untested`);
+      await page.fill(`${azure} .deployment`, "chat2");
+      await page.fill(`${azure} .embedding_deployment`, "embed1");
+      await page.click(`${azure} .settings-button`);
+      await page.waitForFunction(() => document.querySelector("#notice").textContent.includes("settings saved"));
+      assert.equal(await page.inputValue(`${azure} .deployment`), "chat2");
+      assert.equal(await page.inputValue(`${azure} .embedding_deployment`), "embed1");
+      await page.click(`${azure} .remove-button`);
+      await page.waitForSelector(`${azure} .badge.none`);
 
       // A malformed key gets an inline error in words.
       await page.fill('[data-provider="gemini"] .key', "not a key");

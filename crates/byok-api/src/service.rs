@@ -1104,11 +1104,35 @@ impl KeyService {
         user: &UserId,
         provider: ProviderKind,
         key_id: &str,
-        changes: KeyChanges,
+        (mut changes, options): (KeyChanges, Option<KeyOptions>),
         ctx: &RequestContext,
     ) -> Result<KeyView> {
         self.authorize(principal, user, &[Door::Keys], ctx).await?;
         check_label(changes.label.as_deref())?;
+        if let Some(options) = options {
+            // Settings change without the key: merged over the stored ones,
+            // then checked as on a save.
+            let (u, id) = (user.clone(), key_id.to_owned());
+            let existing = self
+                .store
+                .run(move |c| keys::get_by_id(c, &u, &id))
+                .await?
+                .filter(|k| k.provider == provider)
+                .ok_or(ServiceError::KeyNotFound)?;
+            let stored = |name: &str| existing.settings.get(name).cloned();
+            let merged = KeyOptions {
+                endpoint: options.endpoint.or_else(|| stored("endpoint")),
+                deployment: options.deployment.or_else(|| stored("deployment")),
+                api_version: options.api_version.or_else(|| stored("api_version")),
+                embedding_deployment: options
+                    .embedding_deployment
+                    .or_else(|| stored("embedding_deployment")),
+                workspace_id: options.workspace_id.or_else(|| stored("workspace_id")),
+            };
+            let settings = validate_options(provider, merged, self.allow_private_endpoints)?;
+            self.check_endpoint(provider, &settings).await?;
+            changes.settings = Some(settings);
+        }
         if changes.position.is_some_and(|p| !(0..=1000).contains(&p)) {
             return Err(ServiceError::invalid(
                 "invalid_position",
@@ -1366,6 +1390,17 @@ impl KeyService {
         input: KeyInput,
     ) -> Result<(ApiKey, keys::KeySettings)> {
         let (key, settings) = self.validate_key(provider, input)?;
+        self.check_endpoint(provider, &settings).await?;
+        Ok((key, settings))
+    }
+
+    /// For Azure, the endpoint's DNS answer: every address must be public
+    /// (unless private endpoints are allowed).
+    async fn check_endpoint(
+        &self,
+        provider: ProviderKind,
+        settings: &keys::KeySettings,
+    ) -> Result<()> {
         if let (ProviderKind::AzureOpenAi, Some(clients), Some(endpoint)) =
             (provider, &self.clients, settings.get("endpoint"))
         {
@@ -1376,7 +1411,7 @@ impl KeyService {
                 )
             })?;
         }
-        Ok((key, settings))
+        Ok(())
     }
 
     /// Tests `user`'s stored key for `provider` (the default key, or

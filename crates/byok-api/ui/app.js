@@ -190,6 +190,15 @@ function renderKeyRow(info, key, index, count) {
   return row;
 }
 
+function azureSettings(card) {
+  const settings = {};
+  for (const field of ["endpoint", "deployment", "embedding_deployment", "api_version"]) {
+    const value = card.querySelector(`.${field}`).value.trim();
+    if (value) settings[field] = value;
+  }
+  return settings;
+}
+
 function renderCard(info, keys, status) {
   const key = keys[0];
   const card = $("card-template").content.firstElementChild.cloneNode(true);
@@ -229,7 +238,7 @@ function renderCard(info, keys, status) {
   const azure = card.querySelector(".azure");
   if (id === "azure_openai") {
     show(azure, true);
-    for (const field of ["endpoint", "deployment"]) {
+    for (const field of ["endpoint", "deployment", "embedding_deployment", "api_version"]) {
       const el = card.querySelector(`.${field}`);
       el.id = `${field}-${id}`;
       card.querySelector(`.${field}-label`).htmlFor = el.id;
@@ -250,10 +259,7 @@ function renderCard(info, keys, status) {
     show(error, false);
     const body = { api_key: input.value };
     if (labelInput.value.trim()) body.label = labelInput.value.trim();
-    if (id === "azure_openai") {
-      body.endpoint = card.querySelector(".endpoint").value;
-      body.deployment = card.querySelector(".deployment").value;
-    }
+    if (id === "azure_openai") Object.assign(body, azureSettings(card));
     try {
       await api("POST", path, body);
       input.value = ""; // the key is not kept in the page
@@ -265,6 +271,18 @@ function renderCard(info, keys, status) {
     }
   };
   const keysPath = `/api/user/api-keys/${encodeURIComponent(user)}/keys/${id}`;
+  const settingsButton = card.querySelector(".settings-button");
+  show(settingsButton, Boolean(key));
+  settingsButton.addEventListener("click", async () => {
+    show(error, false);
+    try {
+      await api("PATCH", `${keysPath}/${key.id}`, azureSettings(card));
+      await refresh(`${info.display_name} settings saved; the key is unchanged.`);
+    } catch (e) {
+      error.textContent = e.message;
+      show(error, true);
+    }
+  });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     save(keysPath, `${info.display_name} key saved.`);

@@ -85,6 +85,8 @@ pub struct KeyChanges {
     pub weight: Option<i32>,
     /// On or off.
     pub enabled: Option<bool>,
+    /// New non-secret settings (the secret stays).
+    pub settings: Option<KeySettings>,
 }
 
 /// A stored key.
@@ -487,6 +489,19 @@ pub fn update(
         if let Some(enabled) = changes.enabled {
             diesel::update(target)
                 .set(provider_keys::enabled.eq(enabled))
+                .execute(conn)?;
+        }
+        if let Some(settings) = &changes.settings {
+            let json =
+                serde_json::to_string(settings).map_err(|_| StoreError::Corrupt("key settings"))?;
+            diesel::update(target)
+                .set((
+                    provider_keys::settings.eq(json),
+                    // New settings are untested: the old result may not hold.
+                    provider_keys::last_test_status.eq(None::<String>),
+                    provider_keys::last_tested_at.eq(None::<NaiveDateTime>),
+                    provider_keys::last_test_latency_ms.eq(None::<i64>),
+                ))
                 .execute(conn)?;
         }
         audit::append(conn, event, at)?;

@@ -315,6 +315,16 @@ pub(crate) struct UpdateKeyRequest {
     weight: Option<i32>,
     /// Whether routing may use it.
     enabled: Option<bool>,
+    /// Azure OpenAI: a new endpoint (the key stays).
+    endpoint: Option<String>,
+    /// Azure OpenAI: a new chat deployment.
+    deployment: Option<String>,
+    /// Azure OpenAI: a new API version.
+    api_version: Option<String>,
+    /// Azure OpenAI: a new embedding deployment.
+    embedding_deployment: Option<String>,
+    /// Anthropic: a new workspace id.
+    workspace_id: Option<String>,
 }
 
 fn key_path(
@@ -416,7 +426,7 @@ pub(crate) async fn replace_key(
 
 #[utoipa::path(
     patch, path = "/api/user/api-keys/{user_id}/keys/{provider}/{key_id}", tag = "keys",
-    description = "Changes a key's label, position (0 promotes it to the provider's default), weight or on/off switch.",
+    description = "Changes a key's label, position (0 promotes it to the provider's default), weight, on/off switch, or its non-secret settings (Azure endpoint, deployments, API version; Anthropic workspace) without the key.",
     params(
         ("user_id" = String, Path, description = "the user"),
         ("provider" = String, Path, description = "the provider"),
@@ -443,15 +453,35 @@ pub(crate) async fn update_key(
 ) -> Result<HttpResponse, ApiError> {
     let (user, provider, id) = key_path(&path)?;
     let body = body.0;
+    let options = KeyOptions {
+        endpoint: body.endpoint,
+        deployment: body.deployment,
+        api_version: body.api_version,
+        embedding_deployment: body.embedding_deployment,
+        workspace_id: body.workspace_id,
+    };
+    let touched = options.endpoint.is_some()
+        || options.deployment.is_some()
+        || options.api_version.is_some()
+        || options.embedding_deployment.is_some()
+        || options.workspace_id.is_some();
     let changes = byok_store::keys::KeyChanges {
         label: body.label,
         position: body.position,
         weight: body.weight,
         enabled: body.enabled,
+        settings: None,
     };
     let view = state
         .service
-        .update_key(&caller.0, &user, provider, id, changes, &context(&req))
+        .update_key(
+            &caller.0,
+            &user,
+            provider,
+            id,
+            (changes, touched.then_some(options)),
+            &context(&req),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }

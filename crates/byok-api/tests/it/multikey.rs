@@ -18,7 +18,61 @@ both_backends!(
     a_failing_key_moves_to_the_next_key_before_another_provider,
     rotation_with_overlap_fails_no_request,
     existing_keys_become_first_keys_and_are_bound_to_their_ids,
+    a_keys_settings_change_without_the_key,
 );
+
+async fn a_keys_settings_change_without_the_key(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let token = app.create_user("alice").await;
+    let secret = "0123456789abcdef0123456789abcdef";
+    let (status, saved) = body(
+        app.save_key(
+            &token,
+            "alice",
+            "azure_openai",
+            json!({"api_key": secret, "endpoint": "https://res1.openai.azure.com", "deployment": "chat1"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{saved}");
+    let id = saved["id"].as_str().unwrap().to_owned();
+    let (status, changed) = patch(
+        &app,
+        &token,
+        "azure_openai",
+        &id,
+        json!({"deployment": "chat2", "embedding_deployment": "embed1", "api_version": "2024-10-21"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["settings"]["deployment"], "chat2");
+    assert_eq!(changed["settings"]["embedding_deployment"], "embed1");
+    assert_eq!(
+        changed["settings"]["endpoint"], "https://res1.openai.azure.com",
+        "kept"
+    );
+    assert_eq!(changed["masked_key"], saved["masked_key"]);
+    assert_eq!(
+        app.open_key_by_id("alice", &id).await,
+        secret,
+        "the key itself is untouched"
+    );
+    let (status, error) = patch(
+        &app,
+        &token,
+        "azure_openai",
+        &id,
+        json!({"endpoint": "http://res1.example.com"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{error}");
+    let (status, error) = patch(&app, &token, "openai", &id, json!({"deployment": "x"})).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("key_not_found"))
+    );
+}
 
 fn anthropic_key() -> String {
     format!("sk-ant-api03-{}AA", "k".repeat(93))
