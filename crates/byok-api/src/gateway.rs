@@ -1404,6 +1404,7 @@ impl Gateway {
                 token_id: prepared.token_id.clone(),
                 reservation,
                 rate_subjects: prepared.rate_subjects.clone(),
+                budgeted: !prepared.budgets.is_empty(),
             }),
             gateway: self.clone(),
         };
@@ -1541,6 +1542,7 @@ impl Gateway {
         // Writing the record settles the reservation to the exact cost.
         record.reservation_id = reservation;
         record.rate_subjects.clone_from(&prepared.rate_subjects);
+        record.budgeted = !prepared.budgets.is_empty();
         if record_key.is_some() {
             // Strict: committed (over the incomplete record) before the answer goes out.
             record.record_key = record_key;
@@ -1838,6 +1840,7 @@ fn usage_record(
         token_id: None,
         reservation_id: None,
         rate_subjects: Vec::new(),
+        budgeted: false,
         attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
         latency_ms: int(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
         outcome: outcome.to_owned(),
@@ -1868,6 +1871,8 @@ struct Pending {
     reservation: Option<String>,
     /// Rate-limit subjects (and the minute) whose token counts the stream joins.
     rate_subjects: Vec<(String, i64)>,
+    /// Whether the user had budgets when the stream began.
+    budgeted: bool,
 }
 
 /// A committed stream that keeps the usage it sees, records it once, and
@@ -1933,6 +1938,7 @@ impl Tracked {
         record.token_id = Some(pending.token_id);
         record.reservation_id = pending.reservation;
         record.rate_subjects = pending.rate_subjects;
+        record.budgeted = pending.budgeted;
         Some((record, priced.report))
     }
 

@@ -52,6 +52,9 @@ pub struct UsageRecord {
     /// The budget reservation this record settles (its request's), if any:
     /// writing the record settles the user's budgets in the same transaction.
     pub reservation_id: Option<String>,
+    /// Whether the user had budgets when the request began: only then are
+    /// budgets settled with this record (not stored).
+    pub budgeted: bool,
     /// Rate-limit subjects (`user:<id>`, `token:<id>`) and the minute (unix
     /// seconds) whose tokens-per-minute count this record's tokens join, in
     /// the same transaction (not stored).
@@ -101,6 +104,7 @@ struct UsageRow {
 /// A [`StoreError`] from the database.
 pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<(), StoreError> {
     write_transaction(conn, |conn| {
+        let mut fresh = Vec::with_capacity(records.len());
         for record in records {
             let row = UsageRow::from(record);
             if let Some(key) = &record.record_key {
@@ -109,14 +113,25 @@ pub fn insert_batch(conn: &mut DbConnection, records: &[UsageRecord]) -> Result<
                         .set(&row)
                         .execute(conn)?;
                 if replaced > 0 {
-                    settle_budgets(conn, record)?;
-                    count_tokens(conn, record)?;
                     continue;
                 }
             }
-            diesel::insert_into(usage_records::table)
-                .values(row)
-                .execute(conn)?;
+            fresh.push(row);
+        }
+        // One multi-row INSERT for the batch.
+        if !fresh.is_empty() {
+            match conn {
+                #[cfg(feature = "postgres")]
+                DbConnection::Postgres(c) => diesel::insert_into(usage_records::table)
+                    .values(&fresh)
+                    .execute(c)?,
+                #[cfg(feature = "sqlite")]
+                DbConnection::Sqlite(c) => diesel::insert_into(usage_records::table)
+                    .values(&fresh)
+                    .execute(c)?,
+            };
+        }
+        for record in records {
             settle_budgets(conn, record)?;
             count_tokens(conn, record)?;
         }
@@ -142,7 +157,7 @@ fn settle_budgets(conn: &mut DbConnection, record: &UsageRecord) -> Result<(), S
     let cost = record
         .cost_picodollars
         .or(record.cost_micro_usd.map(|m| m.saturating_mul(1_000_000)));
-    if cost.is_none() && record.reservation_id.is_none() {
+    if !record.budgeted && record.reservation_id.is_none() {
         return Ok(());
     }
     crate::budgets::settle(
@@ -336,6 +351,7 @@ impl UsageRow {
             token_id: row.token_id,
             reservation_id: row.reservation_id,
             rate_subjects: Vec::new(),
+            budgeted: false,
             attempts: row.attempts,
             latency_ms: row.latency_ms,
             outcome: row.outcome,

@@ -28,6 +28,7 @@ async fn spend(app: &TestApp, user: &str) {
         token_id: None,
         reservation_id: None,
         rate_subjects: Vec::new(),
+        budgeted: false,
         attempts: 1,
         latency_ms: 10,
         outcome: "success".to_owned(),

@@ -38,6 +38,7 @@ fn record(
         token_id: None,
         reservation_id: None,
         rate_subjects: Vec::new(),
+        budgeted: false,
         attempts: 1,
         latency_ms: 100,
         outcome: "success".to_owned(),

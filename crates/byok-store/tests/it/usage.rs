@@ -36,6 +36,7 @@ fn record(who: &str, minutes_ago: i64, cost: Option<i64>) -> UsageRecord {
         token_id: None,
         reservation_id: None,
         rate_subjects: Vec::new(),
+        budgeted: false,
         attempts: 2,
         latency_ms: 840,
         outcome: "success".to_owned(),
