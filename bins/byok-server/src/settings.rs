@@ -84,6 +84,10 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: false,
     },
     Setting {
+        key: "provider_pool_max_idle_per_host",
+        secret: false,
+    },
+    Setting {
         key: "cors_origins",
         secret: false,
     },
@@ -550,6 +554,11 @@ impl Layered {
                     })?;
             }
         }
+        providers.pool_max_idle_per_host = self.number(
+            "provider_pool_max_idle_per_host",
+            providers.pool_max_idle_per_host,
+            "use a whole number of connections",
+        )?;
         providers.allow_private_endpoints = match self.plain("allow_private_endpoints").as_deref() {
             None | Some("false" | "0") => false,
             Some("true" | "1") => true,

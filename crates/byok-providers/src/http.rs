@@ -35,6 +35,9 @@ pub struct ProviderSettings {
     pub stream_idle_timeout: Duration,
     /// Largest response body read into memory.
     pub max_response_bytes: usize,
+    /// Idle kept-alive connections kept per provider host (reused by later
+    /// requests instead of a new TCP and TLS handshake).
+    pub pool_max_idle_per_host: usize,
 }
 
 impl Default for ProviderSettings {
@@ -50,6 +53,7 @@ impl Default for ProviderSettings {
             request_timeout: Duration::from_secs(120),
             stream_idle_timeout: Duration::from_secs(120),
             max_response_bytes: 8 * 1024 * 1024,
+            pool_max_idle_per_host: 64,
         }
     }
 }
@@ -95,6 +99,12 @@ impl HttpClients {
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(settings.connect_timeout)
                 .read_timeout(settings.stream_idle_timeout)
+                // Connections are kept and reused; HTTP/2 where the provider
+                // offers it (ALPN).
+                .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .tcp_nodelay(true)
+                .tcp_keepalive(std::time::Duration::from_secs(60))
                 .user_agent(concat!("byok/", env!("CARGO_PKG_VERSION")))
         };
         let fixed = builder().build()?;

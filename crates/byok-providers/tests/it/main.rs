@@ -43,6 +43,7 @@ pub(crate) fn clients(server: &MockServer) -> HttpClients {
         request_timeout: Duration::from_millis(800),
         stream_idle_timeout: Duration::from_secs(2),
         max_response_bytes: 64 * 1024,
+        pool_max_idle_per_host: 4,
     })
     .unwrap()
 }
