@@ -280,23 +280,39 @@ struct Prepared {
     request_id: Option<String>,
     /// When the request must be over.
     deadline: tokio::time::Instant,
-    /// The user's enabled keys for the providers the token may use, in
-    /// each provider's order.
-    stored: Vec<StoredKey>,
+    /// The user's cached state (keys in each provider's order, budgets),
+    /// shared, not copied.
+    state: Arc<crate::cache::UserState>,
+    /// What the token may use.
+    scope: Arc<byok_store::tokens::TokenScope>,
     plan: RoutePlan,
     at: chrono::DateTime<chrono::Utc>,
     /// The request's estimated input tokens.
     input_tokens: u64,
     /// The request's own output limit, if it set one.
     max_output: Option<u64>,
-    /// The user's budgets (a request covered by a hard one reserves its
-    /// worst case before each attempt).
-    budgets: Vec<byok_store::budgets::Budget>,
     /// Subjects (and the minute) whose tokens-per-minute count the answer's
     /// tokens join.
     rate_subjects: Vec<(String, i64)>,
     /// A stream's places under concurrent-stream limits.
     stream_slots: Option<crate::limits::StreamSlots>,
+}
+
+impl Prepared {
+    /// The user's enabled keys for the providers the token may use, in
+    /// each provider's order.
+    fn keys(&self) -> impl Iterator<Item = &StoredKey> + Clone {
+        self.state
+            .keys
+            .iter()
+            .filter(|k| k.enabled && self.scope.allows_provider(k.provider))
+    }
+
+    /// The user's budgets (a request covered by a hard one reserves its
+    /// worst case before each attempt).
+    fn budgets(&self) -> &[byok_store::budgets::Budget] {
+        &self.state.budgets
+    }
 }
 
 /// What a failed attempt leads to.
@@ -314,7 +330,7 @@ enum AfterFailure {
 /// (or a service token acting for the user) whose scope includes the gateway.
 fn gateway_caller(
     principal: &Principal,
-) -> Result<(&UserId, &str, &byok_store::tokens::TokenScope), GatewayError> {
+) -> Result<(&UserId, &str, &Arc<byok_store::tokens::TokenScope>), GatewayError> {
     match principal {
         Principal::User {
             user,
@@ -397,23 +413,19 @@ fn rate_limit_wait(
 
 /// A soft budget an answer goes over, in words (for `X-BYOK-Budget-Warning`).
 fn budget_words(state: &byok_store::budgets::BudgetState) -> String {
-    let limit = state.budget.limit_picodollars.max(1);
-    let used = state.spent.saturating_add(state.reserved);
-    let percent = i128::from(used) * 100 / i128::from(limit);
+    let view = crate::service::BudgetView::from(state.clone());
     format!(
-        "{}{} budget ${}: {percent}% used",
-        state.budget.period.as_str(),
-        state
-            .budget
-            .provider
-            .map_or(String::new(), |p| format!(" {p}")),
-        Money::from_picodollars(u64::try_from(limit).unwrap_or(0)).to_usd_string()
+        "{}{} budget ${}: {}% used",
+        view.period.as_str(),
+        view.provider.map_or(String::new(), |p| format!(" {p}")),
+        view.limit_usd,
+        view.used_percent
     )
 }
 
 /// One entry per provider for the planner: its first key that is not known
 /// to be bad stands for it.
-fn planner_keys(stored: &[StoredKey]) -> Vec<KeyInfo> {
+fn planner_keys<'k>(stored: impl Iterator<Item = &'k StoredKey>) -> Vec<KeyInfo> {
     let mut infos: Vec<KeyInfo> = Vec::new();
     for key in stored {
         let status = key.last_test.as_ref().map(|t| t.status);
@@ -641,22 +653,20 @@ impl Gateway {
         self.keys.ensure_ceiling_budget(user).await?;
         // From memory once cached: no database read on the hot path.
         let state = self.keys.user_state(user).await?;
-        let (mut stored, budgets, user_limits) = (
-            state.keys.clone(),
-            state.budgets.clone(),
-            state.limits.clone(),
-        );
         let (rate_subjects, stream_slots) = self
-            .admit(user, token_id, scope, user_limits.as_deref(), stream)
+            .admit(user, token_id, scope, state.limits.as_deref(), stream)
             .await?;
-        stored.retain(|k| k.enabled && scope.allows_provider(k.provider));
-        let infos = planner_keys(&stored);
+        let stored = state
+            .keys
+            .iter()
+            .filter(|k| k.enabled && scope.allows_provider(k.provider));
+        let infos = planner_keys(stored.clone());
         // A key whose settings cannot serve this task is not a candidate for
         // it (an Azure key without an embedding deployment, for embeddings).
         let mut refused = refused.to_vec();
         refused.extend(
             stored
-                .iter()
+                .clone()
                 .filter_map(|k| key_cannot_serve(k, task).map(|u| (k.provider, u))),
         );
         let refused = refused.as_slice();
@@ -675,7 +685,7 @@ impl Gateway {
             },
             &self.health().snapshot_keys(
                 user,
-                stored.iter().map(|k| (k.provider, k.id.as_str())),
+                stored.map(|k| (k.provider, k.id.as_str())),
                 Instant::now(),
             ),
         );
@@ -688,12 +698,12 @@ impl Gateway {
             token_id: token_id.to_owned(),
             request_id: None,
             deadline: tokio::time::Instant::now() + self.limits.deadline,
-            stored,
+            state,
+            scope: Arc::clone(scope),
             plan,
             at,
             input_tokens,
             max_output,
-            budgets,
             rate_subjects,
             stream_slots,
         })
@@ -755,11 +765,7 @@ impl Gateway {
             crate::limits::Subject {
                 key: format!("token:{token_id}"),
                 whose: "token",
-                limits: crate::limits::RateLimits {
-                    requests_per_minute: scope.requests_per_minute,
-                    tokens_per_minute: scope.tokens_per_minute,
-                    concurrent_streams: scope.concurrent_streams,
-                },
+                limits: crate::limits::RateLimits::of_token(scope),
             },
         ]
         .into_iter()
@@ -791,8 +797,7 @@ impl Gateway {
     /// weights; keys known to be bad (rejected, out of credit) left out.
     fn keys_for(prepared: &Prepared, provider: ProviderKind) -> Vec<&StoredKey> {
         let mut keys: Vec<(i32, f64, &StoredKey)> = prepared
-            .stored
-            .iter()
+            .keys()
             .filter(|k| k.provider == provider && !known_bad(k))
             .map(|k| {
                 // Efraimidis–Spirakis: u^(1/w), largest first.
@@ -1124,7 +1129,7 @@ impl Gateway {
     ) -> Result<Result<(Option<String>, Vec<String>), byok_store::budgets::BudgetState>, GatewayError>
     {
         if !prepared
-            .budgets
+            .budgets()
             .iter()
             .any(|b| b.covers(candidate.provider, Some(&prepared.token_id)))
         {
@@ -1404,7 +1409,7 @@ impl Gateway {
                 token_id: prepared.token_id.clone(),
                 reservation,
                 rate_subjects: prepared.rate_subjects.clone(),
-                budgeted: !prepared.budgets.is_empty(),
+                budgeted: !prepared.budgets().is_empty(),
             }),
             gateway: self.clone(),
         };
@@ -1542,7 +1547,7 @@ impl Gateway {
         // Writing the record settles the reservation to the exact cost.
         record.reservation_id = reservation;
         record.rate_subjects.clone_from(&prepared.rate_subjects);
-        record.budgeted = !prepared.budgets.is_empty();
+        record.budgeted = !prepared.budgets().is_empty();
         if record_key.is_some() {
             // Strict: committed (over the incomplete record) before the answer goes out.
             record.record_key = record_key;
@@ -1574,19 +1579,7 @@ impl Gateway {
     pub async fn retirement_alerts(&self) -> Result<usize, ServiceError> {
         let at = self.keys.now();
         let today = at.date_naive();
-        let catalog = self.planner.catalog();
-        let mut retiring: Vec<(ProviderKind, String, chrono::NaiveDate)> = catalog
-            .tasks()
-            .flat_map(|t| catalog.candidates(t))
-            .filter_map(|r| {
-                let date = catalog.get(r.provider, &r.model)?.shutdown_date?;
-                let days = (date - today).num_days();
-                (days <= byok_router::check::RETIREMENT_WARNING_DAYS)
-                    .then(|| (r.provider, r.model.clone(), date))
-            })
-            .collect();
-        retiring.sort();
-        retiring.dedup();
+        let retiring = crate::reports::retiring_models(self.planner.catalog(), today);
         if retiring.is_empty() {
             return Ok(0);
         }
@@ -1596,14 +1589,14 @@ impl Gateway {
             .run(move |c| {
                 let mut added = 0;
                 for (user, provider) in keys::users_by_provider(c)? {
-                    for (_, model, date) in retiring.iter().filter(|(p, _, _)| *p == provider) {
+                    for (_, model, date, days) in retiring.iter().filter(|r| r.0 == provider) {
                         let body = serde_json::json!({
                             "event": "model.retiring",
                             "user_id": user.as_str(),
                             "provider": provider,
                             "model": model,
                             "retires_on": date,
-                            "days_left": (*date - today).num_days().max(0),
+                            "days_left": (*days).max(0),
                         });
                         let key = format!("model.retiring:{user}:{provider}:{model}:{date}");
                         if byok_store::alerts::enqueue_once(
@@ -1633,8 +1626,12 @@ impl Gateway {
         principal: &Principal,
     ) -> Result<Vec<(ProviderKind, String)>, GatewayError> {
         let (user, _, scope) = gateway_caller(principal)?;
-        let mut stored = self.keys.user_state(user).await?.keys.clone();
-        stored.retain(|k| k.enabled && scope.allows_provider(k.provider));
+        let state = self.keys.user_state(user).await?;
+        let stored: Vec<&StoredKey> = state
+            .keys
+            .iter()
+            .filter(|k| k.enabled && scope.allows_provider(k.provider))
+            .collect();
         Ok(self
             .planner
             .catalog()

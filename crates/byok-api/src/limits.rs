@@ -43,6 +43,34 @@ impl RateLimits {
     pub fn is_unlimited(&self) -> bool {
         *self == Self::default()
     }
+
+    /// A token's own limits.
+    #[must_use]
+    pub fn of_token(scope: &byok_store::tokens::TokenScope) -> Self {
+        Self {
+            requests_per_minute: scope.requests_per_minute,
+            tokens_per_minute: scope.tokens_per_minute,
+            concurrent_streams: scope.concurrent_streams,
+        }
+    }
+
+    /// Refuses a limit of 0 (which would refuse everything; leaving the
+    /// limit out means none).
+    ///
+    /// # Errors
+    /// [`crate::ServiceError::Invalid`] (`invalid_limit`).
+    pub fn check(&self) -> crate::Result<()> {
+        if self.requests_per_minute == Some(0)
+            || self.tokens_per_minute == Some(0)
+            || self.concurrent_streams == Some(0)
+        {
+            return Err(crate::ServiceError::invalid(
+                "invalid_limit",
+                "a rate limit must be at least 1 (leave it out for none)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why a request was refused.

@@ -240,6 +240,28 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, ServiceError> {
         })
 }
 
+/// Every model in the routing policy that its provider retires within
+/// [`byok_router::check::RETIREMENT_WARNING_DAYS`] of `today` (or has):
+/// provider, model, date, days left (≤ 0 once retired); sorted, once each.
+pub(crate) fn retiring_models(
+    catalog: &byok_router::PriceCatalog,
+    today: NaiveDate,
+) -> Vec<(ProviderKind, String, NaiveDate, i64)> {
+    let mut retiring: Vec<(ProviderKind, String, NaiveDate, i64)> = catalog
+        .tasks()
+        .flat_map(|t| catalog.candidates(t))
+        .filter_map(|r| {
+            let date = catalog.get(r.provider, &r.model)?.shutdown_date?;
+            let days = (date - today).num_days();
+            (days <= byok_router::check::RETIREMENT_WARNING_DAYS)
+                .then(|| (r.provider, r.model.clone(), date, days))
+        })
+        .collect();
+    retiring.sort();
+    retiring.dedup();
+    retiring
+}
+
 /// Models in the routes of `providers` that retire within
 /// [`byok_router::check::RETIREMENT_WARNING_DAYS`] of `today` (or have), in words.
 fn retiring_routes(
@@ -247,25 +269,17 @@ fn retiring_routes(
     providers: &[ProviderKind],
     today: NaiveDate,
 ) -> Vec<String> {
-    let mut retiring: Vec<String> = catalog
-        .tasks()
-        .flat_map(|t| catalog.candidates(t))
-        .filter(|r| providers.contains(&r.provider))
-        .filter_map(|r| {
-            let date = catalog.get(r.provider, &r.model)?.shutdown_date?;
-            let days = (date - today).num_days();
-            (days <= byok_router::check::RETIREMENT_WARNING_DAYS).then(|| {
-                if days <= 0 {
-                    format!("{r} was retired on {date}; byok no longer routes to it")
-                } else {
-                    format!("{r} is retired on {date}, in {days} days")
-                }
-            })
+    retiring_models(catalog, today)
+        .into_iter()
+        .filter(|(provider, ..)| providers.contains(provider))
+        .map(|(provider, model, date, days)| {
+            if days <= 0 {
+                format!("{provider}:{model} was retired on {date}; byok no longer routes to it")
+            } else {
+                format!("{provider}:{model} is retired on {date}, in {days} days")
+            }
         })
-        .collect();
-    retiring.sort();
-    retiring.dedup();
-    retiring
+        .collect()
 }
 
 /// When a model's other prices apply, in words.

@@ -455,8 +455,7 @@ pub struct BudgetView {
 impl From<byok_store::budgets::BudgetState> for BudgetView {
     fn from(state: byok_store::budgets::BudgetState) -> Self {
         let usd = |pico: i64| {
-            byok_router::Money::from_picodollars(u64::try_from(pico.max(0)).unwrap_or(0))
-                .to_usd_string()
+            byok_router::Money::from_picodollars(u64::try_from(pico).unwrap_or(0)).to_usd_string()
         };
         let taken = i128::from(state.spent.saturating_add(state.reserved));
         let limit = i128::from(state.budget.limit_picodollars.max(1));
@@ -1775,15 +1774,7 @@ impl KeyService {
                 .user_prefix
                 .as_ref()
                 .is_some_and(|p| p.is_empty() || UserId::parse(p.as_str()).is_err());
-        if scope.requests_per_minute == Some(0)
-            || scope.tokens_per_minute == Some(0)
-            || scope.concurrent_streams == Some(0)
-        {
-            return Err(ServiceError::invalid(
-                "invalid_limit",
-                "a rate limit must be at least 1 (leave it out for no limit)",
-            ));
-        }
+        crate::limits::RateLimits::of_token(scope).check()?;
         if too_long {
             return Err(ServiceError::invalid(
                 "invalid_scope",
@@ -2115,46 +2106,75 @@ impl KeyService {
         }
     }
 
+    /// The operator's monthly budget for `user` (a default or the ceiling).
     async fn insert_budget(
         &self,
         actor: Actor,
         user: &UserId,
         limit: byok_router::Money,
         ctx: &RequestContext,
-    ) -> Result<byok_store::budgets::Budget> {
+    ) -> Result<BudgetView> {
         let event = ctx
             .event(actor, AuditAction::BudgetCreate, AuditOutcome::Success)
             .user(user)
             .detail("operator_policy");
+        let spec = (
+            byok_store::budgets::Period::Month,
+            None,
+            None,
+            i64::try_from(limit.picodollars()).unwrap_or(i64::MAX),
+            true,
+            chrono_tz::UTC,
+        );
+        self.write_budget(user, spec, event).await
+    }
+
+    /// Stores a budget (period, provider, token, limit, hard, zone) and its
+    /// audit event; the budget with its current spend.
+    async fn write_budget(
+        &self,
+        user: &UserId,
+        (period, provider, token_id, limit, hard, zone): (
+            byok_store::budgets::Period,
+            Option<ProviderKind>,
+            Option<String>,
+            i64,
+            bool,
+            chrono_tz::Tz,
+        ),
+        event: NewAuditEvent,
+    ) -> Result<BudgetView> {
         let (u, at) = (user.clone(), self.now());
-        let limit = i64::try_from(limit.picodollars()).unwrap_or(i64::MAX);
-        let result = self
+        let created = self
             .store
             .run(move |c| {
-                byok_store::budgets::create(
+                let budget = byok_store::budgets::create(
                     c,
                     &byok_store::budgets::NewBudget {
                         user_id: &u,
-                        period: byok_store::budgets::Period::Month,
-                        provider: None,
-                        token_id: None,
+                        period,
+                        provider,
+                        token_id: token_id.as_deref(),
                         limit_picodollars: limit,
-                        hard: true,
-                        time_zone: chrono_tz::UTC,
+                        hard,
+                        time_zone: zone,
                     },
                     &event,
                     at,
-                )
+                )?;
+                byok_store::budgets::states(c, &u, provider, at)
+                    .map(|states| states.into_iter().find(|s| s.budget.id == budget.id))
             })
             .await;
-        match result {
-            Ok(budget) => {
+        match created {
+            Ok(Some(state)) => {
                 self.changed(crate::cache::Change::User(user.clone())).await;
-                Ok(budget)
+                Ok(state.into())
             }
+            Ok(None) | Err(StoreError::NotFound) => Err(ServiceError::UserNotFound),
             Err(StoreError::Conflict) => Err(ServiceError::invalid(
                 "budget_exists",
-                "there is already a budget for this period and provider",
+                "there is already a budget for this period and provider; change it instead",
             )),
             Err(other) => Err(other.into()),
         }
@@ -2194,40 +2214,15 @@ impl KeyService {
                 return Err(ServiceError::TokenNotFound);
             }
         }
-        let (u, at) = (user.clone(), self.now());
-        let created = self
-            .store
-            .run(move |c| {
-                let budget = byok_store::budgets::create(
-                    c,
-                    &byok_store::budgets::NewBudget {
-                        user_id: &u,
-                        period: input.period,
-                        provider: input.provider,
-                        token_id: input.token_id.as_deref(),
-                        limit_picodollars: limit,
-                        hard: input.hard,
-                        time_zone: zone,
-                    },
-                    &event,
-                    at,
-                )?;
-                byok_store::budgets::states(c, &u, input.provider, at)
-                    .map(|states| states.into_iter().find(|s| s.budget.id == budget.id))
-            })
-            .await;
-        match created {
-            Ok(Some(state)) => {
-                self.changed(crate::cache::Change::User(user.clone())).await;
-                Ok(state.into())
-            }
-            Ok(None) | Err(StoreError::NotFound) => Err(ServiceError::UserNotFound),
-            Err(StoreError::Conflict) => Err(ServiceError::invalid(
-                "budget_exists",
-                "there is already a budget for this period and provider; change it instead",
-            )),
-            Err(other) => Err(other.into()),
-        }
+        let spec = (
+            input.period,
+            input.provider,
+            input.token_id,
+            limit,
+            input.hard,
+            zone,
+        );
+        self.write_budget(user, spec, event).await
     }
 
     /// Changes `user`'s budget `id` (limit, kind, time zone; its period and
@@ -2380,15 +2375,7 @@ impl KeyService {
         ctx: &RequestContext,
     ) -> Result<()> {
         Self::require_admin(principal)?;
-        if limits.requests_per_minute == Some(0)
-            || limits.tokens_per_minute == Some(0)
-            || limits.concurrent_streams == Some(0)
-        {
-            return Err(ServiceError::invalid(
-                "invalid_limit",
-                "a rate limit must be at least 1 (leave it out for the default)",
-            ));
-        }
+        limits.check()?;
         let json = (!limits.is_unlimited())
             .then(|| serde_json::to_string(&limits))
             .transpose()

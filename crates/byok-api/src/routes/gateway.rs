@@ -226,29 +226,19 @@ fn budget_exceeded(
     state: &byok_store::budgets::BudgetState,
     attempts: &[crate::gateway::Attempt],
 ) -> HttpResponse {
-    let usd = |pico: i64| {
-        byok_router::Money::from_picodollars(u64::try_from(pico.max(0)).unwrap_or(0))
-            .to_usd_string()
-    };
-    let budget = &state.budget;
+    let budget = crate::service::BudgetView::from(state.clone());
     let body = json!({ "error": {
         "message": format!(
             "your {} budget{} of ${} is spent (${} spent, ${} reserved by requests in flight); it resets at {}",
             budget.period.as_str(),
             budget.provider.map_or(String::new(), |p| format!(" for {}", p.display_name())),
-            usd(budget.limit_picodollars),
-            usd(state.spent),
-            usd(state.reserved),
-            state.period.1.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            budget.limit_usd,
+            budget.spent_usd,
+            budget.reserved_usd,
+            budget.resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         ),
         "type": "insufficient_quota", "code": "budget_exceeded", "param": null,
-        "budget": {
-            "id": budget.id, "period": budget.period.as_str(),
-            "provider": budget.provider, "token_id": budget.token_id, "hard": budget.hard,
-            "limit_usd": usd(budget.limit_picodollars), "spent_usd": usd(state.spent),
-            "reserved_usd": usd(state.reserved), "time_zone": budget.time_zone.name(),
-            "resets_at": state.period.1,
-        },
+        "budget": budget,
         "attempts": attempts,
     } });
     HttpResponse::PaymentRequired()
