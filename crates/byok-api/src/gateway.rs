@@ -110,6 +110,15 @@ pub enum GatewayError {
     Service(#[from] ServiceError),
 }
 
+/// A request's input tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCount {
+    /// How many.
+    pub input_tokens: u64,
+    /// Counted by the provider (`true`) or estimated by byok.
+    pub exact: bool,
+}
+
 /// An answer and how it was obtained.
 #[derive(Debug)]
 pub struct Answered<T> {
@@ -153,6 +162,9 @@ pub struct GatewayChat {
     pub request: ChatRequest,
     /// The caller's routing preferences for this request.
     pub preferences: Preferences,
+    /// The door it came through, as usage records name it: `chat`
+    /// (`/v1/chat/completions`), `messages` or `responses`.
+    pub door: &'static str,
 }
 
 /// Bounds on every wait of a gateway request. A provider that never answers
@@ -571,7 +583,11 @@ impl Gateway {
             .request
             .max_output_tokens
             .map_or(DEFAULT_OUTPUT_BUDGET, u64::from);
-        let refused = self.refused(|adapter| adapter.unsupported(&call.request, stream));
+        let refused = self.refused(|adapter| {
+            call.request
+                .native_refusal(adapter.kind())
+                .or_else(|| adapter.unsupported(&call.request, stream))
+        });
         self.prepare(
             principal,
             &call.task,
@@ -1284,7 +1300,7 @@ impl Gateway {
         let served = self
             .attempts(
                 &prepared,
-                (&call.task, "chat"),
+                (&call.task, call.door),
                 self.limits.attempt,
                 |adapter, key, settings, candidate| {
                     let request = self.request_for(request, candidate);
@@ -1309,7 +1325,7 @@ impl Gateway {
             prepared.at,
             || estimate_chat(served.provider, request, &served.value),
         );
-        self.settle(&prepared, &call.task, "chat", served, priced, ctx)
+        self.settle(&prepared, &call.task, call.door, served, priced, ctx)
             .await
     }
 
@@ -1332,7 +1348,7 @@ impl Gateway {
         let served = self
             .attempts(
                 &prepared,
-                (&call.task, "chat"),
+                (&call.task, call.door),
                 self.limits.first_byte,
                 |adapter, key, settings, candidate| {
                     let request = self.request_for(request, candidate);
@@ -1400,6 +1416,7 @@ impl Gateway {
                 provider,
                 answered: answered.clone(),
                 task: call.task.clone(),
+                door: call.door,
                 attempts: attempts.len(),
                 started,
                 request_id: ctx.request_id.clone(),
@@ -1421,6 +1438,71 @@ impl Gateway {
             report: None,
             attempts,
             budget_warnings,
+        })
+    }
+
+    /// A request's input tokens: counted by Anthropic (free) with the user's
+    /// first working Anthropic key when the token may use it, otherwise
+    /// byok's estimate, which says so. Not a model call: nothing is recorded.
+    ///
+    /// # Errors
+    /// A caller that is not a user, or a model the token may not use.
+    pub async fn count_tokens(
+        &self,
+        principal: &Principal,
+        model: Option<&str>,
+        request: &ChatRequest,
+    ) -> Result<TokenCount, GatewayError> {
+        let (user, _, scope) = gateway_caller(principal)?;
+        self.check_model_scope(scope, model)?;
+        let provider = ProviderKind::Anthropic;
+        let catalog = self.planner.catalog();
+        let counting_model = model
+            .filter(|m| catalog.get(provider, m).is_some())
+            .or_else(|| {
+                catalog
+                    .models()
+                    .find(|m| m.provider == provider)
+                    .map(|m| m.model.as_str())
+            });
+        let state = self.keys.user_state(user).await?;
+        let key = state.keys.iter().find(|k| {
+            k.provider == provider && k.enabled && scope.allows_provider(provider) && !known_bad(k)
+        });
+        if let (Some(key), Some(counting_model)) = (key, counting_model)
+            && let Some(opened) = self.keys.open_sealed(key)
+            && let Some(adapter) = self.keys.providers().and_then(|p| p.get(provider))
+        {
+            let mut request = request.clone();
+            counting_model.clone_into(&mut request.model);
+            let counted = tokio::time::timeout(
+                self.limits.attempt,
+                adapter.count_tokens(
+                    Credentials {
+                        key: &opened,
+                        settings: &key.settings,
+                    },
+                    &request,
+                ),
+            )
+            .await;
+            match counted {
+                Ok(Ok(Some(input_tokens))) => {
+                    return Ok(TokenCount {
+                        input_tokens,
+                        exact: true,
+                    });
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "Anthropic could not count tokens; estimated");
+                }
+                Err(_) => tracing::warn!("Anthropic's token count timed out; estimated"),
+            }
+        }
+        Ok(TokenCount {
+            input_tokens: byok_router::estimate::tokens(provider, request_texts(request)).0,
+            exact: false,
         })
     }
 
@@ -1853,6 +1935,7 @@ struct Pending {
     /// The model the stream names (updated if it names another).
     answered: String,
     task: Task,
+    door: &'static str,
     attempts: usize,
     started: Instant,
     request_id: Option<String>,
@@ -1925,7 +2008,7 @@ impl Tracked {
             &pending.user,
             pending.provider,
             &priced,
-            (&pending.task, "chat"),
+            (&pending.task, pending.door),
             pending.attempts,
             pending.started.elapsed(),
             outcome,

@@ -74,6 +74,33 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Its status, stable code, a message safe to show (server errors say
+    /// only that, and are logged), and any `Retry-After` seconds: for doors
+    /// that answer in another API's error shape.
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, String, Option<u64>) {
+        let status = self.status_code();
+        match self {
+            Self::BadRequest { code, message, .. } => (status, code, (*message).to_owned(), None),
+            Self::TooManyFailures { retry_after_secs } => (
+                status,
+                "too_many_failures",
+                self.to_string(),
+                Some(*retry_after_secs),
+            ),
+            Self::Service(ServiceError::TooManyTests { retry_after_secs }) => (
+                status,
+                "too_many_tests",
+                self.to_string(),
+                Some(*retry_after_secs),
+            ),
+            Self::Service(error) if status.is_server_error() => {
+                tracing::error!(error = %ErrorChain(self), code = error.code(), "request failed");
+                (status, error.code(), "internal error".to_owned(), None)
+            }
+            Self::Service(error) => (status, error.code(), error.to_string(), None),
+        }
+    }
+
     pub(crate) const fn bad(status: StatusCode, code: &'static str, message: &'static str) -> Self {
         Self::BadRequest {
             status,
@@ -406,6 +433,9 @@ pub(crate) fn path_config() -> web::PathConfig {
     })
 }
 
+/// The header Anthropic's clients send their API key in.
+const API_KEY_HEADER: &str = "x-api-key";
+
 /// The header a service token names the user it acts for with.
 pub(crate) const USER_HEADER: &str = "x-byok-user";
 
@@ -416,7 +446,8 @@ enum ActingFor {
 }
 
 /// The authenticated caller: `Authorization: Bearer <token>`, exactly one
-/// header, exactly that scheme spelling. Tokens in query strings are ignored.
+/// header, exactly that scheme spelling (or, without it, one `x-api-key`
+/// header, as Anthropic's clients send it). Tokens in query strings are ignored.
 /// A service token acts for the user its `X-BYOK-User` header names.
 #[derive(Debug)]
 pub(crate) struct Caller(pub(crate) Principal);
@@ -437,7 +468,23 @@ impl FromRequest for Caller {
                 .map(str::to_owned),
             _ => None,
         };
-        let present = req.headers().contains_key(header::AUTHORIZATION);
+        // Anthropic's clients send their key as `x-api-key`: taken when
+        // there is no `Authorization` header, on the same terms.
+        let mut api_keys = req.headers().get_all(API_KEY_HEADER);
+        let bearer = if req.headers().contains_key(header::AUTHORIZATION) {
+            bearer
+        } else {
+            match (api_keys.next(), api_keys.next()) {
+                (Some(value), None) => value
+                    .to_str()
+                    .ok()
+                    .filter(|t| !t.is_empty() && t.len() <= 512)
+                    .map(str::to_owned),
+                _ => None,
+            }
+        };
+        let present = req.headers().contains_key(header::AUTHORIZATION)
+            || req.headers().contains_key(API_KEY_HEADER);
         let mut named = req.headers().get_all(USER_HEADER);
         let acting_for = match (named.next(), named.next()) {
             (None, _) => ActingFor::Nobody,

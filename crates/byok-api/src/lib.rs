@@ -8,6 +8,7 @@ mod error;
 pub mod gateway;
 mod http;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
@@ -130,6 +131,11 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route(
                         "/chat/completions",
                         web::post().to(routes::gateway::chat_completions),
+                    )
+                    .route("/messages", web::post().to(routes::messages::messages))
+                    .route(
+                        "/messages/count_tokens",
+                        web::post().to(routes::messages::count_tokens),
                     )
                     .route("/embeddings", web::post().to(routes::gateway::embeddings))
                     .route("/models", web::get().to(routes::gateway::models))

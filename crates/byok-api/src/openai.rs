@@ -84,7 +84,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn unsupported(param: &str, why: &str) -> Self {
+    pub(crate) fn unsupported(param: &str, why: &str) -> Self {
         Self {
             code: "unsupported_parameter",
             param: Some(param.to_owned()),
@@ -92,7 +92,7 @@ impl Refusal {
         }
     }
 
-    fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Self {
         Self {
             code,
             param: Some(param.to_owned()),
@@ -101,17 +101,17 @@ impl Refusal {
     }
 }
 
-type Extra = BTreeMap<String, Value>;
+pub(crate) type Extra = BTreeMap<String, Value>;
 
 /// A client-chosen name, bounded before it is echoed in a refusal.
-fn bounded(name: &str) -> String {
+pub(crate) fn bounded(name: &str) -> String {
     name.chars().take(64).collect()
 }
 
 /// Refuses the first unknown field of `extra`, named under `prefix`. A
 /// field whose value is `null` says nothing, so nothing is dropped by
 /// ignoring it (SDKs echo answers back with `null`s in them).
-fn refuse_unknown(prefix: &str, extra: &Extra) -> Result<(), Refusal> {
+pub(crate) fn refuse_unknown(prefix: &str, extra: &Extra) -> Result<(), Refusal> {
     match extra.iter().find(|(_, v)| !v.is_null()).map(|(k, _)| k) {
         None => Ok(()),
         Some(field) => Err(Refusal::unsupported(
@@ -314,6 +314,21 @@ struct InJsonSchema {
 /// Separates a tool call's id from the provider state byok round-trips in it.
 const SIGNATURE_SEPARATOR: &str = "~byok~";
 
+/// The separator where a tool call id must be `[A-Za-z0-9_-]+` (Anthropic's
+/// and the Responses API's clients send it back to Anthropic).
+const ID_SAFE_SEPARATOR: &str = "_byoksig_";
+
+/// [`tool_call_id`] for ids limited to `[A-Za-z0-9_-]`.
+pub(crate) fn id_safe_tool_call_id(call_id: &str, signature: Option<&str>) -> String {
+    match signature {
+        None => call_id.to_owned(),
+        Some(signature) => format!(
+            "{call_id}{ID_SAFE_SEPARATOR}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature)
+        ),
+    }
+}
+
 /// The tool call id a client sees: the provider's id, and any state the
 /// provider needs back next turn (Gemini's thought signature), base64url.
 pub(crate) fn tool_call_id(call_id: &str, signature: Option<&str>) -> String {
@@ -327,8 +342,10 @@ pub(crate) fn tool_call_id(call_id: &str, signature: Option<&str>) -> String {
 }
 
 /// The provider's id and state from a client's tool call id.
-fn split_tool_call_id(id: &str) -> (String, Option<String>) {
-    if let Some((call_id, encoded)) = id.split_once(SIGNATURE_SEPARATOR)
+pub(crate) fn split_tool_call_id(id: &str) -> (String, Option<String>) {
+    if let Some((call_id, encoded)) = id
+        .split_once(SIGNATURE_SEPARATOR)
+        .or_else(|| id.split_once(ID_SAFE_SEPARATOR))
         && let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded)
         && let Ok(signature) = String::from_utf8(bytes)
     {
@@ -778,6 +795,7 @@ impl ChatCompletionRequest {
             user: self.user.or_else(|| self.safety_identifier.take()),
             openai_only,
             openai_hints,
+            native: None,
         };
         Ok(ChatCall {
             request,

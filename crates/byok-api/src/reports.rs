@@ -326,7 +326,8 @@ pub struct RequestEntry {
     pub id: i64,
     /// When it finished.
     pub at: DateTime<Utc>,
-    /// The door it came through: `chat` or `embeddings`.
+    /// The door it came through: `chat` (Chat Completions), `messages`
+    /// (Anthropic's Messages), `responses` (OpenAI's Responses) or `embeddings`.
     pub door: String,
     /// The task it was routed for.
     pub task: String,

@@ -5,6 +5,7 @@ pub(crate) mod admin;
 pub(crate) mod budgets;
 pub(crate) mod gateway;
 pub(crate) mod keys;
+pub(crate) mod messages;
 pub(crate) mod meta;
 pub(crate) mod reports;
 pub(crate) mod tokens;

@@ -6,8 +6,69 @@
 //! [`Unsupported`] naming the field. Nothing is dropped silently.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::ProviderKind;
+
+/// A provider's own request API that a gateway door speaks: the door keeps
+/// the client's request as it came, so a request that lands on that API's
+/// provider goes through intact (every block, marker and field, even those
+/// byok's neutral types do not name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NativeApi {
+    /// Anthropic's Messages API (`POST /v1/messages`).
+    AnthropicMessages,
+    /// OpenAI's Responses API (`POST /v1/responses`).
+    OpenAiResponses,
+}
+
+impl NativeApi {
+    /// The provider whose API it is.
+    #[must_use]
+    pub fn provider(self) -> ProviderKind {
+        match self {
+            Self::AnthropicMessages => ProviderKind::Anthropic,
+            Self::OpenAiResponses => ProviderKind::OpenAi,
+        }
+    }
+
+    /// Its name in messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AnthropicMessages => "Anthropic's Messages API",
+            Self::OpenAiResponses => "OpenAI's Responses API",
+        }
+    }
+}
+
+/// The client's own request, in its provider's API, next to its neutral
+/// translation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeRequest {
+    /// Which API the body is in.
+    pub api: NativeApi,
+    /// The body as the client sent it; the adapter sets `model` and `stream`.
+    pub body: Arc<serde_json::Value>,
+    /// Extra request headers the provider needs for it (`anthropic-beta`).
+    pub headers: Vec<(String, String)>,
+    /// Fields (or headers) only that API can carry: every other provider
+    /// refuses the request, naming the first.
+    pub only: Vec<String>,
+}
+
+/// One server-sent event of a provider's own stream, passed through to a
+/// client of the same API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeEvent {
+    /// The event's name (`message_start`), when it has one.
+    pub event: Option<String>,
+    /// Its data, as the provider sent it.
+    pub data: String,
+}
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -330,9 +391,36 @@ pub struct ChatRequest {
     /// forwarded verbatim to OpenAI and Azure, not sent to the others, whose
     /// caching works without them.
     pub openai_hints: BTreeMap<String, serde_json::Value>,
+    /// The client's own request, when a door speaks a provider's API: sent
+    /// as it came when the route lands on that provider (see [`NativeRequest`]).
+    #[serde(skip)]
+    pub native: Option<NativeRequest>,
 }
 
 impl ChatRequest {
+    /// The client's own request, when `provider` is the one whose API it is.
+    #[must_use]
+    pub fn native_for(&self, provider: ProviderKind) -> Option<&NativeRequest> {
+        self.native
+            .as_ref()
+            .filter(|n| n.api.provider() == provider)
+    }
+
+    /// The field `provider` cannot carry because only the native API has it.
+    #[must_use]
+    pub fn native_refusal(&self, provider: ProviderKind) -> Option<Unsupported> {
+        let native = self.native.as_ref()?;
+        if native.api.provider() == provider {
+            return None;
+        }
+        native.only.first().map(|field| {
+            Unsupported::new(
+                field.clone(),
+                format!("only {} carries it", native.api.name()),
+            )
+        })
+    }
+
     /// Whether the request turns reasoning on (an effort other than `none`).
     #[must_use]
     pub fn wants_reasoning(&self) -> bool {
@@ -466,6 +554,10 @@ pub struct ChatResponse {
     /// Token counts as the provider reported them; `None` when the answer
     /// had none (its cost is then estimated, never taken as zero).
     pub usage: Option<Usage>,
+    /// The provider's own answer, when the request went through in its
+    /// native API (see [`NativeRequest`]): the door returns it as it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<serde_json::Value>,
 }
 
 impl ChatResponse {
@@ -515,6 +607,9 @@ pub enum ChatChunk {
     /// What the answer cost, once it ended (added by the gateway, not by
     /// adapters).
     Cost(CostReport),
+    /// The provider's own event, when the request went through in its
+    /// native API: it comes before the pieces decoded from it.
+    Native(NativeEvent),
 }
 
 /// How a recorded cost was obtained.

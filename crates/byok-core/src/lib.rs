@@ -11,8 +11,8 @@ mod user;
 pub use chat::{
     Capability, ChatChoice, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ContentPart,
     CostReport, CostSource, EmbeddingRequest, EmbeddingResponse, FinishReason, ImageSource,
-    JsonSchema, ReasoningEffort, ResponseFormat, Role, Tool, ToolCall, ToolCallDelta, ToolChoice,
-    Unsupported, Usage,
+    JsonSchema, NativeApi, NativeEvent, NativeRequest, ReasoningEffort, ResponseFormat, Role, Tool,
+    ToolCall, ToolCallDelta, ToolChoice, Unsupported, Usage,
 };
 pub use error::{CoreError, Result};
 pub use provider::ProviderKind;

@@ -61,6 +61,30 @@ impl Anthropic {
         Ok(request)
     }
 
+    /// A Messages call: the client's own body when it came through byok's
+    /// Messages door (with its beta headers), otherwise byok's translation.
+    fn messages_call(
+        &self,
+        credentials: &Credentials<'_>,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let mut call = self.request(reqwest::Method::POST, "/v1/messages", credentials)?;
+        let body = match request.native_for(PROVIDER) {
+            Some(native) => {
+                for (name, value) in &native.headers {
+                    call = call.header(name.as_str(), value.as_str());
+                }
+                let mut body = (*native.body).clone();
+                body["model"] = json!(request.model);
+                body["stream"] = json!(stream);
+                body
+            }
+            None => Self::body(request, stream),
+        };
+        Ok(call.json(&body))
+    }
+
     fn classify(
         provider: ProviderKind,
         status: StatusCode,
@@ -407,6 +431,10 @@ impl ChatProvider for Anthropic {
     }
 
     fn unsupported(&self, request: &ChatRequest, _stream: bool) -> Option<Unsupported> {
+        // The client's own Messages request: Anthropic itself judges it.
+        if request.native_for(PROVIDER).is_some() {
+            return None;
+        }
         Self::refuse(request)
     }
 
@@ -432,17 +460,19 @@ impl ChatProvider for Anthropic {
         request: &ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
         let http_request = self
-            .request(reqwest::Method::POST, "/v1/messages", &credentials)?
-            .json(&Self::body(request, false))
+            .messages_call(&credentials, request, false)?
             .timeout(self.clients.settings().request_timeout);
         let response = http::send(PROVIDER, http_request).await?;
-        let wire: WireMessageResponse = http::json_or_error(
+        let raw: Value = http::json_or_error(
             PROVIDER,
             response,
             self.clients.settings().max_response_bytes,
             Self::classify,
         )
         .await?;
+        let wire = WireMessageResponse::deserialize(&raw)
+            .map_err(|_| ProviderError::BadResponse { provider: PROVIDER })?;
+        let native = request.native_for(PROVIDER).is_some().then_some(raw);
         let mut choice = ChatChoice {
             finish_reason: Some(stop_reason(wire.stop_reason.as_deref())),
             ..ChatChoice::default()
@@ -495,6 +525,7 @@ impl ChatProvider for Anthropic {
             model: wire.model.unwrap_or_else(|| request.model.clone()),
             choices: vec![choice],
             usage: wire.usage.map(|u| u.normalise()),
+            native,
         })
     }
 
@@ -503,9 +534,8 @@ impl ChatProvider for Anthropic {
         credentials: Credentials<'_>,
         request: &ChatRequest,
     ) -> Result<ChatStream, ProviderError> {
-        let http_request = self
-            .request(reqwest::Method::POST, "/v1/messages", &credentials)?
-            .json(&Self::body(request, true));
+        let http_request = self.messages_call(&credentials, request, true)?;
+        let native = request.native_for(PROVIDER).is_some();
         let response = http::send(PROVIDER, http_request).await?;
         if !response.status().is_success() {
             let status = response.status();
@@ -513,11 +543,65 @@ impl ChatProvider for Anthropic {
             let body = http::read_body(PROVIDER, response, 64 * 1024).await?;
             return Err(Self::classify(PROVIDER, status, &headers, &body));
         }
-        Ok(Box::pin(decode(crate::sse::events(
+        Ok(Box::pin(decode(
+            crate::sse::events(
+                PROVIDER,
+                response,
+                self.clients.settings().max_response_bytes,
+            ),
+            native,
+        )))
+    }
+
+    async fn count_tokens(
+        &self,
+        credentials: Credentials<'_>,
+        request: &ChatRequest,
+    ) -> Result<Option<u64>, ProviderError> {
+        /// What `count_tokens` takes of a Messages body.
+        const COUNTED: [&str; 9] = [
+            "model",
+            "messages",
+            "system",
+            "tools",
+            "tool_choice",
+            "thinking",
+            "context_management",
+            "mcp_servers",
+            "output_config",
+        ];
+        let mut call = self.request(
+            reqwest::Method::POST,
+            "/v1/messages/count_tokens",
+            &credentials,
+        )?;
+        let mut body = match request.native_for(PROVIDER) {
+            Some(native) => {
+                for (name, value) in &native.headers {
+                    call = call.header(name.as_str(), value.as_str());
+                }
+                (*native.body).clone()
+            }
+            None => Self::body(request, false),
+        };
+        body["model"] = json!(request.model);
+        if let Value::Object(fields) = &mut body {
+            fields.retain(|name, _| COUNTED.contains(&name.as_str()));
+        }
+        let response = http::send(
+            PROVIDER,
+            call.json(&body)
+                .timeout(self.clients.settings().request_timeout),
+        )
+        .await?;
+        let counted: WireCount = http::json_or_error(
             PROVIDER,
             response,
             self.clients.settings().max_response_bytes,
-        ))))
+            Self::classify,
+        )
+        .await?;
+        Ok(Some(counted.input_tokens))
     }
 
     async fn embed(
@@ -542,6 +626,8 @@ struct Decoder {
     /// Signed thinking blocks seen so far, given to the first tool call.
     thinking: Vec<Value>,
     thinking_given: bool,
+    /// Whether each event also goes out as it came (the Messages door).
+    native: bool,
 }
 
 impl Decoder {
@@ -647,12 +733,26 @@ impl Decoder {
 
 /// Decodes the named events. Input usage comes with `message_start`; output
 /// usage in `message_delta` is cumulative, so the last one counts; the
-/// stream is complete only at `message_stop`.
+/// stream is complete only at `message_stop`. With `native`, each event also
+/// goes out as it came ([`ChatChunk::Native`]), before what is decoded from it.
 fn decode(
     events: impl futures_util::Stream<Item = Result<crate::sse::Event, ProviderError>> + Send + 'static,
+    native: bool,
 ) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send + 'static {
-    let state = (Box::pin(events), Decoder::default());
-    futures_util::stream::unfold(state, |(mut events, mut decoder)| async move {
+    let decoder = Decoder {
+        native,
+        ..Decoder::default()
+    };
+    let state = (
+        Box::pin(events),
+        decoder,
+        None::<Result<ChatChunk, ProviderError>>,
+    );
+    futures_util::stream::unfold(state, |(mut events, mut decoder, mut queued)| async move {
+        if let Some(item) = queued.take() {
+            decoder.done |= item.is_err();
+            return Some((item, (events, decoder, None)));
+        }
         loop {
             if decoder.done {
                 return None;
@@ -661,15 +761,31 @@ fn decode(
                 None => Err(ProviderError::IncompleteStream { provider: PROVIDER }),
                 Some(Err(error)) => Err(error),
                 Some(Ok(event)) => match serde_json::from_str::<WireEvent>(&event.data) {
-                    Ok(data) => match decoder.event(data) {
-                        Some(item) => item,
-                        None => continue,
-                    },
+                    Ok(data) => {
+                        let decoded = decoder.event(data);
+                        if decoder.native {
+                            let passed = ChatChunk::Native(byok_core::NativeEvent {
+                                event: (!event.name.is_empty()).then(|| event.name.clone()),
+                                data: event.data,
+                            });
+                            // The stream's model comes before its first piece.
+                            return Some(match decoded {
+                                Some(Ok(model @ ChatChunk::Model(_))) => {
+                                    (Ok(model), (events, decoder, Some(Ok(passed))))
+                                }
+                                other => (Ok(passed), (events, decoder, other)),
+                            });
+                        }
+                        match decoded {
+                            Some(item) => item,
+                            None => continue,
+                        }
+                    }
                     Err(_) => Err(ProviderError::BadResponse { provider: PROVIDER }),
                 },
             };
             decoder.done |= item.is_err();
-            return Some((item, (events, decoder)));
+            return Some((item, (events, decoder, None)));
         }
     })
 }
@@ -682,6 +798,11 @@ fn stop_reason(reason: Option<&str>) -> FinishReason {
         Some("refusal") => FinishReason::ContentFilter,
         _ => FinishReason::Other,
     }
+}
+
+#[derive(Deserialize)]
+struct WireCount {
+    input_tokens: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -808,7 +929,7 @@ mod fuzz {
     }
 
     fn run(events: Vec<(String, String)>) -> usize {
-        crate::sse::fuzzing::decoded_len(events, decode)
+        crate::sse::fuzzing::decoded_len(events, |e| decode(e, false))
     }
 
     proptest! {

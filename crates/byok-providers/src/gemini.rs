@@ -518,6 +518,7 @@ impl ChatProvider for Gemini {
             model,
             choices: candidates.iter().map(WireCandidate::choice).collect(),
             usage,
+            native: None,
         })
     }
 

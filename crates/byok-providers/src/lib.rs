@@ -78,6 +78,18 @@ pub trait ChatProvider: Send + Sync + std::fmt::Debug {
         request: &ChatRequest,
     ) -> Result<ChatStream, ProviderError>;
 
+    /// The request's input tokens counted the provider's own way, where it
+    /// offers that without a charge (Anthropic's `count_tokens`); `None`
+    /// where it does not.
+    async fn count_tokens(
+        &self,
+        credentials: Credentials<'_>,
+        request: &ChatRequest,
+    ) -> Result<Option<u64>, ProviderError> {
+        let _ = (credentials, request);
+        Ok(None)
+    }
+
     /// Embedding vectors; [`ProviderError::Unsupported`] where there are none.
     async fn embed(
         &self,

@@ -582,6 +582,7 @@ impl ChatProvider for OpenAiCompatible {
             model: self.answered_model(wire.model, request),
             choices: choices.into_iter().map(WireChoice::into_choice).collect(),
             usage: wire.usage.map(WireUsage::normalise),
+            native: None,
         })
     }
 

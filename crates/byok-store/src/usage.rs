@@ -40,7 +40,7 @@ pub struct UsageRecord {
     pub cost_picodollars: Option<i64>,
     /// How the cost was obtained.
     pub cost_source: CostSource,
-    /// The door the request came through (`chat`, `embeddings`).
+    /// The door the request came through (`chat`, `messages`, `responses`, `embeddings`).
     pub door: String,
     /// The record's own key, when it may be written twice (an `incomplete`
     /// record first, the final one later): a record with the key of a stored

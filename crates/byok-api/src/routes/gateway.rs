@@ -5,7 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
 use byok_core::{ChatChunk, Usage};
 use byok_router::{Preferences, Task};
 use futures_util::StreamExt as _;
@@ -13,38 +13,113 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::gateway::{Answered, Attempt, GatewayChat, GatewayError};
-use crate::http::{Caller, JsonBody, context};
+use crate::http::{ApiError, Caller, JsonBody, context};
 use crate::openai::{
     ChatChunkOut, ChatCompletion, ChatCompletionRequest, Delta, EmbeddingsRequest, OutUsage,
     OutVector, Refusal, finish,
 };
+use crate::routes::messages;
 
-/// An OpenAI-shaped error response.
-fn openai_error(
-    status: StatusCode,
-    kind: &str,
-    code: &str,
-    message: &str,
-    attempts: Option<&[Attempt]>,
-) -> HttpResponse {
-    openai_error_param(status, kind, code, message, None, attempts)
+/// A failed gateway request, before it takes the error shape of the API
+/// the client used (OpenAI's or Anthropic's).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    /// OpenAI's error `type`.
+    pub(crate) kind: &'static str,
+    /// byok's stable code.
+    pub(crate) code: String,
+    pub(crate) message: String,
+    /// The request field at fault.
+    pub(crate) param: Option<String>,
+    /// What else the error names (`attempts`, `skipped`, `budget`, ...).
+    pub(crate) extra: serde_json::Map<String, Value>,
+    /// `Retry-After`, `x-ratelimit-*`.
+    pub(crate) headers: Vec<(String, String)>,
 }
 
-fn openai_error_param(
-    status: StatusCode,
-    kind: &str,
-    code: &str,
-    message: &str,
-    param: Option<&str>,
-    attempts: Option<&[Attempt]>,
-) -> HttpResponse {
-    let mut error = json!({ "message": message, "type": kind, "code": code, "param": param });
-    if let Some(attempts) = attempts {
-        error["attempts"] = json!(attempts);
+impl Failure {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, code: &str, message: &str) -> Self {
+        Self {
+            status,
+            kind,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            param: None,
+            extra: serde_json::Map::new(),
+            headers: Vec::new(),
+        }
     }
-    HttpResponse::build(status)
-        .insert_header(("cache-control", "no-store"))
-        .json(json!({ "error": error }))
+
+    fn param(mut self, param: Option<&str>) -> Self {
+        self.param = param.map(str::to_owned);
+        self
+    }
+
+    fn with(mut self, name: &str, value: Value) -> Self {
+        self.extra.insert(name.to_owned(), value);
+        self
+    }
+
+    fn attempts(self, attempts: Option<&[Attempt]>) -> Self {
+        match attempts {
+            Some(attempts) => self.with("attempts", json!(attempts)),
+            None => self,
+        }
+    }
+
+    fn header(mut self, name: &str, value: String) -> Self {
+        self.headers.push((name.to_owned(), value));
+        self
+    }
+
+    fn retry_after(self, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.header("retry-after", secs.max(1).to_string())
+    }
+
+    fn respond(self, body: Value) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header(("cache-control", "no-store"));
+        for (name, value) in self.headers {
+            response.insert_header((name, value));
+        }
+        response.json(body)
+    }
+
+    /// OpenAI's shape: `{"error": {"message", "type", "code", "param", ...}}`.
+    pub(crate) fn openai(self) -> HttpResponse {
+        let mut error = json!({ "message": self.message, "type": self.kind, "code": self.code, "param": self.param });
+        for (name, value) in &self.extra {
+            error[name] = value.clone();
+        }
+        self.respond(json!({ "error": error }))
+    }
+
+    /// Anthropic's shape: `{"type": "error", "error": {"type", "message", ...}}`,
+    /// with byok's code and details beside Anthropic's fields.
+    pub(crate) fn anthropic(self) -> HttpResponse {
+        let kind = match self.status.as_u16() {
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            504 => "timeout_error",
+            s if s >= 500 => "api_error",
+            _ => "invalid_request_error",
+        };
+        let mut error = json!({ "type": kind, "message": self.message, "code": self.code });
+        if let Some(param) = &self.param {
+            error["param"] = json!(param);
+        }
+        for (name, value) in &self.extra {
+            error[name] = value.clone();
+        }
+        self.respond(json!({ "type": "error", "error": error }))
+    }
 }
 
 /// One line per failed request naming what was tried (never a key).
@@ -67,96 +142,98 @@ fn log_failure(error: &GatewayError, request_id: Option<&str>) {
     }
 }
 
-fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse {
+/// The failure a gateway error is, for any door.
+pub(crate) fn gateway_failure(error: &GatewayError, request_id: Option<&str>) -> Failure {
     log_failure(error, request_id);
     match error {
-        GatewayError::NotAUser => openai_error(
+        GatewayError::NotAUser => Failure::new(
             StatusCode::FORBIDDEN,
             "permission_error",
             "user_token_required",
             "the gateway needs a user token, not an admin token",
-            None,
         ),
-        GatewayError::UnknownTask => openai_error(
+        GatewayError::UnknownTask => Failure::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "invalid_task",
             "X-BYOK-Task names no task of the routing policy (general, code, reasoning, embeddings, or the operator's own)",
-            None,
         ),
-        GatewayError::UnknownModel => openai_error(
+        GatewayError::UnknownModel => Failure::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "model_not_found",
             "no configured provider serves this model; use \"auto\" or a model from /v1/models",
-            None,
         ),
         GatewayError::Unsupported { skipped } => unsupported(skipped),
-        GatewayError::NoCandidate { skipped } if rate_limited_only(skipped).is_some() => {
-            let wait = rate_limited_only(skipped).unwrap_or_default();
-            let reasons: Vec<String> = skipped.iter().map(ToString::to_string).collect();
-            let body = json!({ "error": { "message": "your providers are rate-limiting you; retry after the wait in Retry-After",
-                "type": "rate_limit_error", "code": "rate_limited", "param": null, "skipped": reasons } });
-            let mut response = HttpResponse::TooManyRequests()
-                .insert_header(("cache-control", "no-store"))
-                .json(body);
-            retry_after(&mut response, wait);
-            response
-        }
         GatewayError::NoCandidate { skipped } => {
             let reasons: Vec<String> = skipped.iter().map(ToString::to_string).collect();
-            let body = json!({ "error": { "message": "none of your providers can serve this request now",
-                "type": "service_unavailable", "code": "no_provider_available", "param": null, "skipped": reasons } });
-            HttpResponse::ServiceUnavailable()
-                .insert_header(("cache-control", "no-store"))
-                .json(body)
+            match rate_limited_only(skipped) {
+                Some(wait) => Failure::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate_limited",
+                    "your providers are rate-limiting you; retry after the wait in Retry-After",
+                )
+                .retry_after(wait),
+                None => Failure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "no_provider_available",
+                    "none of your providers can serve this request now",
+                ),
+            }
+            .with("skipped", json!(reasons))
         }
-        GatewayError::Rejected { attempts, error } => openai_error(
+        GatewayError::Rejected { attempts, error } => Failure::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             error.code(),
             &error.to_string(),
-            Some(attempts),
-        ),
+        )
+        .attempts(Some(attempts)),
         GatewayError::AllFailed {
             attempts,
             rate_limited: Some(wait),
-        } => {
-            let mut response = openai_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limited",
-                "every provider that could take this request is rate-limiting it; retry after the wait in Retry-After",
-                Some(attempts),
-            );
-            retry_after(&mut response, *wait);
-            response
-        }
-        GatewayError::AllFailed { attempts, .. } => openai_error(
+        } => Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limited",
+            "every provider that could take this request is rate-limiting it; retry after the wait in Retry-After",
+        )
+        .attempts(Some(attempts))
+        .retry_after(*wait),
+        GatewayError::AllFailed { attempts, .. } => Failure::new(
             StatusCode::BAD_GATEWAY,
             "upstream_error",
             "all_providers_failed",
             "every provider failed; see attempts",
-            Some(attempts),
-        ),
+        )
+        .attempts(Some(attempts)),
         GatewayError::BudgetExceeded { state, attempts } => budget_exceeded(state, attempts),
         GatewayError::RateLimited(refusal) => rate_limited(refusal),
-        GatewayError::Service(error) => {
-            let status = crate::http::service_status(error);
-            if status == StatusCode::INTERNAL_SERVER_ERROR {
-                tracing::error!(%error, "gateway request failed");
-                return openai_error(status, "server_error", "internal", "internal error", None);
-            }
-            let kind = match status {
-                StatusCode::UNAUTHORIZED => "authentication_error",
-                StatusCode::FORBIDDEN => "permission_error",
-                StatusCode::NOT_FOUND => "not_found_error",
-                StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
-                _ => "invalid_request_error",
-            };
-            openai_error(status, kind, error.code(), &error.to_string(), None)
-        }
+        GatewayError::Service(error) => service_failure(error),
     }
+}
+
+/// A service error (authentication, a token's scope, the store) as a failure.
+pub(crate) fn service_failure(error: &crate::ServiceError) -> Failure {
+    let status = crate::http::service_status(error);
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(%error, "gateway request failed");
+        return Failure::new(status, "server_error", "internal", "internal error");
+    }
+    let kind = match status {
+        StatusCode::UNAUTHORIZED => "authentication_error",
+        StatusCode::FORBIDDEN => "permission_error",
+        StatusCode::NOT_FOUND => "not_found_error",
+        StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+        _ => "invalid_request_error",
+    };
+    Failure::new(status, kind, error.code(), &error.to_string())
+}
+
+fn gateway_error(error: &GatewayError, request_id: Option<&str>) -> HttpResponse {
+    gateway_failure(error, request_id).openai()
 }
 
 /// When every option was skipped for a provider's rate limit (or had no
@@ -176,18 +253,9 @@ fn rate_limited_only(skipped: &[byok_router::Skipped]) -> Option<std::time::Dura
     wait.map(std::time::Duration::from_millis)
 }
 
-fn retry_after(response: &mut HttpResponse, wait: std::time::Duration) {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&secs.max(1).to_string()) {
-        response
-            .headers_mut()
-            .insert(actix_web::http::header::RETRY_AFTER, value);
-    }
-}
-
 /// `429 rate_limited`: which limit (the user's or the token's), with
 /// `Retry-After` and OpenAI-style `x-ratelimit-*` headers naming it.
-fn rate_limited(refusal: &crate::limits::RateRefusal) -> HttpResponse {
+fn rate_limited(refusal: &crate::limits::RateRefusal) -> Failure {
     let message = match refusal.limit {
         "requests" => format!(
             "the {}'s limit of {} requests a minute is reached",
@@ -202,22 +270,27 @@ fn rate_limited(refusal: &crate::limits::RateRefusal) -> HttpResponse {
             refusal.whose, refusal.max
         ),
     };
-    let body = json!({ "error": { "message": message, "type": "rate_limit_error",
-        "code": "rate_limited", "param": null, "limit": refusal.limit, "whose": refusal.whose } });
-    let mut response = HttpResponse::TooManyRequests()
-        .insert_header(("cache-control", "no-store"))
-        .insert_header((
-            format!("x-ratelimit-limit-{}", refusal.limit),
-            refusal.max.to_string(),
-        ))
-        .insert_header((format!("x-ratelimit-remaining-{}", refusal.limit), "0"))
-        .insert_header((
-            format!("x-ratelimit-reset-{}", refusal.limit),
-            format!("{}s", refusal.retry_after.as_secs()),
-        ))
-        .json(body);
-    retry_after(&mut response, refusal.retry_after);
-    response
+    Failure::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "rate_limited",
+        &message,
+    )
+    .with("limit", json!(refusal.limit))
+    .with("whose", json!(refusal.whose))
+    .header(
+        &format!("x-ratelimit-limit-{}", refusal.limit),
+        refusal.max.to_string(),
+    )
+    .header(
+        &format!("x-ratelimit-remaining-{}", refusal.limit),
+        "0".to_owned(),
+    )
+    .header(
+        &format!("x-ratelimit-reset-{}", refusal.limit),
+        format!("{}s", refusal.retry_after.as_secs()),
+    )
+    .retry_after(refusal.retry_after)
 }
 
 /// `402 budget_exceeded`: which budget, its limit, what is spent and
@@ -225,65 +298,72 @@ fn rate_limited(refusal: &crate::limits::RateRefusal) -> HttpResponse {
 fn budget_exceeded(
     state: &byok_store::budgets::BudgetState,
     attempts: &[crate::gateway::Attempt],
-) -> HttpResponse {
+) -> Failure {
     let budget = crate::service::BudgetView::from(state.clone());
-    let body = json!({ "error": {
-        "message": format!(
-            "your {} budget{} of ${} is spent (${} spent, ${} reserved by requests in flight); it resets at {}",
-            budget.period.as_str(),
-            budget.provider.map_or(String::new(), |p| format!(" for {}", p.display_name())),
-            budget.limit_usd,
-            budget.spent_usd,
-            budget.reserved_usd,
-            budget.resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
-        "type": "insufficient_quota", "code": "budget_exceeded", "param": null,
-        "budget": budget,
-        "attempts": attempts,
-    } });
-    HttpResponse::PaymentRequired()
-        .insert_header(("cache-control", "no-store"))
-        .json(body)
+    let message = format!(
+        "your {} budget{} of ${} is spent (${} spent, ${} reserved by requests in flight); it resets at {}",
+        budget.period.as_str(),
+        budget
+            .provider
+            .map_or(String::new(), |p| format!(" for {}", p.display_name())),
+        budget.limit_usd,
+        budget.spent_usd,
+        budget.reserved_usd,
+        budget
+            .resets_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    Failure::new(
+        StatusCode::PAYMENT_REQUIRED,
+        "insufficient_quota",
+        "budget_exceeded",
+        &message,
+    )
+    .with("budget", json!(budget))
+    .attempts(Some(attempts))
 }
 
 /// The answer of a host application that mounted the API without a gateway.
-fn gateway_disabled() -> HttpResponse {
-    openai_error(
+pub(crate) fn gateway_disabled_failure() -> Failure {
+    Failure::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "service_unavailable",
         "gateway_disabled",
         "the gateway is not enabled",
-        None,
     )
 }
 
-fn bad_request(code: &str, message: &str) -> HttpResponse {
-    openai_error(
+fn gateway_disabled() -> HttpResponse {
+    gateway_disabled_failure().openai()
+}
+
+pub(crate) fn bad_request_failure(code: &str, message: &str) -> Failure {
+    Failure::new(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
         code,
         message,
-        None,
     )
 }
 
+fn bad_request(code: &str, message: &str) -> HttpResponse {
+    bad_request_failure(code, message).openai()
+}
+
 /// A refused request: a code and a message.
-type Bad = (&'static str, &'static str);
+pub(crate) type Bad = (&'static str, &'static str);
+
+pub(crate) fn refusal_failure(refusal: &Refusal) -> Failure {
+    bad_request_failure(refusal.code, &refusal.message).param(refusal.param.as_deref())
+}
 
 fn refused(refusal: &Refusal) -> HttpResponse {
-    openai_error_param(
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        refusal.code,
-        &refusal.message,
-        refusal.param.as_deref(),
-        None,
-    )
+    refusal_failure(refusal).openai()
 }
 
 /// The 400 for a request none of the user's providers can honour: names
 /// each field or capability, and which provider (or model) lacks it.
-fn unsupported(skipped: &[byok_router::Skipped]) -> HttpResponse {
+fn unsupported(skipped: &[byok_router::Skipped]) -> Failure {
     use byok_router::SkipReason;
     let mismatches: Vec<&byok_router::Skipped> = skipped
         .iter()
@@ -320,11 +400,9 @@ fn unsupported(skipped: &[byok_router::Skipped]) -> HttpResponse {
         reasons.join("; ")
     );
     let all: Vec<String> = skipped.iter().map(ToString::to_string).collect();
-    let body = json!({ "error": { "message": message, "type": "invalid_request_error",
-        "code": code, "param": param, "skipped": all } });
-    HttpResponse::BadRequest()
-        .insert_header(("cache-control", "no-store"))
-        .json(body)
+    bad_request_failure(code, &message)
+        .param(param.as_deref())
+        .with("skipped", json!(all))
 }
 
 fn s_reason(reason: &byok_router::SkipReason) -> String {
@@ -336,7 +414,7 @@ fn s_reason(reason: &byok_router::SkipReason) -> String {
     }
 }
 
-fn task_of(req: &HttpRequest) -> Result<Task, Bad> {
+pub(crate) fn task_of(req: &HttpRequest) -> Result<Task, Bad> {
     match req.headers().get("x-byok-task") {
         None => Ok(Task::general()),
         Some(value) => value
@@ -378,7 +456,7 @@ fn providers_header(req: &HttpRequest, name: &str) -> Result<Vec<byok_core::Prov
 
 /// Per-request preferences: `X-BYOK-Prefer: anthropic,openai` (tried first,
 /// in that order), `X-BYOK-Exclude: gemini`, `X-BYOK-Max-Cost-USD: 0.01`.
-fn preferences_of(req: &HttpRequest) -> Result<Preferences, Bad> {
+pub(crate) fn preferences_of(req: &HttpRequest) -> Result<Preferences, Bad> {
     let max_cost = match req.headers().get("x-byok-max-cost-usd") {
         None => None,
         Some(value) => {
@@ -408,7 +486,7 @@ fn preferences_of(req: &HttpRequest) -> Result<Preferences, Bad> {
 /// (`X-BYOK-Cost-Source`: `exact`, `estimated` or `unknown`). A stream's
 /// cost comes in its last usage chunk. `X-BYOK-Budget-Warning` names soft
 /// budgets the answer goes over.
-fn with_headers<T>(
+pub(crate) fn with_headers<T>(
     mut response: actix_web::HttpResponseBuilder,
     answered: &Answered<T>,
 ) -> actix_web::HttpResponseBuilder {
@@ -467,6 +545,7 @@ pub(crate) async fn chat_completions(
         model,
         request,
         preferences,
+        door: "chat",
     };
     let ctx = context(&req);
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
@@ -622,6 +701,8 @@ fn openai_sse(
                     state.framer.model = model;
                     continue;
                 }
+                // Only a door speaking the provider's own API asks for these.
+                Some(Ok(ChatChunk::Native(_))) => continue,
                 Some(Err(error)) => {
                     let event = json!({ "error": { "message": error.to_string(), "type": "upstream_error", "code": error.code(), "param": null } });
                     state.done = true;
@@ -644,37 +725,85 @@ fn openai_sse(
     })
 }
 
-/// `GET /v1/models`: the catalog models this user's keys can reach, and `auto`.
-pub(crate) async fn models(caller: Caller, state: web::Data<AppState>) -> HttpResponse {
+/// The caller of `/v1/models`, or the refusal in the shape its client speaks.
+fn models_caller(
+    req: &HttpRequest,
+    caller: Result<Caller, ApiError>,
+) -> Result<(Caller, bool), HttpResponse> {
+    let anthropic = messages::speaks_anthropic(req);
+    match caller {
+        Ok(caller) => Ok((caller, anthropic)),
+        Err(error) if anthropic => Err(messages::api_failure(&error)),
+        Err(error) => Err(error.error_response()),
+    }
+}
+
+fn in_shape(failure: Failure, anthropic: bool) -> HttpResponse {
+    if anthropic {
+        failure.anthropic()
+    } else {
+        failure.openai()
+    }
+}
+
+/// `GET /v1/models`: the catalog models this user's keys can reach, and
+/// `auto`; in Anthropic's shape when the request names an
+/// `anthropic-version` (Anthropic's clients do), OpenAI's otherwise.
+pub(crate) async fn models(
+    req: HttpRequest,
+    caller: Result<Caller, ApiError>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (caller, anthropic) = match models_caller(&req, caller) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
     let Some(gateway) = state.gateway.as_ref() else {
-        return gateway_disabled();
+        return in_shape(gateway_disabled_failure(), anthropic);
     };
     match gateway.models(&caller.0).await {
         Ok(models) => {
+            let mut seen = std::collections::BTreeSet::new();
+            let reachable: Vec<(&str, String)> = models
+                .into_iter()
+                .filter(|(_, model)| seen.insert(model.clone()))
+                .map(|(provider, model)| (provider.as_str(), model))
+                .collect();
+            if anthropic {
+                let mut data = vec![messages::model_info(
+                    "auto",
+                    "byok: the cheapest able model",
+                )];
+                data.extend(reachable.iter().map(|(_, m)| messages::model_info(m, m)));
+                return messages::model_list(data);
+            }
             let mut data =
                 vec![json!({ "id": "auto", "object": "model", "created": 0, "owned_by": "byok" })];
-            let mut seen = std::collections::BTreeSet::new();
-            for (provider, model) in models {
-                if seen.insert(model.clone()) {
-                    data.push(json!({ "id": model, "object": "model", "created": 0, "owned_by": provider.as_str() }));
-                }
-            }
+            data.extend(reachable.iter().map(|(owner, model)| {
+                json!({ "id": model, "object": "model", "created": 0, "owned_by": owner })
+            }));
             HttpResponse::Ok()
                 .insert_header(("cache-control", "no-store"))
                 .json(json!({ "object": "list", "data": data }))
         }
-        Err(error) => gateway_error(&error, None),
+        Err(error) => in_shape(gateway_failure(&error, None), anthropic),
     }
 }
 
-/// `GET /v1/models/{id}`: one model as OpenAI describes it, or OpenAI's 404.
+/// `GET /v1/models/{id}`: one model as OpenAI (or, for an Anthropic client,
+/// Anthropic) describes it, or a 404.
 pub(crate) async fn model(
-    caller: Caller,
+    req: HttpRequest,
+    caller: Result<Caller, ApiError>,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> HttpResponse {
+    let (caller, anthropic) = match models_caller(&req, caller) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
     let Some(gateway) = state.gateway.as_ref() else {
-        return gateway_disabled();
+        return in_shape(gateway_disabled_failure(), anthropic);
     };
     let id = id.into_inner();
     match gateway.models(&caller.0).await {
@@ -688,20 +817,25 @@ pub(crate) async fn model(
                     .map(|(p, _)| p.as_str())
             };
             match owner {
+                Some(_) if anthropic => HttpResponse::Ok()
+                    .insert_header(("cache-control", "no-store"))
+                    .json(messages::model_info(&id, &id)),
                 Some(owner) => HttpResponse::Ok()
                     .insert_header(("cache-control", "no-store"))
                     .json(json!({ "id": id, "object": "model", "created": 0, "owned_by": owner })),
-                None => openai_error_param(
-                    StatusCode::NOT_FOUND,
-                    "invalid_request_error",
-                    "model_not_found",
-                    "none of your providers serves this model; see /v1/models",
-                    Some("model"),
-                    None,
+                None => in_shape(
+                    Failure::new(
+                        StatusCode::NOT_FOUND,
+                        "invalid_request_error",
+                        "model_not_found",
+                        "none of your providers serves this model; see /v1/models",
+                    )
+                    .param(Some("model")),
+                    anthropic,
                 ),
             }
         }
-        Err(error) => gateway_error(&error, None),
+        Err(error) => in_shape(gateway_failure(&error, None), anthropic),
     }
 }
 

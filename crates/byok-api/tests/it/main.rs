@@ -27,6 +27,7 @@ mod keys;
 mod leak;
 mod lifecycle;
 mod limits;
+mod messages;
 mod multikey;
 mod openapi;
 mod replicas;

@@ -1,0 +1,241 @@
+//! Anthropic's Messages door: `POST /v1/messages` and
+//! `POST /v1/messages/count_tokens`, authenticated with a byok token as
+//! `x-api-key` (or `Authorization: Bearer`), answering in Anthropic's shapes
+//! and errors. Routing, fallback, budgets, limits, usage and audit are the
+//! Chat Completions door's own ([`crate::gateway::Gateway`]). The wire types
+//! live in [`crate::messages`].
+
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use byok_core::{ChatChunk, ProviderKind};
+use byok_router::Task;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::gateway::GatewayChat;
+use crate::http::{ApiError, Caller, JsonBody, context};
+use crate::messages::{EventWriter, MessagesCall, MessagesRequest};
+use crate::routes::gateway::{
+    Failure, bad_request_failure, gateway_disabled_failure, gateway_failure, preferences_of,
+    refusal_failure, task_of, with_headers,
+};
+
+/// An authentication or body error, in Anthropic's shape.
+pub(crate) fn api_failure(error: &ApiError) -> HttpResponse {
+    let (status, code, message, retry) = error.parts();
+    let mut failure = Failure::new(status, "invalid_request_error", code, &message);
+    if let Some(secs) = retry {
+        failure
+            .headers
+            .push(("retry-after".to_owned(), secs.to_string()));
+    }
+    failure.anthropic()
+}
+
+/// Every `anthropic-beta` header, joined.
+fn beta_header(req: &HttpRequest) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all("anthropic-beta")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The caller, the parsed request and the routing headers, or the refusal.
+fn parse(
+    req: &HttpRequest,
+    caller: Result<Caller, ApiError>,
+    body: Result<JsonBody<Value>, ApiError>,
+    count_only: bool,
+) -> Result<(Caller, MessagesCall), HttpResponse> {
+    let caller = caller.map_err(|e| api_failure(&e))?;
+    let body = body.map_err(|e| api_failure(&e))?;
+    MessagesRequest::parse(body.0, beta_header(req).as_deref(), count_only)
+        .map(|call| (caller, call))
+        .map_err(|refusal| refusal_failure(&refusal).anthropic())
+}
+
+/// `POST /v1/messages`.
+pub(crate) async fn messages(
+    req: HttpRequest,
+    caller: Result<Caller, ApiError>,
+    state: web::Data<AppState>,
+    body: Result<JsonBody<Value>, ApiError>,
+) -> HttpResponse {
+    let Some(gateway) = state.gateway.as_ref() else {
+        return gateway_disabled_failure().anthropic();
+    };
+    let (caller, call) = match parse(&req, caller, body, false) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let (task, preferences) = match (task_of(&req), preferences_of(&req)) {
+        (Ok(task), Ok(preferences)) => (task, preferences),
+        (Err((code, message)), _) | (_, Err((code, message))) => {
+            return bad_request_failure(code, message).anthropic();
+        }
+    };
+    let MessagesCall {
+        mut request,
+        model,
+        stream,
+    } = call;
+    request.prefer_reasoning = task.as_str() == Task::REASONING;
+    let call = GatewayChat {
+        task,
+        model,
+        request,
+        preferences,
+        door: "messages",
+    };
+    let ctx = context(&req);
+    let id = format!("msg_byok{}", uuid::Uuid::new_v4().simple());
+    if !stream {
+        return match gateway.chat(&caller.0, call, &ctx).await {
+            Ok(answered) => {
+                let body = crate::messages::message(&id, &answered.value, answered.report.as_ref());
+                with_headers(HttpResponse::Ok(), &answered).json(body)
+            }
+            Err(error) => gateway_failure(&error, ctx.request_id.as_deref()).anthropic(),
+        };
+    }
+    match gateway.chat_stream(&caller.0, call, &ctx).await {
+        Ok(answered) => {
+            let native = answered.provider == ProviderKind::Anthropic;
+            let writer = EventWriter::new(id, answered.model.clone());
+            let mut builder = with_headers(HttpResponse::Ok(), &answered);
+            builder.content_type("text/event-stream").streaming(events(
+                answered.value,
+                writer,
+                native,
+            ))
+        }
+        Err(error) => gateway_failure(&error, ctx.request_id.as_deref()).anthropic(),
+    }
+}
+
+struct Events {
+    chunks: byok_providers::ChatStream,
+    writer: EventWriter,
+    /// Anthropic's own events go out as they came.
+    native: bool,
+    /// The provider's own stream already said it failed.
+    errored: bool,
+    done: bool,
+}
+
+/// Anthropic's named events for one answer: Anthropic's own passed through,
+/// or another provider's translated. A failure mid-stream ends it with an
+/// `error` event. Dropping it (the client went away) cancels the upstream
+/// request.
+fn events(
+    chunks: byok_providers::ChatStream,
+    writer: EventWriter,
+    native: bool,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let state = Events {
+        chunks,
+        writer,
+        native,
+        errored: false,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if state.done {
+                return None;
+            }
+            let text = match state.chunks.next().await {
+                Some(Ok(ChatChunk::Native(event))) if state.native => {
+                    let name = event.event.unwrap_or_default();
+                    state.errored |= name == "error";
+                    format!("event: {name}\ndata: {}\n\n", event.data)
+                }
+                Some(Ok(_)) if state.native => continue,
+                Some(Ok(chunk)) => state.writer.chunk(chunk),
+                Some(Err(error)) => {
+                    state.done = true;
+                    if state.errored {
+                        return None;
+                    }
+                    let kind = match error {
+                        byok_providers::ProviderError::RateLimited { .. } => "rate_limit_error",
+                        byok_providers::ProviderError::Timeout { .. } => "timeout_error",
+                        _ => "api_error",
+                    };
+                    EventWriter::error(kind, &error.to_string())
+                }
+                None => {
+                    state.done = true;
+                    if state.native {
+                        return None;
+                    }
+                    state.writer.end()
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            return Some((Ok(Bytes::from(text)), state));
+        }
+    })
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic's own count when the user has
+/// a working Anthropic key, otherwise byok's estimate; `X-BYOK-Count-Source`
+/// (`exact` or `estimated`) and the body's `estimated` say which.
+pub(crate) async fn count_tokens(
+    req: HttpRequest,
+    caller: Result<Caller, ApiError>,
+    state: web::Data<AppState>,
+    body: Result<JsonBody<Value>, ApiError>,
+) -> HttpResponse {
+    let Some(gateway) = state.gateway.as_ref() else {
+        return gateway_disabled_failure().anthropic();
+    };
+    let (caller, call) = match parse(&req, caller, body, true) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    match gateway
+        .count_tokens(&caller.0, call.model.as_deref(), &call.request)
+        .await
+    {
+        Ok(count) => HttpResponse::Ok()
+            .insert_header(("cache-control", "no-store"))
+            .insert_header((
+                "x-byok-count-source",
+                if count.exact { "exact" } else { "estimated" },
+            ))
+            .json(json!({ "input_tokens": count.input_tokens, "estimated": !count.exact })),
+        Err(error) => gateway_failure(&error, None).anthropic(),
+    }
+}
+
+/// Whether a request comes from an Anthropic client (it names an
+/// `anthropic-version`): `/v1/models` then answers in Anthropic's shape.
+pub(crate) fn speaks_anthropic(req: &HttpRequest) -> bool {
+    req.headers().contains_key("anthropic-version")
+}
+
+/// One model in Anthropic's shape.
+pub(crate) fn model_info(id: &str, display: &str) -> Value {
+    json!({ "type": "model", "id": id, "display_name": display, "created_at": "1970-01-01T00:00:00Z" })
+}
+
+/// The models list in Anthropic's shape (one page: byok lists them all).
+pub(crate) fn model_list(data: Vec<Value>) -> HttpResponse {
+    let first = data
+        .first()
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_owned);
+    let last = data
+        .last()
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_owned);
+    HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({ "data": data, "has_more": false, "first_id": first, "last_id": last }))
+}
