@@ -14,6 +14,7 @@ pub mod openai;
 pub mod openapi;
 pub mod providers;
 pub mod reports;
+pub mod responses;
 mod routes;
 pub mod service;
 mod throttle;
@@ -137,6 +138,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                         "/messages/count_tokens",
                         web::post().to(routes::messages::count_tokens),
                     )
+                    .route("/responses", web::post().to(routes::responses::responses))
                     .route("/embeddings", web::post().to(routes::gateway::embeddings))
                     .route("/models", web::get().to(routes::gateway::models))
                     .route("/models/{id}", web::get().to(routes::gateway::model))

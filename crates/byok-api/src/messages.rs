@@ -22,7 +22,9 @@ use byok_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::openai::{Extra, Refusal, bounded, id_safe_tool_call_id, split_tool_call_id};
+use crate::openai::{
+    Extra, IMAGE_TYPES, Refusal, bounded, id_safe_tool_call_id, split_tool_call_id,
+};
 
 /// Betas byok passes to Anthropic that ask nothing of other providers: they
 /// tune how Anthropic streams, caches or thinks, name the client, or belong
@@ -47,9 +49,6 @@ pub const BETAS_PASSED: &[&str] = &[
 /// Betas that only say how a client signs in to Anthropic itself; byok calls
 /// Anthropic with the user's saved key, so they do not apply and are not sent.
 const BETAS_SIGN_IN: &[&str] = &["oauth-2025-04-20"];
-
-/// Images byok passes on: the types every vision provider takes.
-const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
 /// Anthropic's Messages request. Unknown fields are not refused here: they
 /// go to Anthropic as they came (Anthropic judges them), and every other
@@ -114,6 +113,12 @@ struct InBlock {
     content: Option<InContent>,
     is_error: Option<bool>,
     thinking: Option<String>,
+    /// Thinking's signature and redacted thinking's data: Anthropic's own,
+    /// which it gets with the request as it came; nothing to other providers.
+    #[serde(default, rename = "signature")]
+    _signature: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "data")]
+    _data: Option<serde::de::IgnoredAny>,
     /// A prompt-cache marker: Anthropic gets it with the request; the other
     /// providers cache without markers.
     #[serde(default, rename = "cache_control")]
@@ -997,6 +1002,8 @@ mod tests {
             call.request.messages[2].tool_call_id.as_deref(),
             Some("toolu_1")
         );
+        // Signed and redacted thinking need nothing of Anthropic elsewhere.
+        assert!(call.request.native.unwrap().only.is_empty());
     }
 
     #[test]

@@ -355,12 +355,21 @@ pub(crate) fn split_tool_call_id(id: &str) -> (String, Option<String>) {
 }
 
 /// Images byok passes on: the types every vision provider takes.
-const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+pub(crate) const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
 fn image(url: InImageUrl) -> Result<ContentPart, Refusal> {
     refuse_unknown("messages[].content[].image_url.", &url.extra)?;
-    let param = "messages[].content[].image_url.url";
-    let source = if let Some(rest) = url.url.strip_prefix("data:") {
+    image_url(url.url, url.detail, "messages[].content[].image_url.url")
+}
+
+/// An image given by URL: `https://`, or a base64 `data:` URL of a type
+/// every vision provider takes.
+pub(crate) fn image_url(
+    url: String,
+    detail: Option<String>,
+    param: &str,
+) -> Result<ContentPart, Refusal> {
+    let source = if let Some(rest) = url.strip_prefix("data:") {
         let (media_type, data) = rest.split_once(";base64,").ok_or_else(|| {
             Refusal::invalid(
                 "invalid_image_url",
@@ -389,8 +398,8 @@ fn image(url: InImageUrl) -> Result<ContentPart, Refusal> {
             media_type: media_type.to_owned(),
             data: data.to_owned(),
         }
-    } else if url.url.starts_with("https://") && url::Url::parse(&url.url).is_ok() {
-        ImageSource::Url(url.url)
+    } else if url.starts_with("https://") && url::Url::parse(&url).is_ok() {
+        ImageSource::Url(url)
     } else {
         return Err(Refusal::invalid(
             "invalid_image_url",
@@ -398,10 +407,7 @@ fn image(url: InImageUrl) -> Result<ContentPart, Refusal> {
             "an image URL must be https:// or a data: URL",
         ));
     };
-    Ok(ContentPart::Image {
-        source,
-        detail: url.detail,
-    })
+    Ok(ContentPart::Image { source, detail })
 }
 
 fn content(content: Option<InContent>, images: bool) -> Result<Vec<ContentPart>, Refusal> {

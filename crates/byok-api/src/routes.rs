@@ -8,6 +8,7 @@ pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod meta;
 pub(crate) mod reports;
+pub(crate) mod responses;
 pub(crate) mod tokens;
 pub(crate) mod ui;
 

@@ -8,6 +8,7 @@ mod gemini;
 mod http;
 pub mod key_format;
 mod openai_compat;
+mod responses;
 mod sse;
 
 use std::collections::BTreeMap;

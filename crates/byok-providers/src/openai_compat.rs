@@ -149,6 +149,16 @@ impl OpenAiCompatible {
         Ok(client.request(method, url).headers(auth))
     }
 
+    /// The client's own Responses body, when it came through byok's
+    /// Responses door and this is OpenAI: its model and `stream` set.
+    fn native_body(&self, request: &ChatRequest, stream: bool) -> Option<serde_json::Value> {
+        let native = request.native_for(self.provider())?;
+        let mut body = (*native.body).clone();
+        body["model"] = serde_json::json!(request.model);
+        body["stream"] = serde_json::json!(stream);
+        Some(body)
+    }
+
     fn classify(
         provider: ProviderKind,
         status: StatusCode,
@@ -495,6 +505,10 @@ impl ChatProvider for OpenAiCompatible {
     }
 
     fn unsupported(&self, request: &ChatRequest, stream: bool) -> Option<Unsupported> {
+        // The client's own Responses request: OpenAI itself judges it.
+        if request.native_for(self.provider()).is_some() {
+            return None;
+        }
         self.refuse(request, stream)
     }
 
@@ -556,6 +570,26 @@ impl ChatProvider for OpenAiCompatible {
         request: &ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
         let provider = self.provider();
+        if let Some(body) = self.native_body(request, false) {
+            let http_request = self
+                .request(
+                    reqwest::Method::POST,
+                    "responses",
+                    &credentials,
+                    "deployment",
+                )?
+                .json(&body)
+                .timeout(self.clients.settings().request_timeout);
+            let response = http::send(provider, http_request).await?;
+            let raw: serde_json::Value = http::json_or_error(
+                provider,
+                response,
+                self.clients.settings().max_response_bytes,
+                Self::classify,
+            )
+            .await?;
+            return crate::responses::answer(provider, raw, &request.model);
+        }
         let http_request = self
             .request(
                 reqwest::Method::POST,
@@ -592,14 +626,25 @@ impl ChatProvider for OpenAiCompatible {
         request: &ChatRequest,
     ) -> Result<ChatStream, ProviderError> {
         let provider = self.provider();
-        let http_request = self
-            .request(
-                reqwest::Method::POST,
-                "chat/completions",
-                &credentials,
-                "deployment",
-            )?
-            .json(&self.body_for(request, true, &credentials)?);
+        let native = self.native_body(request, true);
+        let http_request = match &native {
+            Some(body) => self
+                .request(
+                    reqwest::Method::POST,
+                    "responses",
+                    &credentials,
+                    "deployment",
+                )?
+                .json(body),
+            None => self
+                .request(
+                    reqwest::Method::POST,
+                    "chat/completions",
+                    &credentials,
+                    "deployment",
+                )?
+                .json(&self.body_for(request, true, &credentials)?),
+        };
         let response = http::send(provider, http_request).await?;
         if !response.status().is_success() {
             let status = response.status();
@@ -612,6 +657,9 @@ impl ChatProvider for OpenAiCompatible {
             response,
             self.clients.settings().max_response_bytes,
         );
+        if native.is_some() {
+            return Ok(Box::pin(crate::responses::decode(provider, events)));
+        }
         let stream = async_stream(provider, events);
         Ok(Box::pin(stream))
     }

@@ -32,7 +32,9 @@ mod multikey;
 mod openapi;
 mod replicas;
 mod reports;
+mod responses;
 mod sdk;
+mod sdk_doors;
 mod tokens;
 
 use serde_json::{Value, json};

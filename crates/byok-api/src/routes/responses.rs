@@ -1,0 +1,153 @@
+//! OpenAI's Responses door: `POST /v1/responses`, authenticated with a byok
+//! token, answering in the Responses API's shapes and OpenAI's errors.
+//! Routing, fallback, budgets, limits, usage and audit are the Chat
+//! Completions door's own ([`crate::gateway::Gateway`]). The wire types live
+//! in [`crate::responses`].
+
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use byok_core::{ChatChunk, ProviderKind};
+use byok_router::Task;
+use futures_util::StreamExt as _;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::gateway::GatewayChat;
+use crate::http::{Caller, JsonBody, context};
+use crate::responses::{EventWriter, ResponsesCall, ResponsesRequest};
+use crate::routes::gateway::{
+    bad_request_failure, gateway_disabled_failure, gateway_failure, preferences_of,
+    refusal_failure, task_of, with_headers,
+};
+
+/// `POST /v1/responses`.
+pub(crate) async fn responses(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: JsonBody<Value>,
+) -> HttpResponse {
+    let Some(gateway) = state.gateway.as_ref() else {
+        return gateway_disabled_failure().openai();
+    };
+    let call = match ResponsesRequest::parse(body.0) {
+        Ok(call) => call,
+        Err(refusal) => return refusal_failure(&refusal).openai(),
+    };
+    let (task, preferences) = match (task_of(&req), preferences_of(&req)) {
+        (Ok(task), Ok(preferences)) => (task, preferences),
+        (Err((code, message)), _) | (_, Err((code, message))) => {
+            return bad_request_failure(code, message).openai();
+        }
+    };
+    let ResponsesCall {
+        mut request,
+        model,
+        stream,
+        echo,
+    } = call;
+    request.prefer_reasoning = task.as_str() == Task::REASONING;
+    let call = GatewayChat {
+        task,
+        model,
+        request,
+        preferences,
+        door: "responses",
+    };
+    let ctx = context(&req);
+    let id = format!("resp_byok{}", uuid::Uuid::new_v4().simple());
+    let created = chrono::Utc::now().timestamp();
+    if !stream {
+        return match gateway.chat(&caller.0, call, &ctx).await {
+            Ok(answered) => {
+                let body = crate::responses::response(
+                    (&id, created),
+                    &echo,
+                    &answered.value,
+                    answered.report.as_ref(),
+                );
+                with_headers(HttpResponse::Ok(), &answered).json(body)
+            }
+            Err(error) => gateway_failure(&error, ctx.request_id.as_deref()).openai(),
+        };
+    }
+    match gateway.chat_stream(&caller.0, call, &ctx).await {
+        Ok(answered) => {
+            let native = answered.provider == ProviderKind::OpenAi;
+            let writer = EventWriter::new(id, created, answered.model.clone(), echo);
+            let mut builder = with_headers(HttpResponse::Ok(), &answered);
+            builder.content_type("text/event-stream").streaming(events(
+                answered.value,
+                writer,
+                native,
+            ))
+        }
+        Err(error) => gateway_failure(&error, ctx.request_id.as_deref()).openai(),
+    }
+}
+
+struct Events {
+    chunks: byok_providers::ChatStream,
+    writer: EventWriter,
+    /// OpenAI's own events go out as they came.
+    native: bool,
+    /// The provider's own stream already said it failed.
+    errored: bool,
+    done: bool,
+}
+
+/// The Responses API's events for one answer: OpenAI's own passed through,
+/// or another provider's translated. A failure mid-stream ends it with an
+/// `error` event. Dropping it (the client went away) cancels the upstream
+/// request.
+fn events(
+    chunks: byok_providers::ChatStream,
+    writer: EventWriter,
+    native: bool,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let state = Events {
+        chunks,
+        writer,
+        native,
+        errored: false,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if state.done {
+                return None;
+            }
+            let text = match state.chunks.next().await {
+                Some(Ok(ChatChunk::Native(event))) if state.native => {
+                    let name = event.event.unwrap_or_default();
+                    state.errored |= name == "error" || name == "response.failed";
+                    if name.is_empty() {
+                        format!("data: {}\n\n", event.data)
+                    } else {
+                        format!("event: {name}\ndata: {}\n\n", event.data)
+                    }
+                }
+                Some(Ok(_)) if state.native => continue,
+                Some(Ok(chunk)) => state.writer.chunk(chunk),
+                Some(Err(error)) => {
+                    state.done = true;
+                    if state.errored {
+                        return None;
+                    }
+                    state.writer.error(error.code(), &error.to_string())
+                }
+                None => {
+                    state.done = true;
+                    if state.native {
+                        return None;
+                    }
+                    state.writer.end()
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            return Some((Ok(Bytes::from(text)), state));
+        }
+    })
+}
