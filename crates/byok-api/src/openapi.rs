@@ -3,12 +3,12 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, budgets, keys, meta, reports, tokens};
+use crate::routes::{admin, budgets, gateway, keys, messages, meta, reports, responses, tokens};
 
 /// The whole API.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "byok", description = "Bring your own AI provider keys: key management API."),
+    info(title = "byok", description = "Bring your own AI provider keys: key management API, and the gateway's doors (OpenAI's Chat Completions and Responses, Anthropic's Messages) on the user's own keys."),
     paths(
         meta::healthz,
         meta::readyz,
@@ -48,6 +48,13 @@ use crate::routes::{admin, budgets, keys, meta, reports, tokens};
         admin::list_tokens,
         admin::user_limits,
         admin::set_user_limits,
+        gateway::chat_completions,
+        gateway::embeddings,
+        gateway::models,
+        gateway::model,
+        messages::messages,
+        messages::count_tokens,
+        responses::responses,
     ),
     components(schemas(crate::http::ErrorBody, crate::http::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -57,6 +64,7 @@ use crate::routes::{admin, budgets, keys, meta, reports, tokens};
         (name = "budgets", description = "caps on a user's own spend, per day or month"),
         (name = "admin", description = "users and tokens (admin token)"),
         (name = "routing", description = "the routes, health and spend of a user's providers"),
+        (name = "gateway", description = "the user's AI requests, in OpenAI's and Anthropic's APIs (their fields: docs/api.md)"),
         (name = "meta", description = "health and this document"),
     )
 )]

@@ -20,6 +20,63 @@ use crate::openai::{
 };
 use crate::routes::messages;
 
+/// An error from an OpenAI-shaped door (`/v1/chat/completions`,
+/// `/v1/responses`, `/v1/embeddings`, `/v1/models`): byok's stable `code`
+/// and message, and where OpenAI has them its `type` and `param`, with
+/// details beside them (`attempts`, `skipped`, `budget`).
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the error shape in the OpenAPI document"
+)]
+pub(crate) struct OpenAiErrorBody {
+    error: OpenAiErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the error shape in the OpenAPI document"
+)]
+struct OpenAiErrorDetail {
+    message: String,
+    code: String,
+    /// OpenAI's error type (`invalid_request_error`, `rate_limit_error`, ...).
+    #[schema(rename = "type")]
+    kind: Option<String>,
+    /// The request field at fault.
+    #[schema(nullable)]
+    param: Option<String>,
+}
+
+/// An error from the Messages door, in Anthropic's shape, with byok's
+/// `code` (and `param`, details) beside Anthropic's fields.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the error shape in the OpenAPI document"
+)]
+pub(crate) struct AnthropicErrorBody {
+    /// Always `error`.
+    #[schema(rename = "type")]
+    kind: String,
+    error: AnthropicErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the error shape in the OpenAPI document"
+)]
+struct AnthropicErrorDetail {
+    /// Anthropic's error type (`invalid_request_error`, `authentication_error`,
+    /// `rate_limit_error`, `overloaded_error`, ...).
+    #[schema(rename = "type")]
+    kind: String,
+    message: String,
+    code: String,
+}
+
 /// A failed gateway request, before it takes the error shape of the API
 /// the client used (OpenAI's or Anthropic's).
 #[derive(Debug)]
@@ -513,6 +570,23 @@ pub(crate) fn with_headers<T>(
     response
 }
 
+#[utoipa::path(
+    post, path = "/v1/chat/completions", operation_id = "chat_completions", tag = "gateway",
+    description = "OpenAI's Chat Completions API on the user's own keys: routed, with fallback, priced and recorded. \
+        Headers: `X-BYOK-Task`, `X-BYOK-Prefer`, `X-BYOK-Exclude`, `X-BYOK-Max-Cost-USD`. Every field is carried or refused by name; see docs/api.md.",
+    request_body(content = Object, description = "OpenAI's Chat Completions request"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OpenAI's chat.completion (or, with `stream`, its chunk events)",
+            content((Object = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 402, body = OpenAiErrorBody, description = "a budget is spent"),
+        (status = 403, body = OpenAiErrorBody), (status = 404, body = OpenAiErrorBody),
+        (status = 413, body = OpenAiErrorBody), (status = 415, body = OpenAiErrorBody),
+        (status = 429, body = OpenAiErrorBody), (status = 502, body = OpenAiErrorBody),
+        (status = 503, body = OpenAiErrorBody),
+    )
+)]
 pub(crate) async fn chat_completions(
     req: HttpRequest,
     caller: Caller,
@@ -749,6 +823,16 @@ fn in_shape(failure: Failure, anthropic: bool) -> HttpResponse {
 /// `GET /v1/models`: the catalog models this user's keys can reach, and
 /// `auto`; in Anthropic's shape when the request names an
 /// `anthropic-version` (Anthropic's clients do), OpenAI's otherwise.
+#[utoipa::path(
+    get, path = "/v1/models", operation_id = "gateway_models", tag = "gateway",
+    description = "The models the user's keys reach, and `auto`: OpenAI's list, or Anthropic's \
+        (`data`, `has_more`, `first_id`, `last_id`) when the request carries `anthropic-version`.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Object),
+        (status = 401, body = OpenAiErrorBody), (status = 403, body = OpenAiErrorBody),
+    )
+)]
 pub(crate) async fn models(
     req: HttpRequest,
     caller: Result<Caller, ApiError>,
@@ -792,6 +876,17 @@ pub(crate) async fn models(
 
 /// `GET /v1/models/{id}`: one model as OpenAI (or, for an Anthropic client,
 /// Anthropic) describes it, or a 404.
+#[utoipa::path(
+    get, path = "/v1/models/{id}", operation_id = "gateway_model", tag = "gateway",
+    description = "One model, in OpenAI's shape (Anthropic's with `anthropic-version`).",
+    params(("id" = String, Path, description = "a model id, or `auto`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Object),
+        (status = 401, body = OpenAiErrorBody), (status = 403, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody),
+    )
+)]
 pub(crate) async fn model(
     req: HttpRequest,
     caller: Result<Caller, ApiError>,
@@ -840,6 +935,20 @@ pub(crate) async fn model(
 }
 
 /// `POST /v1/embeddings` (task `embeddings`).
+#[utoipa::path(
+    post, path = "/v1/embeddings", operation_id = "embeddings", tag = "gateway",
+    description = "OpenAI's Embeddings API on the user's own keys (task `embeddings`).",
+    request_body(content = Object, description = "OpenAI's Embeddings request"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Object, description = "OpenAI's embedding list"),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 402, body = OpenAiErrorBody), (status = 403, body = OpenAiErrorBody),
+        (status = 404, body = OpenAiErrorBody), (status = 413, body = OpenAiErrorBody),
+        (status = 415, body = OpenAiErrorBody), (status = 429, body = OpenAiErrorBody),
+        (status = 502, body = OpenAiErrorBody), (status = 503, body = OpenAiErrorBody),
+    )
+)]
 pub(crate) async fn embeddings(
     req: HttpRequest,
     caller: Caller,

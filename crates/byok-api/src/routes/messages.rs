@@ -17,8 +17,8 @@ use crate::gateway::GatewayChat;
 use crate::http::{ApiError, Caller, JsonBody, context};
 use crate::messages::{EventWriter, MessagesCall, MessagesRequest};
 use crate::routes::gateway::{
-    Failure, bad_request_failure, gateway_disabled_failure, gateway_failure, preferences_of,
-    refusal_failure, task_of, with_headers,
+    AnthropicErrorBody, Failure, bad_request_failure, gateway_disabled_failure, gateway_failure,
+    preferences_of, refusal_failure, task_of, with_headers,
 };
 
 /// An authentication or body error, in Anthropic's shape.
@@ -58,6 +58,24 @@ fn parse(
 }
 
 /// `POST /v1/messages`.
+#[utoipa::path(
+    post, path = "/v1/messages", operation_id = "messages", tag = "gateway",
+    description = "Anthropic's Messages API on the user's own keys (Claude Code, Anthropic's SDKs): the token as `x-api-key` \
+        or `Authorization: Bearer`; `anthropic-version` and `anthropic-beta` accepted (betas byok cannot honour are refused by name). \
+        On Anthropic the request goes through intact; elsewhere it is translated both ways. See docs/api.md.",
+    request_body(content = Object, description = "Anthropic's Messages request"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Anthropic's message (or, with `stream`, its named events)",
+            content((Object = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = AnthropicErrorBody), (status = 401, body = AnthropicErrorBody),
+        (status = 402, body = AnthropicErrorBody, description = "a budget is spent"),
+        (status = 403, body = AnthropicErrorBody), (status = 404, body = AnthropicErrorBody),
+        (status = 413, body = AnthropicErrorBody), (status = 415, body = AnthropicErrorBody),
+        (status = 429, body = AnthropicErrorBody), (status = 502, body = AnthropicErrorBody),
+        (status = 503, body = AnthropicErrorBody),
+    )
+)]
 pub(crate) async fn messages(
     req: HttpRequest,
     caller: Result<Caller, ApiError>,
@@ -186,6 +204,19 @@ fn events(
 /// `POST /v1/messages/count_tokens`: Anthropic's own count when the user has
 /// a working Anthropic key, otherwise byok's estimate; `X-BYOK-Count-Source`
 /// (`exact` or `estimated`) and the body's `estimated` say which.
+#[utoipa::path(
+    post, path = "/v1/messages/count_tokens", operation_id = "count_tokens", tag = "gateway",
+    description = "A Messages request's input tokens: Anthropic's own count with the user's Anthropic key, \
+        otherwise byok's estimate (`estimated: true`, `X-BYOK-Count-Source: estimated`).",
+    request_body(content = Object, description = "Anthropic's count_tokens request"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Object, description = "`{\"input_tokens\": N, \"estimated\": bool}`"),
+        (status = 400, body = AnthropicErrorBody), (status = 401, body = AnthropicErrorBody),
+        (status = 403, body = AnthropicErrorBody), (status = 413, body = AnthropicErrorBody),
+        (status = 415, body = AnthropicErrorBody), (status = 503, body = AnthropicErrorBody),
+    )
+)]
 pub(crate) async fn count_tokens(
     req: HttpRequest,
     caller: Result<Caller, ApiError>,

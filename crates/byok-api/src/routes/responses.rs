@@ -16,11 +16,29 @@ use crate::gateway::GatewayChat;
 use crate::http::{Caller, JsonBody, context};
 use crate::responses::{EventWriter, ResponsesCall, ResponsesRequest};
 use crate::routes::gateway::{
-    bad_request_failure, gateway_disabled_failure, gateway_failure, preferences_of,
-    refusal_failure, task_of, with_headers,
+    OpenAiErrorBody, bad_request_failure, gateway_disabled_failure, gateway_failure,
+    preferences_of, refusal_failure, task_of, with_headers,
 };
 
 /// `POST /v1/responses`.
+#[utoipa::path(
+    post, path = "/v1/responses", operation_id = "responses", tag = "gateway",
+    description = "OpenAI's Responses API on the user's own keys (Codex, the Agents SDK), stateless: byok keeps no responses. \
+        On OpenAI the request goes to OpenAI's Responses API intact (`previous_response_id` and `store: true` are OpenAI's to honour); \
+        elsewhere it is translated, and what needs OpenAI is refused by name. See docs/api.md.",
+    request_body(content = Object, description = "OpenAI's Responses request"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A response object (or, with `stream`, its events)",
+            content((Object = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 402, body = OpenAiErrorBody, description = "a budget is spent"),
+        (status = 403, body = OpenAiErrorBody), (status = 404, body = OpenAiErrorBody),
+        (status = 413, body = OpenAiErrorBody), (status = 415, body = OpenAiErrorBody),
+        (status = 429, body = OpenAiErrorBody), (status = 502, body = OpenAiErrorBody),
+        (status = 503, body = OpenAiErrorBody),
+    )
+)]
 pub(crate) async fn responses(
     req: HttpRequest,
     caller: Caller,

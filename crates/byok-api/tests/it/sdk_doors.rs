@@ -275,3 +275,142 @@ async fn the_anthropic_sdk_works_on_anthropic_and_through_translation() {
         json!({"status": 401, "type": "authentication_error"})
     );
 }
+
+fn responses_answer(output: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": "gpt-4o-mini",
+        "output": output,
+        "usage": {"input_tokens": 20, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5,
+                  "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 25}
+    }))
+}
+
+fn responses_text(text: &str) -> ResponseTemplate {
+    responses_answer(
+        json!([{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}]}]),
+    )
+}
+
+async fn mount_openai_responses(mock: &MockServer) {
+    let route = "/v1/responses";
+    answer(
+        mock,
+        route,
+        &[
+            r#""type":"function_call_output""#,
+            r#""call_id":"call_abc""#,
+        ],
+        1,
+        responses_text("21 degrees in Oslo."),
+    )
+    .await;
+    let stream = std::fs::read_to_string(format!(
+        "{}/../byok-providers/tests/fixtures/openai/responses.sse",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    answer(mock, route, &[r#""stream":true"#], 1, sse(stream)).await;
+    answer(
+        mock,
+        route,
+        &[r#""json_schema""#],
+        1,
+        responses_text(r#"{"city": "Oslo", "temp": 21}"#),
+    )
+    .await;
+    answer(
+        mock,
+        route,
+        &["get_weather"],
+        2,
+        responses_answer(
+            json!([{"type": "function_call", "id": "fc_1", "call_id": "call_abc",
+            "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}", "status": "completed"}]),
+        ),
+    )
+    .await;
+    answer(mock, route, &[], 3, responses_text("Hello from GPT!")).await;
+}
+
+const RESPONSES_SCRIPT: &str = r#"
+import json, os
+from openai import OpenAI
+from pydantic import BaseModel
+url = os.environ["BYOK_URL"] + "/v1"
+tokens = json.loads(os.environ["BYOK_TOKENS"])
+tools = [{"type": "function", "name": "get_weather", "description": "Current weather",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+
+class Weather(BaseModel):
+    city: str
+    temp: int
+
+out = {}
+for provider in ["openai", "anthropic"]:
+    client = OpenAI(base_url=url, api_key=tokens[provider], max_retries=0)
+    result = {}
+    result["plain"] = client.responses.create(model="auto", input="Say hello.").output_text
+    with client.responses.stream(model="auto", input="Say hello.") as stream:
+        result["streamed"] = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    result["final"] = final.output_text
+    result["stream_output_tokens"] = final.usage.output_tokens
+    items = [{"role": "user", "content": "Weather in Oslo?"}]
+    first = client.responses.create(model="auto", input=items, tools=tools)
+    call = next(i for i in first.output if i.type == "function_call")
+    # The SDK's own items go back, as agent loops send them.
+    items += [i.model_dump(exclude_none=True) for i in first.output]
+    items.append({"type": "function_call_output", "call_id": call.call_id, "output": json.dumps({"temp": 21})})
+    second = client.responses.create(model="auto", input=items, tools=tools)
+    result.update({"tool": call.name, "args": json.loads(call.arguments), "answer": second.output_text})
+    parsed = client.responses.parse(model="auto", input="Oslo weather as JSON", text_format=Weather)
+    result["parsed"] = parsed.output_parsed.model_dump()
+    out[provider] = result
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdks_responses_api_works_on_openai_and_through_translation() {
+    if !crate::python_has("openai") {
+        return;
+    }
+    let mock = MockServer::start().await;
+    mount_openai_responses(&mock).await;
+    // Structured output translated for Anthropic: its output_config format.
+    answer(
+        &mock,
+        "/v1/messages",
+        &[r#""output_config""#],
+        1,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_3", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+            "content": [{"type": "text", "text": "{\"city\": \"Oslo\", \"temp\": 21}"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 30, "output_tokens": 9}
+        })),
+    )
+    .await;
+    mount_anthropic(&mock).await;
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let tokens = users(&app, &mock).await;
+    let out = run_python(RESPONSES_SCRIPT, app.base_url.clone(), &tokens).await;
+
+    assert_eq!(out["openai"]["plain"], "Hello from GPT!");
+    assert_eq!(out["anthropic"]["plain"], "Hello from Claude!");
+    for provider in ["openai", "anthropic"] {
+        let result = &out[provider];
+        assert_eq!(result["streamed"], "Hello!", "{provider}: {result}");
+        assert_eq!(result["final"], "Hello!", "{provider}");
+        assert_eq!(result["tool"], "get_weather", "{provider}");
+        assert_eq!(result["args"], json!({"city": "Oslo"}), "{provider}");
+        assert_eq!(result["answer"], "21 degrees in Oslo.", "{provider}");
+        assert_eq!(
+            result["parsed"],
+            json!({"city": "Oslo", "temp": 21}),
+            "{provider}"
+        );
+    }
+    assert_eq!(out["openai"]["stream_output_tokens"], 3);
+    assert_eq!(out["anthropic"]["stream_output_tokens"], 5);
+}
