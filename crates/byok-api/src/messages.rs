@@ -240,6 +240,17 @@ fn betas(header: Option<&str>) -> Result<Vec<String>, Refusal> {
         .map(str::trim)
         .filter(|b| !b.is_empty())
     {
+        // Beta names are lowercase words, digits and dashes: anything else
+        // (a pasted key, say) is refused without being repeated.
+        if !beta
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(Refusal::unsupported(
+                "anthropic-beta",
+                "a value is not a beta name (lowercase letters, digits and dashes)",
+            ));
+        }
         if BETAS_PASSED.contains(&beta) {
             passed.push(beta.to_owned());
         } else if !BETAS_SIGN_IN.contains(&beta) {
@@ -255,7 +266,7 @@ fn betas(header: Option<&str>) -> Result<Vec<String>, Refusal> {
                 "byok does not know this beta; nothing was sent"
             };
             return Err(Refusal::unsupported(
-                &format!("anthropic-beta: {}", bounded(beta)),
+                &format!("anthropic-beta: {beta}"),
                 why,
             ));
         }
@@ -563,6 +574,34 @@ fn reasoning(
     }
 }
 
+/// `output_config`: a JSON Schema for the answer, and an effort.
+fn output_config(
+    config: InOutputConfig,
+    only: &mut Only,
+) -> Result<(Option<ResponseFormat>, Option<ReasoningEffort>), Refusal> {
+    only.extra("output_config.", &config.extra);
+    let effort_asked = config.effort.as_deref().map(effort).transpose()?;
+    let Some(format) = config.format else {
+        return Ok((None, effort_asked));
+    };
+    only.extra("output_config.format.", &format.extra);
+    match (format.kind.as_str(), format.schema) {
+        ("json_schema", Some(schema)) => Ok((
+            Some(ResponseFormat::JsonSchema(JsonSchema {
+                name: "response".to_owned(),
+                description: None,
+                schema,
+                strict: Some(true),
+            })),
+            effort_asked,
+        )),
+        _ => Err(invalid(
+            "output_config.format",
+            "the output format is {\"type\": \"json_schema\", \"schema\": ...}",
+        )),
+    }
+}
+
 impl MessagesRequest {
     /// Parses a Messages body (`count_tokens` needs no `max_tokens`) and
     /// translates it, keeping the body for Anthropic.
@@ -625,33 +664,10 @@ impl MessagesRequest {
                 "byok prices global inference; inference held in one region bills more",
             ));
         }
-        let mut response_format = None;
-        let mut effort_asked = None;
-        if let Some(config) = self.output_config {
-            only.extra("output_config.", &config.extra);
-            if let Some(text) = config.effort.as_deref() {
-                effort_asked = Some(effort(text)?);
-            }
-            if let Some(format) = config.format {
-                only.extra("output_config.format.", &format.extra);
-                match (format.kind.as_str(), format.schema) {
-                    ("json_schema", Some(schema)) => {
-                        response_format = Some(ResponseFormat::JsonSchema(JsonSchema {
-                            name: "response".to_owned(),
-                            description: None,
-                            schema,
-                            strict: Some(true),
-                        }));
-                    }
-                    _ => {
-                        return Err(invalid(
-                            "output_config.format",
-                            "the output format is {\"type\": \"json_schema\", \"schema\": ...}",
-                        ));
-                    }
-                }
-            }
-        }
+        let (response_format, effort_asked) = match self.output_config {
+            Some(config) => output_config(config, &mut only)?,
+            None => (None, None),
+        };
         let reasoning = reasoning(self.thinking, effort_asked, &mut only)?;
         let mut user = None;
         if let Some(metadata) = self.metadata {
@@ -833,19 +849,18 @@ impl EventWriter {
     }
 
     fn text(&mut self, text: &str, out: &mut String) {
-        let index = match self.text_block {
-            Some(index) => index,
-            None => {
-                let index = self.next_block;
-                self.next_block += 1;
-                self.text_block = Some(index);
-                out.push_str(&event(
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": index,
-                        "content_block": {"type": "text", "text": ""}}),
-                ));
-                index
-            }
+        let index = if let Some(index) = self.text_block {
+            index
+        } else {
+            let index = self.next_block;
+            self.next_block += 1;
+            self.text_block = Some(index);
+            out.push_str(&event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": index,
+                    "content_block": {"type": "text", "text": ""}}),
+            ));
+            index
         };
         out.push_str(&event(
             "content_block_delta",

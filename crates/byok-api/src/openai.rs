@@ -105,7 +105,19 @@ pub(crate) type Extra = BTreeMap<String, Value>;
 
 /// A client-chosen name, bounded before it is echoed in a refusal.
 pub(crate) fn bounded(name: &str) -> String {
-    name.chars().take(64).collect()
+    // API field and type names are short snake_case words: anything else (a
+    // key pasted as a field name, say) is refused without being repeated in
+    // the answer or the logs.
+    if !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        name.to_owned()
+    } else {
+        "(a name byok does not repeat)".to_owned()
+    }
 }
 
 /// Refuses the first unknown field of `extra`, named under `prefix`. A

@@ -12,6 +12,7 @@
 //! `store: true`, OpenAI's hosted tools, unknown fields) makes the other
 //! providers refuse it, naming the field.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use byok_core::{
@@ -631,8 +632,8 @@ fn response_object(
     model: &str,
     echo: &Echo,
     (status, finish): (&str, Option<FinishReason>),
-    output: Vec<Value>,
-    usage: Value,
+    output: &[Value],
+    usage: &Value,
 ) -> Value {
     let incomplete = match finish {
         Some(FinishReason::Length) => json!({"reason": "max_output_tokens"}),
@@ -703,8 +704,8 @@ pub(crate) fn response(
         &answer.model,
         echo,
         ("completed", choice.finish_reason),
-        output,
-        usage(&counted, report),
+        &output,
+        &usage(&counted, report),
     )
 }
 
@@ -749,14 +750,14 @@ impl EventWriter {
         data["type"] = json!(kind);
         data["sequence_number"] = json!(self.sequence);
         self.sequence += 1;
-        out.push_str(&format!("event: {kind}\ndata: {data}\n\n"));
+        let _ = write!(out, "event: {kind}\ndata: {data}\n\n");
     }
 
     fn message_id(&self) -> String {
         format!("msg_{}", self.id.trim_start_matches("resp_"))
     }
 
-    fn object(&self, status: &str, output: Vec<Value>) -> Value {
+    fn object(&self, status: &str, output: &[Value]) -> Value {
         let counted = self.usage.unwrap_or_default();
         let usage = if status == "in_progress" {
             Value::Null
@@ -770,7 +771,7 @@ impl EventWriter {
             &self.echo,
             (status, self.finish),
             output,
-            usage,
+            &usage,
         )
     }
 
@@ -778,7 +779,7 @@ impl EventWriter {
         if std::mem::replace(&mut self.started, true) {
             return;
         }
-        let response = self.object("in_progress", vec![]);
+        let response = self.object("in_progress", &[]);
         self.event(
             out,
             "response.created",
@@ -932,7 +933,7 @@ impl EventWriter {
             );
             output.push(done);
         }
-        let response = self.object("completed", output);
+        let response = self.object("completed", &output);
         let kind = if response["status"] == "incomplete" {
             "response.incomplete"
         } else {

@@ -762,21 +762,21 @@ fn decode(
                 Some(Err(error)) => Err(error),
                 Some(Ok(event)) => match serde_json::from_str::<WireEvent>(&event.data) {
                     Ok(data) => {
-                        let decoded = decoder.event(data);
+                        let piece = decoder.event(data);
                         if decoder.native {
                             let passed = ChatChunk::Native(byok_core::NativeEvent {
                                 event: (!event.name.is_empty()).then(|| event.name.clone()),
                                 data: event.data,
                             });
                             // The stream's model comes before its first piece.
-                            return Some(match decoded {
+                            return Some(match piece {
                                 Some(Ok(model @ ChatChunk::Model(_))) => {
                                     (Ok(model), (events, decoder, Some(Ok(passed))))
                                 }
                                 other => (Ok(passed), (events, decoder, other)),
                             });
                         }
-                        match decoded {
+                        match piece {
                             Some(item) => item,
                             None => continue,
                         }

@@ -803,12 +803,12 @@ fn openai_sse(
 fn models_caller(
     req: &HttpRequest,
     caller: Result<Caller, ApiError>,
-) -> Result<(Caller, bool), HttpResponse> {
+) -> Result<(Caller, bool), Box<HttpResponse>> {
     let anthropic = messages::speaks_anthropic(req);
     match caller {
         Ok(caller) => Ok((caller, anthropic)),
-        Err(error) if anthropic => Err(messages::api_failure(&error)),
-        Err(error) => Err(error.error_response()),
+        Err(error) if anthropic => Err(Box::new(messages::api_failure(&error))),
+        Err(error) => Err(Box::new(error.error_response())),
     }
 }
 
@@ -840,7 +840,7 @@ pub(crate) async fn models(
 ) -> HttpResponse {
     let (caller, anthropic) = match models_caller(&req, caller) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(gateway) = state.gateway.as_ref() else {
         return in_shape(gateway_disabled_failure(), anthropic);
@@ -859,7 +859,7 @@ pub(crate) async fn models(
                     "byok: the cheapest able model",
                 )];
                 data.extend(reachable.iter().map(|(_, m)| messages::model_info(m, m)));
-                return messages::model_list(data);
+                return messages::model_list(&data);
             }
             let mut data =
                 vec![json!({ "id": "auto", "object": "model", "created": 0, "owned_by": "byok" })];
@@ -895,7 +895,7 @@ pub(crate) async fn model(
 ) -> HttpResponse {
     let (caller, anthropic) = match models_caller(&req, caller) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(gateway) = state.gateway.as_ref() else {
         return in_shape(gateway_disabled_failure(), anthropic);

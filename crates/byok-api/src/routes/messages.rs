@@ -49,12 +49,12 @@ fn parse(
     caller: Result<Caller, ApiError>,
     body: Result<JsonBody<Value>, ApiError>,
     count_only: bool,
-) -> Result<(Caller, MessagesCall), HttpResponse> {
-    let caller = caller.map_err(|e| api_failure(&e))?;
-    let body = body.map_err(|e| api_failure(&e))?;
+) -> Result<(Caller, MessagesCall), Box<HttpResponse>> {
+    let caller = caller.map_err(|e| Box::new(api_failure(&e)))?;
+    let body = body.map_err(|e| Box::new(api_failure(&e)))?;
     MessagesRequest::parse(body.0, beta_header(req).as_deref(), count_only)
         .map(|call| (caller, call))
-        .map_err(|refusal| refusal_failure(&refusal).anthropic())
+        .map_err(|refusal| Box::new(refusal_failure(&refusal).anthropic()))
 }
 
 /// `POST /v1/messages`.
@@ -87,7 +87,7 @@ pub(crate) async fn messages(
     };
     let (caller, call) = match parse(&req, caller, body, false) {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (task, preferences) = match (task_of(&req), preferences_of(&req)) {
         (Ok(task), Ok(preferences)) => (task, preferences),
@@ -228,7 +228,7 @@ pub(crate) async fn count_tokens(
     };
     let (caller, call) = match parse(&req, caller, body, true) {
         Ok(parsed) => parsed,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match gateway
         .count_tokens(&caller.0, call.model.as_deref(), &call.request)
@@ -257,7 +257,7 @@ pub(crate) fn model_info(id: &str, display: &str) -> Value {
 }
 
 /// The models list in Anthropic's shape (one page: byok lists them all).
-pub(crate) fn model_list(data: Vec<Value>) -> HttpResponse {
+pub(crate) fn model_list(data: &[Value]) -> HttpResponse {
     let first = data
         .first()
         .and_then(|m| m["id"].as_str())

@@ -209,6 +209,37 @@ async fn no_key_or_token_reaches_logs_or_responses(db: TestDb) {
             .unwrap();
         record(dump(r).await);
     }
+    // The Messages and Responses doors: a bad token as x-api-key, keys in
+    // bodies and in a beta header; the providers are unreachable.
+    for (route, auth) in [
+        ("/v1/messages", bad_token.as_str()),
+        ("/v1/messages", token.as_str()),
+        ("/v1/messages/count_tokens", token.as_str()),
+        ("/v1/responses", bad_token.as_str()),
+        ("/v1/responses", token.as_str()),
+    ] {
+        let body = json!({"model": "auto", "max_tokens": 10, "input": keys[0],
+            "messages": [{"role": "user", "content": keys[1]}], keys[2].clone(): 1});
+        let r = app
+            .client
+            .post(app.url(route))
+            .header("x-api-key", auth)
+            .header("anthropic-beta", keys[3].as_str())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        record(dump(r).await);
+        let r = app
+            .client
+            .post(app.url(route))
+            .header("x-api-key", auth)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        record(dump(r).await);
+    }
     for provider in ["openai", "anthropic", "gemini"] {
         let r = app
             .client

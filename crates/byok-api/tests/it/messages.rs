@@ -294,6 +294,21 @@ async fn errors_are_in_anthropics_shape() {
         "anthropic-beta: context-1m-2025-08-07"
     );
 
+    // No provider may take it now: Anthropic's overloaded_error.
+    let response = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &token)
+        .header("x-byok-exclude", "anthropic")
+        .json(&hello)
+        .send()
+        .await
+        .unwrap();
+    let (status, got) = body(response).await;
+    assert_eq!(status, 503, "{got}");
+    assert_eq!(got["error"]["type"], "overloaded_error");
+    assert_eq!(got["error"]["code"], "no_provider_available");
+
     // Anthropic rate-limits the only key: Anthropic's 429, with retry-after.
     Mock::given(method("POST"))
         .and(path("/v1/messages"))

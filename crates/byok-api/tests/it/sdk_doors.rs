@@ -276,7 +276,7 @@ async fn the_anthropic_sdk_works_on_anthropic_and_through_translation() {
     );
 }
 
-fn responses_answer(output: Value) -> ResponseTemplate {
+fn responses_answer(output: &Value) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
         "id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": "gpt-4o-mini",
         "output": output,
@@ -287,7 +287,7 @@ fn responses_answer(output: Value) -> ResponseTemplate {
 
 fn responses_text(text: &str) -> ResponseTemplate {
     responses_answer(
-        json!([{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+        &json!([{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
         "content": [{"type": "output_text", "text": text, "annotations": []}]}]),
     )
 }
@@ -325,7 +325,7 @@ async fn mount_openai_responses(mock: &MockServer) {
         &["get_weather"],
         2,
         responses_answer(
-            json!([{"type": "function_call", "id": "fc_1", "call_id": "call_abc",
+            &json!([{"type": "function_call", "id": "fc_1", "call_id": "call_abc",
             "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}", "status": "completed"}]),
         ),
     )
