@@ -3,8 +3,8 @@
 //! object and the stream's events, typed, and their translation to and from
 //! byok's provider-neutral types.
 //!
-//! byok keeps no responses. When the route lands on OpenAI the client's
-//! request goes to OpenAI's own `/v1/responses` as it came (so models OpenAI
+//! byok keeps no responses. When the route lands on OpenAI (or Azure
+//! OpenAI) the client's request goes to its own `/v1/responses` as it came (so models OpenAI
 //! serves only there work, and `previous_response_id` and `store: true` are
 //! OpenAI's to honour, in the user's own OpenAI account); the answer comes
 //! back as OpenAI sent it. When the route lands elsewhere the request is

@@ -26,12 +26,15 @@ pub enum NativeApi {
 }
 
 impl NativeApi {
-    /// The provider whose API it is.
+    /// Whether `provider` serves this API itself (OpenAI's Responses API is
+    /// OpenAI's and Azure OpenAI's).
     #[must_use]
-    pub fn provider(self) -> ProviderKind {
+    pub fn served_by(self, provider: ProviderKind) -> bool {
         match self {
-            Self::AnthropicMessages => ProviderKind::Anthropic,
-            Self::OpenAiResponses => ProviderKind::OpenAi,
+            Self::AnthropicMessages => provider == ProviderKind::Anthropic,
+            Self::OpenAiResponses => {
+                matches!(provider, ProviderKind::OpenAi | ProviderKind::AzureOpenAi)
+            }
         }
     }
 
@@ -398,19 +401,17 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// The client's own request, when `provider` is the one whose API it is.
+    /// The client's own request, when `provider` serves its API.
     #[must_use]
     pub fn native_for(&self, provider: ProviderKind) -> Option<&NativeRequest> {
-        self.native
-            .as_ref()
-            .filter(|n| n.api.provider() == provider)
+        self.native.as_ref().filter(|n| n.api.served_by(provider))
     }
 
     /// The field `provider` cannot carry because only the native API has it.
     #[must_use]
     pub fn native_refusal(&self, provider: ProviderKind) -> Option<Unsupported> {
         let native = self.native.as_ref()?;
-        if native.api.provider() == provider {
+        if native.api.served_by(provider) {
             return None;
         }
         native.only.first().map(|field| {

@@ -124,8 +124,10 @@ impl OpenAiCompatible {
                     }
                     join(&endpoint, &format!("openai/v1/{route}"))
                 } else {
-                    let path = if route == "models" {
-                        "openai/models".to_owned()
+                    // Routes without a deployment in the path (the
+                    // deployment goes in the body's `model`).
+                    let path = if route == "models" || route == "responses" {
+                        format!("openai/{route}")
                     } else {
                         let deployment = credentials
                             .settings
@@ -150,13 +152,30 @@ impl OpenAiCompatible {
     }
 
     /// The client's own Responses body, when it came through byok's
-    /// Responses door and this is OpenAI: its model and `stream` set.
-    fn native_body(&self, request: &ChatRequest, stream: bool) -> Option<serde_json::Value> {
-        let native = request.native_for(self.provider())?;
+    /// Responses door and this is OpenAI or Azure: its model (on Azure, the
+    /// deployment) and `stream` set.
+    fn native_body(
+        &self,
+        request: &ChatRequest,
+        stream: bool,
+        credentials: &Credentials<'_>,
+    ) -> Result<Option<serde_json::Value>, ProviderError> {
+        let Some(native) = request.native_for(self.provider()) else {
+            return Ok(None);
+        };
+        let model = if self.flavor == Flavor::Azure {
+            credentials
+                .settings
+                .get("deployment")
+                .ok_or(ProviderError::MissingSetting("deployment"))?
+                .as_str()
+        } else {
+            request.model.as_str()
+        };
         let mut body = (*native.body).clone();
-        body["model"] = serde_json::json!(request.model);
+        body["model"] = serde_json::json!(model);
         body["stream"] = serde_json::json!(stream);
-        Some(body)
+        Ok(Some(body))
     }
 
     fn classify(
@@ -570,7 +589,7 @@ impl ChatProvider for OpenAiCompatible {
         request: &ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
         let provider = self.provider();
-        if let Some(body) = self.native_body(request, false) {
+        if let Some(body) = self.native_body(request, false, &credentials)? {
             let http_request = self
                 .request(
                     reqwest::Method::POST,
@@ -588,7 +607,7 @@ impl ChatProvider for OpenAiCompatible {
                 Self::classify,
             )
             .await?;
-            return crate::responses::answer(provider, raw, &request.model);
+            return crate::responses::answer(provider, raw, &self.answered_model(None, request));
         }
         let http_request = self
             .request(
@@ -626,7 +645,7 @@ impl ChatProvider for OpenAiCompatible {
         request: &ChatRequest,
     ) -> Result<ChatStream, ProviderError> {
         let provider = self.provider();
-        let native = self.native_body(request, true);
+        let native = self.native_body(request, true, &credentials)?;
         let http_request = match &native {
             Some(body) => self
                 .request(

@@ -6,7 +6,7 @@
 
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use byok_core::{ChatChunk, ProviderKind};
+use byok_core::{ChatChunk, NativeApi};
 use byok_router::Task;
 use futures_util::StreamExt as _;
 use serde_json::Value;
@@ -91,7 +91,7 @@ pub(crate) async fn responses(
     }
     match gateway.chat_stream(&caller.0, call, &ctx).await {
         Ok(answered) => {
-            let native = answered.provider == ProviderKind::OpenAi;
+            let native = NativeApi::OpenAiResponses.served_by(answered.provider);
             let writer = EventWriter::new(id, created, answered.model.clone(), echo);
             let mut builder = with_headers(HttpResponse::Ok(), &answered);
             builder.content_type("text/event-stream").streaming(events(

@@ -273,3 +273,59 @@ async fn streams_pass_openais_events_through_or_translate_them() {
         "{entries:?}"
     );
 }
+
+#[tokio::test]
+async fn on_azure_the_request_goes_to_its_responses_api_with_the_deployment() {
+    for (version, route) in [
+        ("v1", "/openai/v1/responses"),
+        ("2025-04-01-preview", "/openai/responses"),
+    ] {
+        let mock = MockServer::start().await;
+        let answer = json!({"id": "resp_az", "object": "response", "status": "completed", "model": "gpt-4o-mini",
+            "output": [{"type": "message", "id": "m", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": "From Azure.", "annotations": []}]}],
+            "usage": {"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}});
+        Mock::given(method("POST"))
+            .and(path(route))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer.clone()))
+            .expect(1)
+            .mount(&mock)
+            .await;
+        let db = TestDb::sqlite();
+        let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+        let token = app.create_user("alice").await;
+        let saved = app
+            .save_key(
+                &token,
+                "alice",
+                "azure_openai",
+                json!({"api_key": "0123456789abcdef0123456789abcdef", "endpoint": mock.uri(),
+                       "deployment": "my-deploy", "api_version": version}),
+            )
+            .await;
+        assert_eq!(saved.status(), 201, "{version}");
+        let response = post(
+            &app,
+            &token,
+            &json!({"model": "auto", "input": "Hi", "store": true}),
+        )
+        .await;
+        assert_eq!(response.headers()["x-byok-provider"], "azure_openai");
+        let (status, got) = body(response).await;
+        assert_eq!(status, 200, "{version}: {got}");
+        assert_eq!(got, answer, "{version}");
+        let requests = mock.received_requests().await.unwrap();
+        let sent: Value = serde_json::from_slice(&requests[0].body).unwrap();
+        assert_eq!(
+            sent["model"], "my-deploy",
+            "{version}: the deployment goes in model"
+        );
+        assert_eq!(sent["store"], true);
+        let query = requests[0].url.query().unwrap_or("");
+        if version == "v1" {
+            assert!(query.is_empty(), "{query}");
+        } else {
+            assert_eq!(query, format!("api-version={version}"));
+        }
+    }
+}
