@@ -2,7 +2,8 @@
 // against the real byok-server binary and mock providers on loopback.
 // Run by `cargo test` (bins/byok-server/tests/e2e.rs) with BYOK_SERVER_BIN set.
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -14,6 +15,10 @@ const GOOD_OPENAI = "sk-proj-E2EGOODKEY0123456789abcdefghijklmnop";
 const OTHER_OPENAI = "sk-proj-E2EREPLACED0123456789abcdefghijklmno";
 const BAD_ANTHROPIC = `sk-ant-api03-${"x".repeat(93)}AA`;
 const TEAM_OPENAI = "sk-proj-E2ETEAMKEY0123456789abcdefghijklmnopq";
+const DEEPSEEK = `sk-${"d".repeat(32)}`;
+const GEMINI = `AIza${"g".repeat(35)}`;
+const TABS = ["keys", "routing", "usage", "budgets", "tokens", "activity"];
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const artifacts = path.join(path.dirname(new URL(import.meta.url).pathname), "artifacts");
 rmSync(artifacts, { recursive: true, force: true }); // no stale screenshots
 mkdirSync(artifacts, { recursive: true });
@@ -29,6 +34,14 @@ const mock = http.createServer((req, res) => {
     res.end(JSON.stringify({ id: "c1", object: "chat.completion", created: 1, model: "gpt-4o-mini",
       choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }],
       usage: { prompt_tokens: 1000, completion_tokens: 500, total_tokens: 1500 } }));
+  } else if (req.url.startsWith("/user/balance")) {
+    // DeepSeek: a working key on an empty account.
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ is_available: false, balance_infos: [] }));
+  } else if (req.url.startsWith("/v1beta/models")) {
+    // Gemini: rate-limited.
+    res.writeHead(429, { "content-type": "application/json", "retry-after": "30" });
+    res.end(JSON.stringify({ error: { code: 429, message: "Resource has been exhausted", status: "RESOURCE_EXHAUSTED" } }));
   } else if (req.url.startsWith("/v1/models") && auth.startsWith("Bearer sk-proj-")) {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify({ object: "list", data: [] }));
@@ -49,6 +62,8 @@ const server = spawn(process.env.BYOK_SERVER_BIN, [], {
     BYOK_ADMIN_TOKEN: ADMIN,
     BYOK_OPENAI_BASE_URL: `${mockUrl}/v1`,
     BYOK_ANTHROPIC_BASE_URL: mockUrl,
+    BYOK_DEEPSEEK_BASE_URL: mockUrl,
+    BYOK_GEMINI_BASE_URL: mockUrl,
     // No DNS in the browser test: the Azure endpoint is taken as written.
     BYOK_ALLOW_PRIVATE_ENDPOINTS: "true",
     BYOK_LOG: "warn,byok_server=info",
@@ -78,6 +93,27 @@ const browser = await chromium.launch({
 });
 const violations = [];
 let failed = false;
+
+// Every tab: reachable by its link and its URL fragment, alone on screen,
+// no horizontal overflow, no serious accessibility violation (axe-core),
+// and a screenshot for CI and the docs.
+async function tourTabs(page, name, width) {
+  for (const tab of TABS) {
+    await page.click(`.tabs a[data-tab="${tab}"]`);
+    await page.waitForFunction((t) => location.hash === `#${t}` && !document.querySelector(`[data-panel="${t}"]`).hidden, tab);
+    const visible = await page.evaluate(() => [...document.querySelectorAll("[data-panel]")].filter((p) => !p.hidden).map((p) => p.dataset.panel));
+    assert.ok(visible.length > 0 && visible.every((p) => p === tab), `only the ${tab} tab shows: ${visible}`);
+    assert.equal(await page.getAttribute(`.tabs a[data-tab="${tab}"]`, "aria-current"), "page");
+    const overflow = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
+    assert.ok(overflow[0] <= overflow[1], `${tab} at ${width} px is ${overflow[0]} px wide`);
+    await page.evaluate(AXE);
+    const found = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ["violations"] })).violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`));
+    assert.deepEqual(found, [], `${tab} at ${width} px: serious accessibility violations`);
+    await page.screenshot({ path: path.join(artifacts, `${tab}-${name}.png`), fullPage: true });
+  }
+}
 try {
   for (const [name, viewport] of [["desktop", { width: 1280, height: 900 }], ["phone", { width: 375, height: 800 }]]) {
     const page = await browser.newPage({ viewport });
@@ -126,13 +162,37 @@ try {
       assert.equal(await page.textContent(`${anthropic} .badge`), "Invalid key");
       assert.match(await page.textContent(`${anthropic} .result`), /Anthropic rejected the API key/);
 
+      // Every test result has its own badge and words.
+      for (const [provider, key, state, badgeWords] of [
+        ["deepseek", DEEPSEEK, "no_credit", "Out of credit"],
+        ["gemini", GEMINI, "rate_limited", "Rate limited"],
+      ]) {
+        const card = `[data-provider="${provider}"]`;
+        assert.equal(await page.textContent(`${card} .badge`), "Not configured");
+        await page.fill(`${card} .key`, key);
+        await page.click(`${card} .save-button`);
+        await page.waitForSelector(`${card} .badge.untested`);
+        assert.equal(await page.textContent(`${card} .badge`), "Untested");
+        await page.click(`${card} .test-button`);
+        await page.waitForSelector(`${card} .badge.${state}`);
+        assert.equal(await page.textContent(`${card} .badge`), badgeWords);
+        await page.click(`${card} .remove-button`);
+        await page.waitForSelector(`${card} .badge.none`);
+      }
+
       // Azure: saved with its settings, then a setting changed without the key.
       const azure = '[data-provider="azure_openai"]';
       await page.fill(`${azure} .key`, "0123456789abcdef0123456789abcdef");
-      await page.fill(`${azure} .endpoint`, "https://e2e-resource.openai.azure.com");
+      // Nothing listens there: the test finds it unreachable, with no answer.
+      await page.fill(`${azure} .endpoint`, "https://127.0.0.1:9");
       await page.fill(`${azure} .deployment`, "chat1");
       await page.click(`${azure} .save-button`);
       await page.waitForSelector(`${azure} .badge.untested`);
+      await page.click(`${azure} .test-button`);
+      await page.waitForSelector(`${azure} .badge.unreachable`);
+      assert.equal(await page.textContent(`${azure} .badge`), "Unreachable");
+      assert.match(await page.textContent(`${azure} .tested`), /no answer/);
+      assert.match(await page.textContent(`${azure} .result`), /Azure OpenAI/);
       await page.fill(`${azure} .deployment`, "chat2");
       await page.fill(`${azure} .embedding_deployment`, "embed1");
       await page.click(`${azure} .settings-button`);
@@ -169,6 +229,7 @@ try {
       await page.waitForSelector(`${openai} .key-row:nth-child(1) .badge.valid`);
 
       // A monthly spending limit, shown with its bar; a bad amount is explained.
+      await page.click('.tabs a[data-tab="budgets"]');
       await page.fill("#budget-limit", "five");
       await page.click("#budget-form button[type=submit]");
       await page.waitForSelector("#budget-error:not([hidden])");
@@ -179,6 +240,7 @@ try {
       assert.match(await page.textContent("#budgets li"), /\$5\.00 per month, all providers \(hard\): \$0 spent/);
 
       // A token for one tool: shown once, listed with its scope, revocable.
+      await page.click('.tabs a[data-tab="tokens"]');
       await page.fill("#token-label", "CI job");
       await page.fill("#token-models", "gpt-4o-mini");
       await page.fill("#token-rpm", "30");
@@ -200,6 +262,7 @@ try {
         body: JSON.stringify({ model: "auto", messages: [{ role: "user", content: "hi" }] }),
       });
       assert.equal(answer.status, 200);
+      await page.click('.tabs a[data-tab="keys"]');
       for (let i = 0; i < 20 && (await page.textContent("#stat-spend")) === "$0"; i++) {
         await page.waitForTimeout(250);
         await page.reload();
@@ -208,20 +271,39 @@ try {
       assert.equal(await page.textContent("#stat-spend"), "$0.00045");
       assert.equal(await page.getAttribute('[data-provider="openai"] .console', "href"), "https://platform.openai.com/api-keys");
       assert.match(await page.textContent("#stat-savings"), /^\$0\.\d+ \(\d+(\.\d)?%\)$/);
-      assert.equal(await page.locator("#chart .bar.openai").count(), 1);
+      assert.equal(await page.locator("#chart rect.fill.openai").count(), 1);
       assert.match(await page.textContent("#legend"), /OpenAI/);
+      assert.match(await page.textContent("#chart"), /\$0\.00045/, "the day's amount is written on the chart");
+      assert.match(await page.textContent("#by-model"), /OpenAI\s*gpt-4o-mini\s*1\s*1,000 \/ 500\s*\$0\.00045\s*exact/);
+      assert.match(await page.textContent("#requests"), /Chat Completions\s*OpenAI · gpt-4o-mini/);
 
-      // The dashboard and routing follow.
+      // The savings baseline is the user's to pick.
+      await page.click('.tabs a[data-tab="usage"]');
+      await page.selectOption("#baseline", "openai:gpt-4o-mini");
+      await page.waitForFunction(() => document.querySelector("#baseline-words").textContent.includes("openai gpt-4o-mini"));
+      assert.equal(await page.textContent("#usage-saved"), "$0 (0.0%)");
+
+      // The dashboard and routing follow, in words.
       assert.equal(await page.textContent("#stat-configured"), "1 of 5");
-      assert.match(await page.textContent('#routes li[data-task="general"]'), /^general: openai gpt-4o-mini/);
+      assert.match(await page.textContent('#routes table[data-task="general"]'), /Serves now\s*OpenAI\s*gpt-4o-mini\s*\$0\.15 \/ \$0\.60/);
+      assert.match(await page.textContent("#routes"), /no key for them: DeepSeek, Anthropic, Google Gemini, Azure OpenAI\./);
       assert.match(await page.textContent("#audit"), /Key removed — Anthropic \(done\)/);
+
+      // The fragment is the tab: reload keeps it, back returns to the last one.
+      await page.click('.tabs a[data-tab="routing"]');
+      await page.click('.tabs a[data-tab="activity"]');
+      await page.reload();
+      await page.waitForSelector("#audit li");
+      assert.equal(await page.evaluate(() => document.querySelector('[data-panel="activity"]').hidden), false);
+      await page.goBack();
+      await page.waitForFunction(() => !document.querySelector('[data-panel="routing"]').hidden);
     }
     if (name === "phone") {
-      // State from the desktop run is there, and nothing overflows 375 px.
+      // State from the desktop run is there.
       await page.waitForSelector('[data-provider="openai"] .key-row:nth-child(1) .badge.valid'); // the team key, tested
-      const width = await page.evaluate(() => document.documentElement.scrollWidth);
-      assert.ok(width <= 375, `the page is ${width} px wide on a 375 px screen`);
     }
+    await tourTabs(page, name, viewport.width);
+    await page.click('.tabs a[data-tab="keys"]');
     await page.screenshot({ path: path.join(artifacts, `settings-${name}.png`), fullPage: true });
 
     // Sign out.

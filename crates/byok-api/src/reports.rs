@@ -648,7 +648,8 @@ impl Gateway {
     }
 
     /// Requests, tokens and spend by provider, model and day, with what the
-    /// same traffic would have cost on the baseline model.
+    /// same traffic would have cost on the baseline model (`baseline`, or
+    /// the operator's).
     ///
     /// # Errors
     /// As [`Gateway::services`].
@@ -656,13 +657,25 @@ impl Gateway {
         &self,
         principal: &Principal,
         user: &UserId,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
+        (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        baseline: Option<byok_router::ModelRef>,
         ctx: &RequestContext,
     ) -> Result<UsageReport, ServiceError> {
         self.keys()
             .authorize(principal, user, &[byok_store::tokens::Door::Reports], ctx)
             .await?;
+        if let Some(chosen) = &baseline
+            && self
+                .planner()
+                .catalog()
+                .get(chosen.provider, &chosen.model)
+                .is_none()
+        {
+            return Err(ServiceError::Invalid {
+                code: "unknown_baseline",
+                message: "the baseline must be a model of the price catalog",
+            });
+        }
         let to = to.unwrap_or_else(Utc::now);
         let from = from.unwrap_or_else(|| month_start(to));
         let u = user.clone();
@@ -672,7 +685,7 @@ impl Gateway {
             .run(move |c| usage::list_for_user(c, &u, from, to))
             .await?;
         let catalog = self.planner().catalog();
-        let baseline = catalog.baseline().cloned();
+        let baseline = baseline.or_else(|| catalog.baseline().cloned());
         let mut total = UsageTotals::default();
         let mut by_provider: BTreeMap<ProviderKind, UsageTotals> = BTreeMap::new();
         let mut by_model: BTreeMap<(ProviderKind, String), UsageTotals> = BTreeMap::new();

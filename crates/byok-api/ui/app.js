@@ -105,6 +105,66 @@ function when(iso) {
   return new Date(iso).toLocaleString();
 }
 
+// "3 min ago", "yesterday": in the reader's language, with the exact time on hover.
+const RELATIVE = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+function ago(iso) {
+  if (!iso) return "";
+  const seconds = (new Date(iso).getTime() - Date.now()) / 1000;
+  for (const [unit, size] of [["day", 86400], ["hour", 3600], ["minute", 60]]) {
+    if (Math.abs(seconds) >= size) return RELATIVE.format(Math.round(seconds / size), unit);
+  }
+  return RELATIVE.format(Math.round(seconds), "second");
+}
+
+function timeCell(iso) {
+  const time = document.createElement("time");
+  time.dateTime = iso;
+  time.textContent = ago(iso);
+  time.title = when(iso);
+  return time;
+}
+
+function cell(row, content, className) {
+  const td = document.createElement("td");
+  if (className) td.className = className;
+  if (content instanceof Node) td.append(content); else td.textContent = content;
+  row.append(td);
+  return td;
+}
+
+// Each cell names its column, for the stacked layout on narrow screens.
+function labelCells(table) {
+  const names = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((td, i) => { td.dataset.label = names[i] || ""; });
+  }
+}
+
+function providerMark(provider) {
+  const wrap = document.createElement("span");
+  const mark = document.createElement("span");
+  mark.className = `swatch ${provider}`;
+  mark.setAttribute("aria-hidden", "true");
+  wrap.append(mark, PROVIDER_NAMES[provider] || provider);
+  return wrap;
+}
+
+// Tabs: the URL fragment names the open one, so reload and back work.
+const TABS = ["keys", "routing", "usage", "budgets", "tokens", "activity"];
+function showTab() {
+  let name = location.hash.slice(1);
+  const link = document.querySelector(`.tabs a[data-tab="${name}"]`);
+  if (!TABS.includes(name) || !link || link.hidden) name = "keys";
+  for (const panel of document.querySelectorAll("[data-panel]")) {
+    panel.hidden = panel.dataset.panel !== name || panel.dataset.unavailable === "true";
+  }
+  for (const tab of document.querySelectorAll(".tabs a")) {
+    if (tab.dataset.tab === name) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+}
+window.addEventListener("hashchange", showTab);
+
 let user = null;
 
 async function signIn(token) {
@@ -319,21 +379,103 @@ function renderCard(info, keys, status) {
   return card;
 }
 
+const TASK_WORDS = {
+  general: "General chat", code: "Code", reasoning: "Reasoning", embeddings: "Embeddings",
+};
+
+function circuitWords(circuit) {
+  if (!circuit || circuit.state === "closed") return "working";
+  if (circuit.state === "open") return `paused after failures; retried in ${Math.ceil((circuit.remaining_ms || 0) / 1000)} s`;
+  return "recovering: the next request tests it";
+}
+
+// Prices per 1M tokens: cents at least ($0.40), more digits where they matter ($0.075).
+function perMillion(usd) {
+  const n = Number(usd);
+  return Number.isFinite(n) && Number(n.toFixed(2)) === n ? `$${n.toFixed(2)}` : `$${usd}`;
+}
+
 function renderRoutes(tasks) {
-  const list = $("routes");
-  list.replaceChildren();
+  const box = $("routes");
+  box.replaceChildren();
   for (const task of tasks) {
-    const item = document.createElement("li");
-    const chain = task.chain.map((link) => {
-      const can = (link.capabilities || []).map((c) => c.replace("_", " ")).join(", ");
-      return `${link.provider} ${link.model} ($${link.input_usd_per_million} in / $${link.output_usd_per_million} out per 1M${can ? `; ${can}` : ""})`;
+    const title = document.createElement("h3");
+    title.textContent = TASK_WORDS[task.task] || task.task;
+    const wrap = document.createElement("div");
+    wrap.className = "table-wrap";
+    // Scrolls sideways on a phone: reachable by keyboard, and named.
+    wrap.tabIndex = 0;
+    wrap.setAttribute("role", "region");
+    const table = document.createElement("table");
+    table.className = "grid";
+    table.dataset.task = task.task;
+    const caption = document.createElement("caption");
+    caption.className = "visually-hidden";
+    caption.textContent = `How ${title.textContent.toLowerCase()} requests are routed now`;
+    wrap.setAttribute("aria-label", caption.textContent);
+    const head = document.createElement("thead");
+    head.innerHTML = '<tr><th scope="col">Order</th><th scope="col">Provider</th><th scope="col">Model</th>'
+      + '<th scope="col" class="num">Price per 1M tokens (in / out)</th><th scope="col">Can also do</th><th scope="col">Now</th></tr>';
+    const body = document.createElement("tbody");
+    task.chain.forEach((link, index) => {
+      const row = document.createElement("tr");
+      cell(row, index === 0 ? "Serves now" : `If that fails (${index + 1})`, "nowrap");
+      cell(row, providerMark(link.provider), "nowrap");
+      cell(row, link.model, "mono");
+      const price = cell(row, `${perMillion(link.input_usd_per_million)} / ${perMillion(link.output_usd_per_million)}`, "num");
+      if (link.price_rules && link.price_rules.length) price.title = link.price_rules.join("; ");
+      cell(row, (link.capabilities || []).map((c) => c.replace("_", " ")).join(", ") || "text only");
+      const now = [circuitWords(link.circuit)];
+      if (link.shutdown_date) {
+        const past = new Date(`${link.shutdown_date}T00:00:00Z`).getTime() <= Date.now();
+        now.push(`${past ? "retired" : "retires"} on ${new Date(`${link.shutdown_date}T00:00:00Z`).toLocaleDateString(undefined, { timeZone: "UTC", dateStyle: "medium" })}`);
+      }
+      cell(row, now.join("; "));
+      body.append(row);
     });
-    item.textContent = chain.length
-      ? `${task.task}: ${chain[0]}${chain.length > 1 ? ` — then ${chain.slice(1).join(", then ")}` : ""}`
-      : `${task.task}: no provider available${task.skipped.length ? ` (${task.skipped[0]})` : ""}`;
-    item.dataset.task = task.task;
-    list.append(item);
+    // Left out: grouped when the reason is only "no key", one row otherwise.
+    const noKey = new Set();
+    for (const line of task.skipped) {
+      const [where, why] = line.split(" skipped: ");
+      const [provider, ...model] = (where || "").split(":");
+      if (why === "no key for this provider") { noKey.add(PROVIDER_NAMES[provider] || provider); continue; }
+      const row = document.createElement("tr");
+      row.className = "skipped";
+      cell(row, "Left out");
+      cell(row, providerMark(provider));
+      cell(row, model.join(":"), "mono");
+      cell(row, "", "num");
+      cell(row, "");
+      cell(row, why || line);
+      body.append(row);
+    }
+    table.append(caption, head, body);
+    labelCells(table);
+    wrap.append(table);
+    box.append(title);
+    if (!task.chain.length) {
+      const none = document.createElement("p");
+      none.className = "error";
+      none.textContent = "No provider can serve these requests now.";
+      box.append(none);
+    }
+    box.append(wrap);
+    if (noKey.size) {
+      const p = document.createElement("p");
+      p.className = "hint";
+      p.textContent = `Not used because you have no key for them: ${[...noKey].join(", ")}.`;
+      box.append(p);
+    }
   }
+}
+
+// A bar chart in SVG, with a money axis, a label per day and each day's total.
+const SVG = "http://www.w3.org/2000/svg";
+function svg(name, attributes, text) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attributes)) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = text;
+  return el;
 }
 
 function renderChart(usage) {
@@ -341,60 +483,138 @@ function renderChart(usage) {
   chart.replaceChildren();
   const days = new Map();
   for (const group of usage.by_day) {
-    const day = days.get(group.day) || { spend: [], baseline: 0 };
+    const day = days.get(group.day) || { spend: [], total: 0, baseline: 0 };
     day.spend.push({ provider: group.provider, cost: Number(group.cost_usd) });
+    day.total += Number(group.cost_usd);
     day.baseline += Number(group.baseline_cost_usd);
     days.set(group.day, day);
   }
   show($("chart-empty"), days.size === 0);
-  show(chart, days.size > 0);
+  show($("chart-figure"), days.size > 0);
   const legend = $("legend");
   legend.replaceChildren();
-  const providers = new Set(usage.by_day.map((g) => g.provider));
+  if (days.size === 0) return;
+  const providers = [...new Set(usage.by_day.map((g) => g.provider))];
   for (const provider of [...providers, "baseline"]) {
-    if (days.size === 0) break;
     const item = document.createElement("li");
     const swatch = document.createElement("span");
     swatch.className = `swatch ${provider}`;
+    swatch.setAttribute("aria-hidden", "true");
     item.append(swatch, provider === "baseline" ? `${usage.baseline_model || "baseline"} (what it would have cost)` : PROVIDER_NAMES[provider] || provider);
     legend.append(item);
   }
   let max = 0;
-  for (const day of days.values()) max = Math.max(max, day.baseline, ...day.spend.map((s) => s.cost));
-  for (const [date, day] of days) {
-    const column = document.createElement("div");
-    column.className = "day";
-    const bars = document.createElement("div");
-    bars.className = "bars";
-    for (const spend of day.spend) {
-      const bar = document.createElement("div");
-      bar.className = `bar ${spend.provider}`;
-      bar.title = `${spend.provider}: $${spend.cost}`;
-      bar.style.height = `${max ? (spend.cost / max) * 100 : 0}%`;
-      bars.append(bar);
-    }
-    const base = document.createElement("div");
-    base.className = "bar baseline";
-    base.title = `baseline: $${day.baseline.toFixed(6)}`;
-    base.style.height = `${max ? (day.baseline / max) * 100 : 0}%`;
-    bars.append(base);
-    const label = document.createElement("span");
-    label.textContent = date.slice(5);
-    column.append(bars, label);
-    chart.append(column);
+  for (const day of days.values()) max = Math.max(max, day.total, day.baseline);
+  const left = 64, bottom = 28, top = 18, height = 180, slot = 44;
+  const width = left + days.size * slot + 8;
+  const plot = svg("svg", { viewBox: `0 0 ${width} ${top + height + bottom}`, width, height: top + height + bottom, role: "img",
+    "aria-labelledby": "chart-caption" });
+  const y = (usd) => top + height - (max ? (usd / max) * height : 0);
+  for (const tick of [0, max / 2, max]) {
+    plot.append(svg("line", { x1: left, x2: width, y1: y(tick), y2: y(tick), class: "gridline" }));
+    plot.append(svg("text", { x: left - 6, y: y(tick) + 4, class: "axis", "text-anchor": "end" }, money(tick)));
   }
+  let x = left + 6;
+  for (const [date, day] of days) {
+    let stacked = 0;
+    for (const spend of day.spend) {
+      const bar = svg("rect", { x, y: y(stacked + spend.cost), width: 16, height: Math.max(0, y(stacked) - y(stacked + spend.cost)), class: `fill ${spend.provider}` });
+      bar.append(svg("title", {}, `${PROVIDER_NAMES[spend.provider] || spend.provider} on ${date}: ${money(spend.cost)}`));
+      plot.append(bar);
+      stacked += spend.cost;
+    }
+    const base = svg("rect", { x: x + 18, y: y(day.baseline), width: 10, height: Math.max(0, y(0) - y(day.baseline)), class: "fill baseline" });
+    base.append(svg("title", {}, `${usage.baseline_model || "baseline"} on ${date}: ${money(day.baseline)}`));
+    plot.append(base);
+    plot.append(svg("text", { x: x + 14, y: y(Math.max(day.total, day.baseline)) - 4, class: "amount", "text-anchor": "middle" }, money(day.total)));
+    plot.append(svg("text", { x: x + 14, y: top + height + 18, class: "axis", "text-anchor": "middle" }, date.slice(5)));
+    x += slot;
+  }
+  chart.append(plot);
+  const total = [...days.values()].reduce((sum, d) => sum + d.total, 0);
+  $("chart-caption").textContent = `Spend per day (UTC) over ${days.size} day${days.size === 1 ? "" : "s"}: ${money(total)} in all; `
+    + `grey bars show what ${usage.baseline_model || "the baseline"} would have cost.`;
 }
 
-function renderAudit(events) {
-  const list = $("audit");
-  list.replaceChildren();
-  for (const event of events.slice(0, 10)) {
-    const item = document.createElement("li");
-    const what = ACTION_WORDS[event.action] || event.action;
-    const where = event.provider ? ` — ${PROVIDER_NAMES[event.provider] || event.provider}` : "";
-    item.textContent = `${when(event.occurred_at)}: ${what}${where} (${OUTCOME_WORDS[event.outcome] || event.outcome})`;
-    list.append(item);
+function howKnown(group) {
+  const parts = [];
+  if (Number(group.exact_cost_usd) > 0 || Number(group.estimated_cost_usd) === 0) parts.push("exact");
+  if (Number(group.estimated_cost_usd) > 0) parts.push(`${money(group.estimated_cost_usd)} estimated`);
+  if (group.unknown_cost_requests) parts.push(`${group.unknown_cost_requests} unpriced`);
+  return parts.join(", ");
+}
+
+function renderUsage(usage, services) {
+  $("usage-spent").textContent = money(usage.total.cost_usd);
+  $("usage-spent").title = `$${usage.total.cost_usd} exactly`;
+  $("usage-requests").textContent = String(usage.total.requests);
+  $("usage-saved").textContent = `${money(usage.savings_usd)} (${usage.savings_percent}%)`;
+  const select = $("baseline");
+  const chosen = select.value;
+  const models = new Set(services.tasks.filter((t) => t.task !== "embeddings")
+    .flatMap((t) => t.chain.map((l) => `${l.provider}:${l.model}`)));
+  if (usage.baseline_model) models.add(usage.baseline_model);
+  select.replaceChildren(new Option("the administrator's choice", ""),
+    ...[...models].sort().map((m) => new Option(m.replace(":", " · "), m)));
+  select.value = chosen;
+  $("baseline-words").textContent = usage.baseline_model
+    ? `Savings are what the same requests would have cost on ${usage.baseline_model.replace(":", " ")}, minus what they cost.`
+    : "No baseline is set, so there are no savings to show.";
+  const body = $("by-model").tBodies[0];
+  body.replaceChildren();
+  for (const group of usage.by_model) {
+    const row = document.createElement("tr");
+    cell(row, providerMark(group.provider));
+    cell(row, group.model, "mono");
+    cell(row, String(group.requests), "num");
+    cell(row, `${group.input_tokens.toLocaleString()} / ${group.output_tokens.toLocaleString()}`, "num");
+    cell(row, money(group.cost_usd), "num").title = `$${group.cost_usd} exactly`;
+    cell(row, howKnown(group));
+    body.append(row);
   }
+  labelCells($("by-model"));
+  renderChart(usage);
+}
+
+const DOOR_WORDS = { chat: "Chat Completions", messages: "Anthropic Messages", responses: "Responses", embeddings: "Embeddings" };
+const REQUEST_OUTCOMES = { success: "answered", partial: "cut short by the provider", cancelled: "stopped by the client" };
+
+function renderRequests(log) {
+  const body = $("requests").tBodies[0];
+  body.replaceChildren();
+  for (const entry of log.requests.slice(0, 25)) {
+    const row = document.createElement("tr");
+    cell(row, timeCell(entry.at));
+    cell(row, DOOR_WORDS[entry.door] || entry.door);
+    const who = providerMark(entry.provider);
+    who.append(` · ${entry.model}`);
+    cell(row, who);
+    cell(row, `${entry.input_tokens.toLocaleString()} / ${entry.output_tokens.toLocaleString()}`, "num");
+    cell(row, entry.cost_usd == null ? "unknown" : `${money(entry.cost_usd)}${entry.cost_source === "estimated" ? " (estimated)" : ""}`, "num");
+    cell(row, REQUEST_OUTCOMES[entry.outcome] || entry.outcome);
+    body.append(row);
+  }
+  labelCells($("requests"));
+  show($("requests-empty"), log.requests.length === 0);
+  show($("requests").parentElement, log.requests.length > 0);
+}
+
+let auditBefore = null;
+
+function auditItem(event) {
+  const item = document.createElement("li");
+  const what = ACTION_WORDS[event.action] || event.action;
+  const where = event.provider ? ` — ${PROVIDER_NAMES[event.provider] || event.provider}` : "";
+  item.append(timeCell(event.occurred_at), `: ${what}${where} (${OUTCOME_WORDS[event.outcome] || event.outcome})`);
+  return item;
+}
+
+function renderAudit(page, more) {
+  const list = $("audit");
+  if (!more) list.replaceChildren();
+  list.append(...page.events.map(auditItem));
+  auditBefore = page.next_before ?? null;
+  show($("audit-more"), auditBefore !== null);
 }
 
 function renderBudgets(budgets) {
@@ -477,9 +697,10 @@ async function refresh(notice, options = {}) {
     api("GET", `${base}/keys`),
     api("GET", `${base}/status`),
     api("GET", `${base}/services`),
-    api("GET", `${base}/usage`),
-    api("GET", `${base}/audit?limit=10`),
+    api("GET", `${base}/usage${$("baseline").value ? `?baseline=${encodeURIComponent($("baseline").value)}` : ""}`),
+    api("GET", `${base}/audit?limit=20`),
   ]);
+  const requests = api("GET", `${base}/requests?limit=25`).catch(() => ({ requests: [], next_before: null }));
   $("stat-configured").textContent = `${status.configured} of ${providers.providers.length}`;
   $("stat-working").textContent = String(status.working);
   $("stat-spend").textContent = money(status.spend_this_month_usd);
@@ -508,15 +729,20 @@ async function refresh(notice, options = {}) {
     cards.append(renderCard(info, mine, state));
   }
   const listed = await tokens;
-  show($("tokens-panel"), listed !== null);
+  // A token that may not manage tokens has no Tokens tab.
+  $("tokens-panel").dataset.unavailable = String(listed === null);
+  document.querySelector('.tabs a[data-tab="tokens"]').hidden = listed === null;
   if (listed) renderTokens(listed.tokens);
   renderRoutes(services.tasks);
-  renderChart(usage);
-  renderAudit(audit.events);
+  renderUsage(usage, services);
+  renderRequests(await requests);
+  renderAudit(audit, false);
+  showTab();
   $("notice").textContent = notice || "";
 }
 
 async function enter() {
+  showTab();
   show($("sign-in"), false);
   show($("app"), true);
   show($("who"), true);
@@ -547,6 +773,14 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   await enter();
 });
 $("sign-out").addEventListener("click", signOut);
+
+$("baseline").addEventListener("change", () => refresh().catch((e) => { $("notice").textContent = e.message; }));
+
+$("audit-more").addEventListener("click", async () => {
+  if (auditBefore === null) return;
+  const page = await api("GET", `/api/user/api-keys/${encodeURIComponent(user)}/audit?limit=20&before=${auditBefore}`);
+  renderAudit(page, true);
+});
 
 $("token-form").addEventListener("submit", async (event) => {
   event.preventDefault();

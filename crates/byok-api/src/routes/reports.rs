@@ -67,6 +67,9 @@ pub(crate) struct UsageQuery {
     from: Option<String>,
     /// End, exclusive (default: now).
     to: Option<String>,
+    /// The model savings are measured against, `provider:model` from the
+    /// catalog (default: the operator's baseline).
+    baseline: Option<String>,
 }
 
 #[utoipa::path(
@@ -85,8 +88,20 @@ pub(crate) async fn usage(
     let user = user_id(&path)?;
     let from = query.from.as_deref().map(parse_time).transpose()?;
     let to = query.to.as_deref().map(parse_time).transpose()?;
+    let baseline = query
+        .baseline
+        .as_deref()
+        .map(byok_router::ModelRef::parse)
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad(
+                StatusCode::BAD_REQUEST,
+                "invalid_baseline",
+                "baseline is provider:model, such as openai:gpt-4o",
+            )
+        })?;
     let report = gateway(&state)?
-        .usage(&caller.0, &user, from, to, &context(&req))
+        .usage(&caller.0, &user, (from, to), baseline, &context(&req))
         .await?;
     Ok(HttpResponse::Ok().json(report))
 }
