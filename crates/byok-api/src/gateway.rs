@@ -110,6 +110,10 @@ pub enum GatewayError {
     Service(#[from] ServiceError),
 }
 
+/// Most provider events held before a stream's first piece (a native
+/// stream's opening events); past it, the stream is committed to.
+const MAX_HELD_EVENTS: usize = 64;
+
 /// A request's input tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCount {
@@ -599,7 +603,11 @@ impl Gateway {
                 stream,
             ),
             &call.preferences,
-            (&call.request.needs(), &refused),
+            (
+                &call.request.needs(),
+                &refused,
+                call.request.native.as_ref(),
+            ),
         )
         .await
     }
@@ -662,7 +670,11 @@ impl Gateway {
         input_tokens: u64,
         (output_budget, max_output, stream): (u64, Option<u64>, bool),
         preferences: &Preferences,
-        (needs, refused): (&[Capability], &[(ProviderKind, Unsupported)]),
+        (needs, refused, native): (
+            &[Capability],
+            &[(ProviderKind, Unsupported)],
+            Option<&byok_core::NativeRequest>,
+        ),
     ) -> Result<Prepared, GatewayError> {
         let (user, token_id, scope) = gateway_caller(principal)?;
         self.check_model_scope(scope, model)?;
@@ -683,7 +695,7 @@ impl Gateway {
         refused.extend(
             stored
                 .clone()
-                .filter_map(|k| key_cannot_serve(k, task).map(|u| (k.provider, u))),
+                .filter_map(|k| key_cannot_serve(k, task, native).map(|u| (k.provider, u))),
         );
         let refused = refused.as_slice();
         let at = self.keys.now();
@@ -1364,22 +1376,14 @@ impl Gateway {
                             )
                             .await?;
                         drop(key);
-                        // The model a stream names comes before its first piece.
-                        let mut named = None;
-                        loop {
-                            match stream.next().await {
-                                Some(Ok(ChatChunk::Model(model))) => named = Some(model),
-                                Some(Ok(first)) => return Ok((first, named, stream)),
-                                Some(Err(error)) => return Err(error),
-                                None => return Err(ProviderError::IncompleteStream { provider }),
-                            }
-                        }
+                        let (opening, named) = stream_opening(&mut stream, provider).await?;
+                        Ok((opening, named, stream))
                     })
                 },
             )
             .await?;
         let Served {
-            value: (first, named, stream),
+            value: (opening, named, stream),
             provider,
             model,
             started,
@@ -1401,7 +1405,7 @@ impl Gateway {
             &mut attempts,
         );
         let tracked = Tracked {
-            first: Some(first),
+            opening,
             inner: stream,
             usage: None,
             output: String::new(),
@@ -1457,6 +1461,9 @@ impl Gateway {
         self.check_model_scope(scope, model)?;
         let provider = ProviderKind::Anthropic;
         let catalog = self.planner.catalog();
+        // Exact only for the Anthropic model asked for; for another model
+        // (or `auto`) Anthropic's count is itself an estimate of it.
+        let asked_anthropic = model.is_some_and(|m| catalog.get(provider, m).is_some());
         let counting_model = model
             .filter(|m| catalog.get(provider, m).is_some())
             .or_else(|| {
@@ -1490,7 +1497,7 @@ impl Gateway {
                 Ok(Ok(Some(input_tokens))) => {
                     return Ok(TokenCount {
                         input_tokens,
-                        exact: true,
+                        exact: asked_anthropic,
                     });
                 }
                 Ok(Ok(None)) => {}
@@ -1533,7 +1540,7 @@ impl Gateway {
                 input,
                 (0, Some(0), false),
                 preferences,
-                (&[], &refused),
+                (&[], &refused, None),
             )
             .await?;
         let mut prepared = prepared;
@@ -1723,7 +1730,9 @@ impl Gateway {
                 stored.iter().any(|k| {
                     k.provider == m.provider
                         && (m.tasks.is_empty()
-                            || m.tasks.iter().any(|t| key_cannot_serve(k, t).is_none()))
+                            || m.tasks
+                                .iter()
+                                .any(|t| key_cannot_serve(k, t, None).is_none()))
                 })
             })
             .map(|m| (m.provider, m.model.clone()))
@@ -1797,8 +1806,51 @@ impl Gateway {
     }
 }
 
-/// Why `key` cannot serve `task`, if it cannot.
-fn key_cannot_serve(key: &StoredKey, task: &Task) -> Option<Unsupported> {
+/// A stream's first piece, and what came before it: the model it names,
+/// and a provider's own events (a native door), held until a piece of the
+/// answer comes, so an error before it (an overloaded Anthropic, a failed
+/// OpenAI response) still falls back to the next provider.
+async fn stream_opening(
+    stream: &mut ChatStream,
+    provider: ProviderKind,
+) -> Result<(std::collections::VecDeque<ChatChunk>, Option<String>), ProviderError> {
+    let mut named = None;
+    let mut opening = std::collections::VecDeque::new();
+    loop {
+        match stream.next().await {
+            Some(Ok(ChatChunk::Model(model))) => named = Some(model),
+            Some(Ok(event @ ChatChunk::Native(_))) if opening.len() < MAX_HELD_EVENTS => {
+                opening.push_back(event);
+            }
+            Some(Ok(first)) => {
+                opening.push_back(first);
+                return Ok((opening, named));
+            }
+            Some(Err(error)) => return Err(error),
+            None => return Err(ProviderError::IncompleteStream { provider }),
+        }
+    }
+}
+
+/// Why `key` cannot serve `task` (or the client's own request), if it cannot.
+fn key_cannot_serve(
+    key: &StoredKey,
+    task: &Task,
+    native: Option<&byok_core::NativeRequest>,
+) -> Option<Unsupported> {
+    // An Azure key on an API version without the Responses API gets the
+    // Chat Completions translation, which cannot carry what only that API has.
+    if key.provider == ProviderKind::AzureOpenAi
+        && let Some(native) = native
+        && native.api == byok_core::NativeApi::OpenAiResponses
+        && !byok_providers::azure_serves_responses(&key.settings)
+        && let Some(field) = native.only.first()
+    {
+        return Some(Unsupported::new(
+            field.clone(),
+            "this Azure OpenAI key's API version has no Responses API (use api_version v1)",
+        ));
+    }
     (key.provider == ProviderKind::AzureOpenAi
         && task.as_str() == Task::EMBEDDINGS
         && !key.settings.contains_key("embedding_deployment"))
@@ -1958,7 +2010,8 @@ struct Pending {
 /// A committed stream that keeps the usage it sees, records it once, and
 /// ends with what the answer cost.
 struct Tracked {
-    first: Option<ChatChunk>,
+    /// The pieces read before the stream was committed to, in order.
+    opening: std::collections::VecDeque<ChatChunk>,
     inner: ChatStream,
     usage: Option<Usage>,
     /// The answer relayed so far, for an estimate when no usage comes.
@@ -2055,7 +2108,7 @@ impl Tracked {
             if state.finished {
                 return None;
             }
-            let item = if let Some(first) = state.first.take() {
+            let item = if let Some(first) = state.opening.pop_front() {
                 Some(Ok(first))
             } else {
                 // A stall or the request's deadline ends the stream.

@@ -446,8 +446,8 @@ enum ActingFor {
 }
 
 /// The authenticated caller: `Authorization: Bearer <token>`, exactly one
-/// header, exactly that scheme spelling (or, without it, one `x-api-key`
-/// header, as Anthropic's clients send it). Tokens in query strings are ignored.
+/// header, exactly that scheme spelling (or, on the gateway's `/v1` routes
+/// and without it, one `x-api-key` header, as Anthropic's clients send it). Tokens in query strings are ignored.
 /// A service token acts for the user its `X-BYOK-User` header names.
 #[derive(Debug)]
 pub(crate) struct Caller(pub(crate) Principal);
@@ -471,7 +471,9 @@ impl FromRequest for Caller {
         // Anthropic's clients send their key as `x-api-key`: taken when
         // there is no `Authorization` header, on the same terms.
         let mut api_keys = req.headers().get_all(API_KEY_HEADER);
-        let bearer = if req.headers().contains_key(header::AUTHORIZATION) {
+        // Only on the gateway: the key routes and the page take `Authorization`.
+        let gateway = req.path().starts_with("/v1/");
+        let bearer = if req.headers().contains_key(header::AUTHORIZATION) || !gateway {
             bearer
         } else {
             match (api_keys.next(), api_keys.next()) {
@@ -484,7 +486,7 @@ impl FromRequest for Caller {
             }
         };
         let present = req.headers().contains_key(header::AUTHORIZATION)
-            || req.headers().contains_key(API_KEY_HEADER);
+            || (gateway && req.headers().contains_key(API_KEY_HEADER));
         let mut named = req.headers().get_all(USER_HEADER);
         let acting_for = match (named.next(), named.next()) {
             (None, _) => ActingFor::Nobody,

@@ -105,12 +105,15 @@ struct InBlock {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
-    source: Option<InSource>,
+    /// An object for images and documents; other blocks (search results)
+    /// have other shapes, carried by Anthropic alone.
+    source: Option<Value>,
     id: Option<String>,
     name: Option<String>,
     input: Option<Value>,
     tool_use_id: Option<String>,
-    content: Option<InContent>,
+    /// A tool result's text or blocks; other blocks' content has other shapes.
+    content: Option<Value>,
     is_error: Option<bool>,
     thinking: Option<String>,
     /// Thinking's signature and redacted thinking's data: Anthropic's own,
@@ -231,6 +234,21 @@ fn invalid(param: &str, message: impl Into<String>) -> Refusal {
     Refusal::invalid("invalid_request", param, message)
 }
 
+/// Whether `text` has the shape of a beta's name: short lowercase words
+/// and numbers joined by dashes (`claude-code-20250219`,
+/// `interleaved-thinking-2025-05-14`), at most 64 characters. Keys have
+/// long runs no beta name has.
+fn is_beta_name(text: &str) -> bool {
+    let words: Vec<&str> = text.split('-').collect();
+    text.len() <= 64
+        && words.len() >= 2
+        && words.iter().all(|w| {
+            (1..=16).contains(&w.len())
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
 /// The `anthropic-beta` values: passed to Anthropic, or refused by name.
 fn betas(header: Option<&str>) -> Result<Vec<String>, Refusal> {
     let mut passed = Vec::new();
@@ -240,12 +258,9 @@ fn betas(header: Option<&str>) -> Result<Vec<String>, Refusal> {
         .map(str::trim)
         .filter(|b| !b.is_empty())
     {
-        // Beta names are lowercase words, digits and dashes: anything else
-        // (a pasted key, say) is refused without being repeated.
-        if !beta
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
+        // Anything not shaped like a beta's name (a pasted key, say) is
+        // refused without being repeated.
+        if !is_beta_name(beta) {
             return Err(Refusal::unsupported(
                 "anthropic-beta",
                 "a value is not a beta name (lowercase letters, digits and dashes)",
@@ -274,7 +289,11 @@ fn betas(header: Option<&str>) -> Result<Vec<String>, Refusal> {
     Ok(passed)
 }
 
-fn image(source: InSource, param: &str, only: &mut Only) -> Result<Option<ContentPart>, Refusal> {
+fn image(source: &Value, param: &str, only: &mut Only) -> Result<Option<ContentPart>, Refusal> {
+    let Ok(source) = InSource::deserialize(source) else {
+        only.add(format!("{param}.source"));
+        return Ok(None);
+    };
     only.extra(&format!("{param}.source."), &source.extra);
     let source = match (
         source.kind.as_str(),
@@ -344,7 +363,7 @@ fn user_turn(content: InContent, only: &mut Only) -> Result<Vec<ChatMessage>, Re
                 let source = block
                     .source
                     .ok_or_else(|| invalid(&param, "an image block has a source"))?;
-                parts.extend(image(source, &param, only)?);
+                parts.extend(image(&source, &param, only)?);
             }
             "tool_result" => {
                 let id = block
@@ -352,24 +371,12 @@ fn user_turn(content: InContent, only: &mut Only) -> Result<Vec<ChatMessage>, Re
                     .ok_or_else(|| invalid(&param, "a tool_result names its tool_use_id"))?;
                 let (id, _) = split_tool_call_id(&id);
                 let mut content = match block.content {
-                    None => vec![],
-                    Some(InContent::Text(text)) => vec![ContentPart::Text(text)],
-                    Some(InContent::Blocks(inner)) => {
-                        let mut parts = Vec::new();
-                        for inner in inner {
-                            let param = format!("{param}.content[].{}", bounded(&inner.kind));
-                            only.extra(&format!("{param}."), &inner.extra);
-                            match (inner.kind.as_str(), inner.source) {
-                                ("text", _) => {
-                                    parts.push(ContentPart::Text(inner.text.unwrap_or_default()));
-                                }
-                                ("image", Some(source)) => {
-                                    parts.extend(image(source, &param, only)?);
-                                }
-                                _ => only.add(param),
-                            }
-                        }
-                        parts
+                    None | Some(Value::Null) => vec![],
+                    Some(Value::String(text)) => vec![ContentPart::Text(text)],
+                    Some(Value::Array(inner)) => tool_result_parts(inner, &param, only)?,
+                    Some(_) => {
+                        only.add(format!("{param}.content"));
+                        vec![]
                     }
                 };
                 if block.is_error == Some(true) {
@@ -395,6 +402,30 @@ fn user_turn(content: InContent, only: &mut Only) -> Result<Vec<ChatMessage>, Re
         });
     }
     Ok(turns)
+}
+
+/// A tool result's blocks: text and images translated; any other block
+/// (search results, documents) carried by Anthropic alone.
+fn tool_result_parts(
+    inner: Vec<Value>,
+    param: &str,
+    only: &mut Only,
+) -> Result<Vec<ContentPart>, Refusal> {
+    let mut parts = Vec::new();
+    for value in inner {
+        let Ok(inner) = InBlock::deserialize(&value) else {
+            only.add(format!("{param}.content[]"));
+            continue;
+        };
+        let param = format!("{param}.content[].{}", bounded(&inner.kind));
+        only.extra(&format!("{param}."), &inner.extra);
+        match (inner.kind.as_str(), inner.source) {
+            ("text", _) => parts.push(ContentPart::Text(inner.text.unwrap_or_default())),
+            ("image", Some(source)) => parts.extend(image(&source, &param, only)?),
+            _ => only.add(param),
+        }
+    }
+    Ok(parts)
 }
 
 /// An assistant turn: text, tool calls, and its reasoning (for providers
@@ -733,7 +764,7 @@ fn usage(usage: &Usage) -> Value {
     let cached = usage.cached_input_tokens;
     let written = usage.cache_write_tokens;
     json!({
-        "input_tokens": usage.input_tokens.saturating_sub(cached + written),
+        "input_tokens": usage.input_tokens.saturating_sub(cached.saturating_add(written)),
         "output_tokens": usage.output_tokens,
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": written,
@@ -936,10 +967,10 @@ impl EventWriter {
                 "content_block_start",
                 &json!({"type": "content_block_start", "index": index, "content_block": block}),
             ));
-            let arguments = if call.arguments.trim().is_empty() {
-                "{}".to_owned()
-            } else {
-                call.arguments
+            // As the whole answer does: arguments that are not a JSON object become `{}`.
+            let arguments = match serde_json::from_str::<Value>(&call.arguments) {
+                Ok(Value::Object(_)) => call.arguments,
+                _ => "{}".to_owned(),
             };
             out.push_str(&event(
                 "content_block_delta",
@@ -1049,6 +1080,27 @@ mod tests {
     }
 
     #[test]
+    fn blocks_of_other_shapes_are_for_anthropic_alone_not_malformed() {
+        // A search result's source is a string; a tool result may nest one.
+        let call = parse(json!({"model": "auto", "max_tokens": 10, "messages": [
+            {"role": "user", "content": [{"type": "search_result", "source": "https://example.com", "title": "t",
+                "content": [{"type": "text", "text": "x"}]}, {"type": "text", "text": "Use it."}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "search", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                "content": [{"type": "search_result", "source": "https://example.com", "title": "t", "content": []}]}]}]}))
+        .unwrap();
+        let only = call.request.native.unwrap().only;
+        assert!(
+            only.contains(&"messages[].content[].search_result".to_owned()),
+            "{only:?}"
+        );
+        assert!(
+            only.contains(&"messages[].content[].tool_result.content[].search_result".to_owned()),
+            "{only:?}"
+        );
+    }
+
+    #[test]
     fn betas_are_passed_or_refused_by_name() {
         let body = json!({"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]});
         let call = MessagesRequest::parse(
@@ -1064,6 +1116,15 @@ mod tests {
                 "claude-code-20250219,interleaved-thinking-2025-05-14".to_owned()
             )]
         );
+        // Key-shaped values are refused without being repeated.
+        for key in [
+            "sk-0123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            let refusal = MessagesRequest::parse(body.clone(), Some(key), false).unwrap_err();
+            assert_eq!(refusal.param.as_deref(), Some("anthropic-beta"));
+            assert!(!refusal.message.contains(key));
+        }
         for beta in ["context-1m-2025-08-07", "made-up-2030-01-01"] {
             let refusal = MessagesRequest::parse(body.clone(), Some(beta), false).unwrap_err();
             assert_eq!(

@@ -108,8 +108,15 @@ pub(crate) fn bounded(name: &str) -> String {
     // API field and type names are short snake_case words: anything else (a
     // key pasted as a field name, say) is refused without being repeated in
     // the answer or the logs.
+    // API names never hold a long run of hex digits; keys do.
+    let longest_hex = name
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
     if !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= 48
+        && longest_hex < 12
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

@@ -50,6 +50,7 @@ pub(crate) struct ResponsesRequest {
     prompt_cache_key: Option<Value>,
     prompt_cache_retention: Option<Value>,
     include: Option<Vec<String>>,
+    background: Option<bool>,
     stream_options: Option<Value>,
     truncation: Option<String>,
     #[serde(flatten)]
@@ -69,11 +70,14 @@ struct InItem {
     #[serde(rename = "type")]
     kind: Option<String>,
     role: Option<String>,
-    content: Option<InContent>,
+    /// A message's text or parts.
+    content: Option<Value>,
     call_id: Option<String>,
     name: Option<String>,
     arguments: Option<String>,
-    output: Option<InContent>,
+    /// A function call's output: text or parts (other items' outputs have
+    /// other shapes, carried by OpenAI alone).
+    output: Option<Value>,
     summary: Option<Vec<InPart>>,
     /// An earlier output item's id and status, as SDKs send items back:
     /// bookkeeping, nothing to carry.
@@ -87,13 +91,6 @@ struct InItem {
     _encrypted_content: Option<serde::de::IgnoredAny>,
     #[serde(flatten)]
     extra: Extra,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum InContent {
-    Text(String),
-    Parts(Vec<InPart>),
 }
 
 #[derive(Deserialize)]
@@ -227,13 +224,21 @@ const BILLED_TOOLS: [&str; 4] = [
     "image_generation",
 ];
 
-fn parts(content: InContent, param: &str, only: &mut Only) -> Result<Vec<ContentPart>, Refusal> {
+fn parts(content: Value, param: &str, only: &mut Only) -> Result<Vec<ContentPart>, Refusal> {
     let parts = match content {
-        InContent::Text(text) => return Ok(vec![ContentPart::Text(text)]),
-        InContent::Parts(parts) => parts,
+        Value::String(text) => return Ok(vec![ContentPart::Text(text)]),
+        Value::Array(parts) => parts,
+        _ => {
+            only.add(param.to_owned());
+            return Ok(vec![]);
+        }
     };
     let mut out = Vec::new();
     for part in parts {
+        let Ok(part) = InPart::deserialize(&part) else {
+            only.add(format!("{param}[]"));
+            continue;
+        };
         let here = format!("{param}[].{}", bounded(&part.kind));
         only.extra(&format!("{here}."), &part.extra);
         match part.kind.as_str() {
@@ -488,8 +493,8 @@ impl ResponsesRequest {
         })
     }
 
-    fn translate(self) -> Result<(ChatRequest, Only, Option<&'static str>), Refusal> {
-        let mut only = Only::default();
+    /// Refuses what no provider can honour; notes what only OpenAI can.
+    fn check(&self, only: &mut Only) -> Result<(), Refusal> {
         only.extra("", &self.extra);
         if self.previous_response_id.is_some() {
             only.add("previous_response_id");
@@ -508,12 +513,31 @@ impl ResponsesRequest {
                 "byok prices the standard tier; flex, scale and priority tiers bill differently",
             ));
         }
+        if self.background == Some(true) {
+            return Err(Refusal::unsupported(
+                "background",
+                "byok keeps no responses, so a background response could not be fetched (and its cost would be unknown)",
+            ));
+        }
+        // What to return beyond the answer: log probabilities need OpenAI;
+        // encrypted reasoning and the rest only OpenAI has to give.
+        for item in self.include.iter().flatten() {
+            if item.contains("logprobs") {
+                only.add("include: message.output_text.logprobs");
+            }
+        }
         if self.max_output_tokens == Some(0) {
             return Err(invalid(
                 "max_output_tokens",
                 "max_output_tokens is at least 1",
             ));
         }
+        Ok(())
+    }
+
+    fn translate(self) -> Result<(ChatRequest, Only, Option<&'static str>), Refusal> {
+        let mut only = Only::default();
+        self.check(&mut only)?;
         let reasoning = match self.reasoning {
             None => None,
             Some(reasoning) => {
@@ -558,7 +582,16 @@ impl ResponsesRequest {
                 openai_hints.insert(field.to_owned(), value);
             }
         }
-        let _ = (self.include, self.stream_options);
+        let _ = self.stream_options;
+        // With `user` set too, `safety_identifier` is OpenAI's abuse-monitoring
+        // id: a hint, as on the Chat Completions door.
+        let (user, safety) = match (self.user, self.safety_identifier) {
+            (Some(user), safety) => (Some(user), safety),
+            (None, safety) => (safety, None),
+        };
+        if let Some(id) = safety {
+            openai_hints.insert("safety_identifier".to_owned(), Value::String(id));
+        }
         let request = ChatRequest {
             system: (!system.is_empty()).then(|| system.join("\n\n")),
             messages,
@@ -573,7 +606,7 @@ impl ResponsesRequest {
             parallel_tool_calls: self.parallel_tool_calls,
             response_format,
             reasoning,
-            user: self.safety_identifier.or(self.user),
+            user,
             openai_hints,
             ..ChatRequest::default()
         };
@@ -590,7 +623,7 @@ fn usage(usage: &Usage, report: Option<&CostReport>) -> Value {
         "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "total_tokens": usage.input_tokens.saturating_add(usage.output_tokens),
     });
     if let Some(report) = report {
         if let Some(picodollars) = report.picodollars {
@@ -614,10 +647,10 @@ fn message_item(id: &str, text: &str, refusal: bool, status: &str) -> Value {
     json!({"type": "message", "id": id, "status": status, "role": "assistant", "content": [part]})
 }
 
-fn call_item(index: usize, call: &ToolCall, status: &str) -> Value {
+fn call_item(response_id: &str, index: usize, call: &ToolCall, status: &str) -> Value {
     json!({
         "type": "function_call",
-        "id": format!("fc_byok{index}"),
+        "id": format!("fc_{}_{index}", response_id.trim_start_matches("resp_")),
         "call_id": id_safe_tool_call_id(&call.id, call.signature.as_deref()),
         "name": call.name,
         "arguments": call.arguments,
@@ -695,7 +728,7 @@ pub(crate) fn response(
             .tool_calls
             .iter()
             .enumerate()
-            .map(|(i, c)| call_item(i, c, "completed")),
+            .map(|(i, c)| call_item(id, i, c, "completed")),
     );
     let counted = report.map(|r| r.usage).or(answer.usage).unwrap_or_default();
     response_object(
@@ -881,7 +914,13 @@ impl EventWriter {
             let item_id = self.message_id();
             let item = message_item(&item_id, &text, self.refusal, "completed");
             let part = item["content"][0].clone();
-            if !self.refusal {
+            if self.refusal {
+                self.event(
+                    &mut out,
+                    "response.refusal.done",
+                    json!({"item_id": item_id, "output_index": 0, "content_index": 0, "refusal": text}),
+                );
+            } else {
                 self.event(
                     &mut out,
                     "response.output_text.done",
@@ -906,7 +945,7 @@ impl EventWriter {
             if call.arguments.trim().is_empty() {
                 "{}".clone_into(&mut call.arguments);
             }
-            let added = call_item(i, &call, "in_progress");
+            let added = call_item(&self.id, i, &call, "in_progress");
             let item_id = added["id"].clone();
             let mut empty = added.clone();
             empty["arguments"] = json!("");
@@ -925,7 +964,7 @@ impl EventWriter {
                 "response.function_call_arguments.done",
                 json!({"item_id": item_id, "output_index": at, "arguments": call.arguments}),
             );
-            let done = call_item(i, &call, "completed");
+            let done = call_item(&self.id, i, &call, "completed");
             self.event(
                 &mut out,
                 "response.output_item.done",

@@ -659,7 +659,9 @@ impl Decoder {
             }
             "error" => {
                 self.done = true;
-                Some(Err(ProviderError::StreamError { provider: PROVIDER }))
+                Some(Err(stream_error(
+                    data.error.and_then(|e| e.kind).as_deref(),
+                )))
             }
             _ => None, // ping, content_block_stop, unknown future events
         }
@@ -728,6 +730,26 @@ impl Decoder {
             }
             _ => None,
         }
+    }
+}
+
+/// An `error` event as a provider error: overload and server errors (and
+/// rate limits) are worth another provider while nothing has been sent.
+fn stream_error(kind: Option<&str>) -> ProviderError {
+    match kind {
+        Some("overloaded_error") => ProviderError::Unavailable {
+            provider: PROVIDER,
+            status: 529,
+        },
+        Some("api_error") => ProviderError::Unavailable {
+            provider: PROVIDER,
+            status: 500,
+        },
+        Some("rate_limit_error") => ProviderError::RateLimited {
+            provider: PROVIDER,
+            retry_after: None,
+        },
+        _ => ProviderError::StreamError { provider: PROVIDER },
     }
 }
 
@@ -886,6 +908,7 @@ struct WireEvent {
     content_block: Option<Value>,
     delta: Option<WireDelta>,
     usage: Option<WireUsage>,
+    error: Option<WireError>,
 }
 
 #[derive(Deserialize)]

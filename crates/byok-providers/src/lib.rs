@@ -26,7 +26,9 @@ pub use anthropic::Anthropic;
 pub use error::{BadRequestKind, KeyProblem, ProviderError, Result};
 pub use gemini::Gemini;
 pub use http::{HttpClients, ProviderSettings};
-pub use openai_compat::{AZURE_DEFAULT_API_VERSION, AZURE_V1, OpenAiCompatible};
+pub use openai_compat::{
+    AZURE_DEFAULT_API_VERSION, AZURE_V1, OpenAiCompatible, azure_serves_responses,
+};
 
 /// A streamed answer.
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;

@@ -28,6 +28,17 @@ pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 /// version parameter, the deployment named in `model`): the default for new keys.
 pub const AZURE_V1: &str = "v1";
 
+/// Whether an Azure key's API version has the Responses API: `v1`, and
+/// dated versions from `2025-03-01-preview` on.
+#[must_use]
+pub fn azure_serves_responses(settings: &BTreeMap<String, String>) -> bool {
+    match settings.get("api_version").map(String::as_str) {
+        Some(AZURE_V1) => true,
+        Some(version) => version >= "2025-03-01-preview",
+        None => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
     OpenAi,
@@ -151,6 +162,11 @@ impl OpenAiCompatible {
         Ok(client.request(method, url).headers(auth))
     }
 
+    /// Whether `request` goes to the Responses API with these credentials.
+    fn native_allowed(&self, credentials: &Credentials<'_>) -> bool {
+        self.flavor != Flavor::Azure || azure_serves_responses(credentials.settings)
+    }
+
     /// The client's own Responses body, when it came through byok's
     /// Responses door and this is OpenAI or Azure: its model (on Azure, the
     /// deployment) and `stream` set.
@@ -160,7 +176,10 @@ impl OpenAiCompatible {
         stream: bool,
         credentials: &Credentials<'_>,
     ) -> Result<Option<serde_json::Value>, ProviderError> {
-        let Some(native) = request.native_for(self.provider()) else {
+        let Some(native) = request
+            .native_for(self.provider())
+            .filter(|_| self.native_allowed(credentials))
+        else {
             return Ok(None);
         };
         let model = if self.flavor == Flavor::Azure {
@@ -524,8 +543,10 @@ impl ChatProvider for OpenAiCompatible {
     }
 
     fn unsupported(&self, request: &ChatRequest, stream: bool) -> Option<Unsupported> {
-        // The client's own Responses request: OpenAI itself judges it.
-        if request.native_for(self.provider()).is_some() {
+        // The client's own Responses request: OpenAI itself judges it. Azure
+        // keys may be on an API version without it (then the translation
+        // goes, so it is checked).
+        if self.flavor == Flavor::OpenAi && request.native_for(self.provider()).is_some() {
             return None;
         }
         self.refuse(request, stream)

@@ -60,6 +60,8 @@ struct WireResponse {
     #[serde(default)]
     output: Vec<WireItem>,
     usage: Option<WireUsage>,
+    /// Why a failed response failed.
+    error: Option<WireFailure>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +162,13 @@ struct WireEvent {
     output_index: Option<u64>,
     item: Option<WireItem>,
     response: Option<WireResponse>,
+    /// An `error` event's code.
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireFailure {
+    code: Option<String>,
 }
 
 /// What the decoder remembers between events.
@@ -242,7 +251,21 @@ impl Decoder {
             }
             "response.failed" | "error" => {
                 self.done = true;
-                vec![Err(ProviderError::StreamError { provider })]
+                let code = event
+                    .code
+                    .or_else(|| event.response.and_then(|r| r.error).and_then(|e| e.code));
+                let error = match code.as_deref() {
+                    Some("server_error") => ProviderError::Unavailable {
+                        provider,
+                        status: 500,
+                    },
+                    Some("rate_limit_exceeded") => ProviderError::RateLimited {
+                        provider,
+                        retry_after: None,
+                    },
+                    _ => ProviderError::StreamError { provider },
+                };
+                vec![Err(error)]
             }
             _ => vec![],
         }

@@ -20,6 +20,24 @@ use crate::openai::{
 };
 use crate::routes::messages;
 
+/// A provider's own event, framed again as it came: its name, and every
+/// line of its data (an event's data may span lines).
+pub(crate) fn native_frame(event: &byok_core::NativeEvent) -> String {
+    let mut frame = String::with_capacity(event.data.len() + 32);
+    if let Some(name) = event.event.as_deref().filter(|n| !n.is_empty()) {
+        frame.push_str("event: ");
+        frame.push_str(name);
+        frame.push('\n');
+    }
+    for line in event.data.split('\n') {
+        frame.push_str("data: ");
+        frame.push_str(line);
+        frame.push('\n');
+    }
+    frame.push('\n');
+    frame
+}
+
 /// An error from an OpenAI-shaped door (`/v1/chat/completions`,
 /// `/v1/responses`, `/v1/embeddings`, `/v1/models`): byok's stable `code`
 /// and message, and where OpenAI has them its `type` and `param`, with

@@ -6,7 +6,7 @@
 
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use byok_core::{ChatChunk, NativeApi};
+use byok_core::ChatChunk;
 use byok_router::Task;
 use futures_util::StreamExt as _;
 use serde_json::Value;
@@ -16,7 +16,7 @@ use crate::gateway::GatewayChat;
 use crate::http::{Caller, JsonBody, context};
 use crate::responses::{EventWriter, ResponsesCall, ResponsesRequest};
 use crate::routes::gateway::{
-    OpenAiErrorBody, bad_request_failure, gateway_disabled_failure, gateway_failure,
+    OpenAiErrorBody, bad_request_failure, gateway_disabled_failure, gateway_failure, native_frame,
     preferences_of, refusal_failure, task_of, with_headers,
 };
 
@@ -91,14 +91,11 @@ pub(crate) async fn responses(
     }
     match gateway.chat_stream(&caller.0, call, &ctx).await {
         Ok(answered) => {
-            let native = NativeApi::OpenAiResponses.served_by(answered.provider);
             let writer = EventWriter::new(id, created, answered.model.clone(), echo);
             let mut builder = with_headers(HttpResponse::Ok(), &answered);
-            builder.content_type("text/event-stream").streaming(events(
-                answered.value,
-                writer,
-                native,
-            ))
+            builder
+                .content_type("text/event-stream")
+                .streaming(events(answered.value, writer))
         }
         Err(error) => gateway_failure(&error, ctx.request_id.as_deref()).openai(),
     }
@@ -107,8 +104,9 @@ pub(crate) async fn responses(
 struct Events {
     chunks: byok_providers::ChatStream,
     writer: EventWriter,
-    /// OpenAI's own events go out as they came.
-    native: bool,
+    /// Whether the provider's own events go out as they came (known from
+    /// the first piece: a native stream opens with its own events).
+    native: Option<bool>,
     /// The provider's own stream already said it failed.
     errored: bool,
     done: bool,
@@ -121,12 +119,11 @@ struct Events {
 fn events(
     chunks: byok_providers::ChatStream,
     writer: EventWriter,
-    native: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
     let state = Events {
         chunks,
         writer,
-        native,
+        native: None,
         errored: false,
         done: false,
     };
@@ -135,17 +132,20 @@ fn events(
             if state.done {
                 return None;
             }
-            let text = match state.chunks.next().await {
-                Some(Ok(ChatChunk::Native(event))) if state.native => {
-                    let name = event.event.unwrap_or_default();
+            let next = state.chunks.next().await;
+            if state.native.is_none()
+                && let Some(Ok(chunk)) = &next
+            {
+                state.native = Some(matches!(chunk, ChatChunk::Native(_)));
+            }
+            let native = state.native == Some(true);
+            let text = match next {
+                Some(Ok(ChatChunk::Native(event))) if native => {
+                    let name = event.event.as_deref().unwrap_or_default();
                     state.errored |= name == "error" || name == "response.failed";
-                    if name.is_empty() {
-                        format!("data: {}\n\n", event.data)
-                    } else {
-                        format!("event: {name}\ndata: {}\n\n", event.data)
-                    }
+                    native_frame(&event)
                 }
-                Some(Ok(_)) if state.native => continue,
+                Some(Ok(_)) if native => continue,
                 Some(Ok(chunk)) => state.writer.chunk(chunk),
                 Some(Err(error)) => {
                     state.done = true;
@@ -156,7 +156,7 @@ fn events(
                 }
                 None => {
                     state.done = true;
-                    if state.native {
+                    if native {
                         return None;
                     }
                     state.writer.end()

@@ -512,3 +512,63 @@ async fn the_models_list_speaks_the_clients_api() {
     assert_eq!(status, 401);
     assert_eq!(got["error"]["type"], "authentication_error");
 }
+
+#[tokio::test]
+async fn an_error_before_the_first_piece_of_a_native_stream_falls_back() {
+    let mock = MockServer::start().await;
+    let overloaded = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-haiku-4-5\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":0}}}\n\n",
+        "event: error\n",
+        "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+    );
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(overloaded),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(
+                    std::fs::read_to_string(format!(
+                        "{}/../byok-providers/tests/fixtures/openai/stream.sse",
+                        env!("CARGO_MANIFEST_DIR")
+                    ))
+                    .unwrap(),
+                ),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let db = TestDb::sqlite();
+    let (app, token) = app_with(&mock, &db, &["anthropic", "openai"]).await;
+    let response = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &token)
+        .header("x-byok-prefer", "anthropic,openai")
+        .json(&json!({"model": "auto", "max_tokens": 50, "stream": true,
+            "messages": [{"role": "user", "content": "Say hello."}]}))
+        .send()
+        .await
+        .unwrap();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        headers.get("x-byok-provider").map(|v| v.to_str().unwrap()),
+        Some("openai"),
+        "{text}"
+    );
+    assert_eq!(headers["x-byok-attempts"], "anthropic,openai");
+    assert!(!text.contains("overloaded_error"), "{text}");
+    assert!(text.contains("\"text\":\"Hello!\""), "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+}

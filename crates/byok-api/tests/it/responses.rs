@@ -329,3 +329,48 @@ async fn on_azure_the_request_goes_to_its_responses_api_with_the_deployment() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_azure_key_on_a_dated_version_without_responses_gets_the_translation() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/openai/deployments/chat1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Translated."}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_providers(&db, providers(&mock)).await;
+    let token = app.create_user("alice").await;
+    let saved = app
+        .save_key(
+            &token,
+            "alice",
+            "azure_openai",
+            json!({"api_key": "0123456789abcdef0123456789abcdef", "endpoint": mock.uri(),
+                   "deployment": "chat1", "api_version": "2024-10-21"}),
+        )
+        .await;
+    assert_eq!(saved.status(), 201);
+    let (status, got) =
+        body(post(&app, &token, &json!({"model": "auto", "input": "Hi"})).await).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["object"], "response");
+    assert_eq!(got["output"][0]["content"][0]["text"], "Translated.");
+    // What only the Responses API carries cannot go by translation.
+    let (status, got) = body(
+        post(
+            &app,
+            &token,
+            &json!({"model": "auto", "input": "Hi", "previous_response_id": "resp_1"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(got["error"]["param"], "previous_response_id");
+}
