@@ -63,6 +63,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 keys: &keys,
                 input_tokens: 2_000,
                 max_output_tokens: 1_000,
+                output_ceiling: false,
                 preferences: &preferences,
                 at: monday_peak,
                 needs: &[],

@@ -599,8 +599,12 @@ impl Gateway {
             estimate_tokens(&call.request),
             (
                 budget,
-                call.request.max_output_tokens.map(u64::from),
+                call.request
+                    .max_output_tokens
+                    .filter(|_| !call.request.output_ceiling)
+                    .map(u64::from),
                 stream,
+                call.request.output_ceiling,
             ),
             &call.preferences,
             (
@@ -668,7 +672,7 @@ impl Gateway {
         task: &Task,
         model: Option<&str>,
         input_tokens: u64,
-        (output_budget, max_output, stream): (u64, Option<u64>, bool),
+        (output_budget, max_output, stream, output_ceiling): (u64, Option<u64>, bool, bool),
         preferences: &Preferences,
         (needs, refused, native): (
             &[Capability],
@@ -706,6 +710,7 @@ impl Gateway {
                 keys: &infos,
                 input_tokens,
                 max_output_tokens: output_budget,
+                output_ceiling,
                 preferences,
                 at,
                 needs,
@@ -1284,14 +1289,24 @@ impl Gateway {
     fn request_for(&self, request: &ChatRequest, candidate: &Candidate) -> ChatRequest {
         let mut request = request.clone();
         request.model.clone_from(&candidate.model);
-        if request.reasoning == Some(ReasoningEffort::None)
-            && self
-                .planner
-                .catalog()
-                .get(candidate.provider, &candidate.model)
-                .is_none_or(|m| !m.capabilities.contains(&Capability::Reasoning))
+        let row = self
+            .planner
+            .catalog()
+            .get(candidate.provider, &candidate.model);
+        let reasons = row.is_some_and(|m| m.capabilities.contains(&Capability::Reasoning));
+        // A ceiling above the model's own limit: the model's limit applies.
+        if request.output_ceiling
+            && let (Some(asked), Some(most)) =
+                (request.max_output_tokens, row.and_then(|m| m.max_output))
         {
+            request.max_output_tokens = Some(asked.min(u32::try_from(most).unwrap_or(u32::MAX)));
+        }
+        if request.reasoning == Some(ReasoningEffort::None) && !reasons {
             request.reasoning = None;
+        }
+        // An effort left to the model applies where the model reasons.
+        if request.reasoning.is_none() && reasons {
+            request.reasoning = request.reasoning_hint;
         }
         request
     }
@@ -1538,7 +1553,7 @@ impl Gateway {
                 &task,
                 model.as_deref(),
                 input,
-                (0, Some(0), false),
+                (0, Some(0), false, false),
                 preferences,
                 (&[], &refused, None),
             )

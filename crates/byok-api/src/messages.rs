@@ -44,6 +44,8 @@ pub const BETAS_PASSED: &[&str] = &[
     "structured-outputs-2025-11-13",
     "effort-2025-11-24",
     "advanced-tool-use-2025-11-20",
+    "thinking-token-count-2026-05-13",
+    "prompt-caching-scope-2026-01-05",
 ];
 
 /// Betas that only say how a client signs in to Anthropic itself; byok calls
@@ -72,6 +74,10 @@ pub(crate) struct MessagesRequest {
     service_tier: Option<String>,
     output_config: Option<InOutputConfig>,
     inference_geo: Option<String>,
+    /// Anthropic's server-side trimming of old thinking and tool results: it
+    /// only saves tokens, so other providers get the whole conversation.
+    #[serde(default, rename = "context_management")]
+    _context_management: Option<serde::de::IgnoredAny>,
     #[serde(flatten)]
     extra: Extra,
 }
@@ -250,7 +256,9 @@ fn is_beta_name(text: &str) -> bool {
 }
 
 /// The `anthropic-beta` values: passed to Anthropic, or refused by name.
-fn betas(header: Option<&str>) -> Result<Vec<String>, Refusal> {
+/// Betas byok does not know go to Anthropic as they came (it judges them)
+/// and make every other provider refuse the request, naming them.
+fn betas(header: Option<&str>, only: &mut Only) -> Result<Vec<String>, Refusal> {
     let mut passed = Vec::new();
     for beta in header
         .unwrap_or("")
@@ -278,7 +286,9 @@ fn betas(header: Option<&str>) -> Result<Vec<String>, Refusal> {
             {
                 "server-side tools are billed per use, outside token prices, so byok could not report their cost"
             } else {
-                "byok does not know this beta; nothing was sent"
+                only.add(format!("anthropic-beta: {beta}"));
+                passed.push(beta.to_owned());
+                continue;
             };
             return Err(Refusal::unsupported(
                 &format!("anthropic-beta: {beta}"),
@@ -428,6 +438,31 @@ fn tool_result_parts(
     Ok(parts)
 }
 
+/// A system turn inside the conversation: its text blocks.
+fn system_turn(content: InContent) -> Result<ChatMessage, Refusal> {
+    let content = match content {
+        InContent::Text(text) => vec![ContentPart::Text(text)],
+        InContent::Blocks(blocks) => blocks
+            .into_iter()
+            .map(|b| {
+                if b.kind == "text" {
+                    Ok(ContentPart::Text(b.text.unwrap_or_default()))
+                } else {
+                    Err(invalid(
+                        "messages[].content[].type",
+                        "a system turn has text blocks",
+                    ))
+                }
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(ChatMessage {
+        role: Role::System,
+        content,
+        ..ChatMessage::default()
+    })
+}
+
 /// An assistant turn: text, tool calls, and its reasoning (for providers
 /// that want it back); signed and redacted thinking mean something to
 /// Anthropic alone, which gets the request as it came.
@@ -575,15 +610,17 @@ fn effort(text: &str) -> Result<ReasoningEffort, Refusal> {
     }
 }
 
-/// The reasoning a request asks for: `thinking` (a budget, or adaptive with
-/// `output_config.effort`), or an effort alone.
+/// The reasoning a request asks for, as `(required, hint)`: enabled
+/// thinking with a budget requires a model that reasons; adaptive thinking
+/// and an effort alone leave it to the model (a hint, applied where the
+/// chosen model reasons).
 fn reasoning(
     thinking: Option<InThinking>,
     effort_asked: Option<ReasoningEffort>,
     only: &mut Only,
-) -> Result<Option<ReasoningEffort>, Refusal> {
+) -> Result<(Option<ReasoningEffort>, Option<ReasoningEffort>), Refusal> {
     let Some(thinking) = thinking else {
-        return Ok(effort_asked);
+        return Ok((None, effort_asked));
     };
     only.extra("thinking.", &thinking.extra);
     match thinking.kind.as_str() {
@@ -594,15 +631,31 @@ fn reasoning(
                     "enabled thinking has a budget_tokens",
                 )
             })?;
-            Ok(Some(effort_asked.unwrap_or(effort_of_budget(budget))))
+            Ok((Some(effort_asked.unwrap_or(effort_of_budget(budget))), None))
         }
-        "adaptive" => Ok(Some(effort_asked.unwrap_or(ReasoningEffort::Medium))),
-        "disabled" => Ok(None),
+        "adaptive" => Ok((None, Some(effort_asked.unwrap_or(ReasoningEffort::Medium)))),
+        "disabled" => Ok((None, None)),
         _ => Err(invalid(
             "thinking.type",
             "thinking is enabled, adaptive or disabled",
         )),
     }
+}
+
+/// An end-user id other providers accept: as it came when short, else its
+/// SHA-256 (Claude Code sends a JSON document; OpenAI takes 64 characters).
+fn end_user_id(id: String) -> String {
+    use sha2::Digest as _;
+    if id.len() <= 64 {
+        return id;
+    }
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex = digest.iter().fold(String::new(), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
+    format!("sha256:{}", &hex[..57])
 }
 
 /// `output_config`: a JSON Schema for the answer, and an effort.
@@ -647,13 +700,17 @@ impl MessagesRequest {
                 "the body is not a Messages request: model, max_tokens and messages (user and assistant turns of text or content blocks)",
             )
         })?;
-        let headers = match betas(beta_header)? {
+        let mut unknown_betas = Only::default();
+        let headers = match betas(beta_header, &mut unknown_betas)? {
             passed if passed.is_empty() => vec![],
             passed => vec![("anthropic-beta".to_owned(), passed.join(","))],
         };
         let model = (request.model != "auto").then(|| request.model.clone());
         let stream = request.stream;
-        let (mut request, only) = request.translate(count_only)?;
+        let (mut request, mut only) = request.translate(count_only)?;
+        for beta in unknown_betas.0 {
+            only.add(beta);
+        }
         request.native = Some(NativeRequest {
             api: NativeApi::AnthropicMessages,
             body: Arc::new(body),
@@ -699,11 +756,11 @@ impl MessagesRequest {
             Some(config) => output_config(config, &mut only)?,
             None => (None, None),
         };
-        let reasoning = reasoning(self.thinking, effort_asked, &mut only)?;
+        let (reasoning, reasoning_hint) = reasoning(self.thinking, effort_asked, &mut only)?;
         let mut user = None;
         if let Some(metadata) = self.metadata {
             only.extra("metadata.", &metadata.extra);
-            user = metadata.user_id;
+            user = metadata.user_id.map(end_user_id);
         }
         let system = self.system.map(|s| system(s, &mut only)).transpose()?;
         if self.messages.is_empty() {
@@ -715,10 +772,13 @@ impl MessagesRequest {
             match message.role.as_str() {
                 "user" => messages.extend(user_turn(message.content, &mut only)?),
                 "assistant" => messages.push(assistant_turn(message.content, &mut only)?),
+                // Instructions in the middle of the conversation (as Claude
+                // Code sends them): later instructions for every provider.
+                "system" => messages.push(system_turn(message.content)?),
                 _ => {
                     return Err(invalid(
                         "messages[].role",
-                        "a turn's role is user or assistant; the system prompt is the top-level system field",
+                        "a turn's role is user, assistant or system",
                     ));
                 }
             }
@@ -736,12 +796,15 @@ impl MessagesRequest {
             temperature: self.temperature,
             top_p: self.top_p,
             max_output_tokens: self.max_tokens,
+            output_ceiling: true,
             stop: self.stop_sequences.unwrap_or_default(),
             tools: tools(self.tools.unwrap_or_default(), &mut only)?,
             tool_choice,
             parallel_tool_calls,
             response_format,
             reasoning,
+            prefer_reasoning: reasoning_hint.is_some(),
+            reasoning_hint,
             user,
             ..ChatRequest::default()
         };
@@ -1125,13 +1188,20 @@ mod tests {
             assert_eq!(refusal.param.as_deref(), Some("anthropic-beta"));
             assert!(!refusal.message.contains(key));
         }
-        for beta in ["context-1m-2025-08-07", "made-up-2030-01-01"] {
-            let refusal = MessagesRequest::parse(body.clone(), Some(beta), false).unwrap_err();
-            assert_eq!(
-                refusal.param.as_deref(),
-                Some(format!("anthropic-beta: {beta}").as_str())
-            );
-        }
+        let refusal =
+            MessagesRequest::parse(body.clone(), Some("context-1m-2025-08-07"), false).unwrap_err();
+        assert_eq!(
+            refusal.param.as_deref(),
+            Some("anthropic-beta: context-1m-2025-08-07")
+        );
+        // A beta byok does not know goes to Anthropic, and only there.
+        let call = MessagesRequest::parse(body.clone(), Some("made-up-2030-01-01"), false).unwrap();
+        let native = call.request.native.unwrap();
+        assert_eq!(
+            native.headers,
+            [("anthropic-beta".to_owned(), "made-up-2030-01-01".to_owned())]
+        );
+        assert_eq!(native.only, ["anthropic-beta: made-up-2030-01-01"]);
     }
 
     #[test]

@@ -811,6 +811,8 @@ impl ChatCompletionRequest {
                 .flatten(),
             reasoning,
             prefer_reasoning: false,
+            reasoning_hint: None,
+            output_ceiling: false,
             seed: self.seed,
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,

@@ -535,6 +535,7 @@ impl Gateway {
                         keys: &infos,
                         input_tokens: 1_000,
                         max_output_tokens: 500,
+                        output_ceiling: false,
                         preferences: &preferences,
                         at,
                         needs: &[],

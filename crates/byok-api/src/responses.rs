@@ -53,6 +53,10 @@ pub(crate) struct ResponsesRequest {
     background: Option<bool>,
     stream_options: Option<Value>,
     truncation: Option<String>,
+    /// Codex's own bookkeeping (session and turn ids): OpenAI gets it with
+    /// the request as it came; it asks nothing of the answer.
+    #[serde(default, rename = "client_metadata")]
+    _client_metadata: Option<serde::de::IgnoredAny>,
     #[serde(flatten)]
     extra: Extra,
 }

@@ -356,6 +356,11 @@ pub struct ChatRequest {
     pub top_p: Option<f32>,
     /// Most tokens to generate.
     pub max_output_tokens: Option<u32>,
+    /// Whether `max_output_tokens` is only a ceiling the client sets by
+    /// convention (Anthropic requires one, and clients set it high): a model
+    /// with a lower output limit answers within its own limit instead of
+    /// being skipped.
+    pub output_ceiling: bool,
     /// Sequences that end generation.
     pub stop: Vec<String>,
     /// Functions the model may call.
@@ -371,6 +376,10 @@ pub struct ChatRequest {
     /// Whether the task wants reasoning when the request names no effort:
     /// providers whose models think optionally (DeepSeek V4) turn it on.
     pub prefer_reasoning: bool,
+    /// An effort the client leaves to the model (Anthropic's adaptive
+    /// thinking, its `effort`): applied where the chosen model reasons, and
+    /// not a reason to skip one that does not.
+    pub reasoning_hint: Option<ReasoningEffort>,
     /// Sampling seed.
     pub seed: Option<i64>,
     /// Presence penalty.

@@ -46,6 +46,9 @@ pub struct RouteRequest<'a> {
     pub input_tokens: u64,
     /// The output budget (max output tokens).
     pub max_output_tokens: u64,
+    /// Whether `max_output_tokens` is only a ceiling: a model with a lower
+    /// output limit is planned (and priced) at its own limit, not skipped.
+    pub output_ceiling: bool,
     /// The user's preferences.
     pub preferences: &'a Preferences,
     /// When the request is made (prices can depend on the hour).
@@ -379,6 +382,7 @@ impl RoutePlanner {
             }
             if let Some(max_output) = price.max_output
                 && request.max_output_tokens > max_output
+                && !request.output_ceiling
             {
                 return Err(SkipReason::OutputTooLarge { max_output });
             }
@@ -404,11 +408,11 @@ impl RoutePlanner {
             .catalog
             .get(provider, model)
             .ok_or(SkipReason::Unpriced)?;
-        if request
-            .input_tokens
-            .saturating_add(request.max_output_tokens)
-            > price.context_window
-        {
+        let max_output_tokens = match price.max_output {
+            Some(most) if request.output_ceiling => request.max_output_tokens.min(most),
+            _ => request.max_output_tokens,
+        };
+        if request.input_tokens.saturating_add(max_output_tokens) > price.context_window {
             return Err(SkipReason::ContextTooSmall {
                 context_window: price.context_window,
             });
@@ -419,7 +423,7 @@ impl RoutePlanner {
                 provider,
                 model,
                 request.input_tokens,
-                request.max_output_tokens,
+                max_output_tokens,
                 request.at,
             )
             .map_err(|_| SkipReason::Unpriced)?;
@@ -484,6 +488,7 @@ mod tests {
             keys,
             input_tokens: 1_000,
             max_output_tokens: 500,
+            output_ceiling: false,
             preferences: prefs,
             at: monday_peak(),
             needs: &[],
@@ -536,6 +541,7 @@ mod tests {
                     keys: &keys,
                     input_tokens: 1_000,
                     max_output_tokens: 500,
+                    output_ceiling: false,
                     preferences: &prefs,
                     at: monday_peak(),
                     needs,
@@ -675,6 +681,7 @@ mod tests {
             keys: &keys,
             input_tokens: 10,
             max_output_tokens: 10,
+            output_ceiling: false,
             preferences: &prefs,
             at: monday_peak(),
             needs: &[],
@@ -697,6 +704,7 @@ mod tests {
             keys: &keys,
             input_tokens: 500_000,
             max_output_tokens: 1_000,
+            output_ceiling: false,
             preferences: &prefs,
             at: monday_peak(),
             needs: &[],

@@ -631,7 +631,7 @@ pub(crate) async fn chat_completions(
     };
     let include_usage = call.include_usage;
     let mut request = call.request;
-    request.prefer_reasoning = task.as_str() == Task::REASONING;
+    request.prefer_reasoning |= task.as_str() == Task::REASONING;
     let call = GatewayChat {
         task,
         model,

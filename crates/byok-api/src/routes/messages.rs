@@ -100,7 +100,7 @@ pub(crate) async fn messages(
         model,
         stream,
     } = call;
-    request.prefer_reasoning = task.as_str() == Task::REASONING;
+    request.prefer_reasoning |= task.as_str() == Task::REASONING;
     let call = GatewayChat {
         task,
         model,

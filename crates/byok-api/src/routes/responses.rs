@@ -64,7 +64,7 @@ pub(crate) async fn responses(
         stream,
         echo,
     } = call;
-    request.prefer_reasoning = task.as_str() == Task::REASONING;
+    request.prefer_reasoning |= task.as_str() == Task::REASONING;
     let call = GatewayChat {
         task,
         model,

@@ -572,3 +572,74 @@ async fn an_error_before_the_first_piece_of_a_native_stream_falls_back() {
     assert!(text.contains("\"text\":\"Hello!\""), "{text}");
     assert!(text.contains("event: message_stop"), "{text}");
 }
+
+/// A request shaped as Claude Code sends it (adaptive thinking, an effort,
+/// a high `max_tokens`, context management, a JSON user id, a system turn,
+/// its betas): on OpenAI it is translated with the model's own output limit,
+/// no required reasoning and a hashed end-user id.
+#[tokio::test]
+async fn claude_codes_requests_are_translated_for_other_providers() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hi."}}],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 2, "total_tokens": 902}
+        })))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let db = TestDb::sqlite();
+    let (app, token) = app_with(&mock, &db, &["openai"]).await;
+    let request = json!({
+        "model": "auto", "max_tokens": 32000, "stream": false,
+        "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "metadata": {"user_id": "{\"device_id\":\"9bc42ab4e6b53188ef2d2bfd4e894a39d9d4aa03bb9fa47848644f5fe8383655\",\"session_id\":\"9c2d394c\"}"},
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "Bash", "description": "Run a command", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Say hi", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": "Reminder: be brief."}
+        ]
+    });
+    let response = app
+        .client
+        .post(app.url("/v1/messages?beta=true"))
+        .header("authorization", format!("Bearer {token}"))
+        .header(
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14,thinking-token-count-2026-05-13,context-management-2025-06-27,prompt-caching-scope-2026-01-05,effort-2025-11-24",
+        )
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let (status, got) = body(response).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["content"][0]["text"], "Hi.");
+    let sent = received(
+        &mock.received_requests().await.unwrap(),
+        "/v1/chat/completions",
+    );
+    let sent = &sent[0];
+    assert_eq!(
+        sent["max_completion_tokens"], 16384,
+        "gpt-4o-mini's own limit"
+    );
+    assert!(
+        sent.get("reasoning_effort").is_none(),
+        "gpt-4o-mini does not reason: {sent}"
+    );
+    let user = sent["user"].as_str().unwrap();
+    assert!(user.starts_with("sha256:") && user.len() <= 64, "{user}");
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "system"]);
+    assert_eq!(sent["tools"][0]["function"]["name"], "Bash");
+}
