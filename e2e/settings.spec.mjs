@@ -26,7 +26,15 @@ mkdirSync(artifacts, { recursive: true });
 // Mock providers: OpenAI accepts its keys, Anthropic rejects every key.
 const mock = http.createServer((req, res) => {
   const auth = req.headers.authorization || "";
-  if (req.url.startsWith("/v1/models") && req.headers["x-api-key"]) {
+  const anthropicKey = req.headers["x-api-key"] || "";
+  if (req.url.startsWith("/v1/models") && anthropicKey.includes("WORKSPACE")) {
+    // A key bound to a workspace, sent without its id.
+    res.writeHead(400, { "content-type": "application/json" });
+    res.end(JSON.stringify({ type: "error", error: { type: "invalid_request_error", message: "This API key requires the anthropic-workspace-id header" } }));
+  } else if (req.url.startsWith("/v1/models") && anthropicKey.includes("BUSY")) {
+    res.writeHead(529, { "content-type": "application/json" });
+    res.end(JSON.stringify({ type: "error", error: { type: "overloaded_error", message: "Overloaded" } }));
+  } else if (req.url.startsWith("/v1/models") && anthropicKey) {
     res.writeHead(401, { "content-type": "application/json" });
     res.end(JSON.stringify({ type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } }));
   } else if (req.url.startsWith("/v1/chat/completions") && auth.startsWith("Bearer sk-proj-")) {
@@ -161,6 +169,14 @@ try {
       await page.waitForSelector(`${anthropic} .badge.invalid`);
       assert.equal(await page.textContent(`${anthropic} .badge`), "Invalid key");
       assert.match(await page.textContent(`${anthropic} .result`), /Anthropic rejected the API key/);
+      for (const [marker, state, badgeWords] of [["WORKSPACE", "misconfigured", "Needs a setting"], ["BUSY", "unavailable", "Provider unavailable"]]) {
+        await page.fill(`${anthropic} .key`, `sk-ant-api03-${marker}${"x".repeat(93 - marker.length)}AA`);
+        await page.click(`${anthropic} .save-button`);
+        await page.waitForSelector(`${anthropic} .badge.untested`);
+        await page.click(`${anthropic} .test-button`);
+        await page.waitForSelector(`${anthropic} .badge.${state}`);
+        assert.equal(await page.textContent(`${anthropic} .badge`), badgeWords);
+      }
 
       // Every test result has its own badge and words.
       for (const [provider, key, state, badgeWords] of [

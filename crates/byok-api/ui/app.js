@@ -280,7 +280,7 @@ function renderCard(info, keys, status) {
   show(list, keys.length > 1);
   keys.forEach((k, index) => list.append(renderKeyRow(info, k, index, keys.length)));
   card.querySelector(".tested").textContent = key && key.last_tested_at
-    ? `Last tested ${when(key.last_tested_at)}, ${latencyWords(key.last_test_status, key.last_test_latency_ms)}.`
+    ? `Last tested ${ago(key.last_tested_at)}, ${latencyWords(key.last_test_status, key.last_test_latency_ms)}.`
     : "";
   const form = card.querySelector("form");
   const input = card.querySelector(".key");
