@@ -64,3 +64,15 @@ new-migration name:
 # What CI runs.
 ci:
     bash .ci/run
+
+# byok Desktop (Tauri; its own workspace). Debian: apt install libwebkit2gtk-4.1-dev
+# libgtk-3-dev librsvg2-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libdbus-1-dev.
+desktop:
+    cargo run --manifest-path bins/byok-desktop/Cargo.toml
+
+# The desktop app's tests: its own code without a display, and the real window
+# under Xvfb with a screenshot (apt install xvfb x11-apps).
+desktop-test:
+    cargo fmt --manifest-path bins/byok-desktop/Cargo.toml --check
+    cargo clippy --manifest-path bins/byok-desktop/Cargo.toml --all-targets --locked -- -D warnings
+    cargo test --manifest-path bins/byok-desktop/Cargo.toml --locked

@@ -108,7 +108,7 @@ let failed = false;
 async function tourTabs(page, name, width) {
   for (const tab of TABS) {
     await page.click(`.tabs a[data-tab="${tab}"]`);
-    await page.waitForFunction((t) => location.hash === `#${t}` && !document.querySelector(`[data-panel="${t}"]`).hidden, tab);
+    await page.waitForFunction((t) => location.hash === `#${t}` && [...document.querySelectorAll(`[data-panel="${t}"]`)].some((p) => !p.hidden), tab);
     const visible = await page.evaluate(() => [...document.querySelectorAll("[data-panel]")].filter((p) => !p.hidden).map((p) => p.dataset.panel));
     assert.ok(visible.length > 0 && visible.every((p) => p === tab), `only the ${tab} tab shows: ${visible}`);
     assert.equal(await page.getAttribute(`.tabs a[data-tab="${tab}"]`, "aria-current"), "page");
@@ -286,6 +286,7 @@ try {
       }
       assert.equal(await page.textContent("#stat-spend"), "$0.00045");
       assert.equal(await page.getAttribute('[data-provider="openai"] .console', "href"), "https://platform.openai.com/api-keys");
+      assert.equal(await page.textContent('[data-provider="openai"] .console'), "Get an OpenAI key");
       assert.match(await page.textContent("#stat-savings"), /^\$0\.\d+ \(\d+(\.\d)?%\)$/);
       assert.equal(await page.locator("#chart rect.fill.openai").count(), 1);
       assert.match(await page.textContent("#legend"), /OpenAI/);
@@ -313,6 +314,8 @@ try {
       assert.equal(await page.evaluate(() => document.querySelector('[data-panel="activity"]').hidden), false);
       await page.goBack();
       await page.waitForFunction(() => !document.querySelector('[data-panel="routing"]').hidden);
+      // Not the desktop app: no local-gateway panel, and signing out is possible.
+      assert.equal(await page.evaluate(() => document.querySelector("#desktop-panel").hidden), true);
     }
     if (name === "phone") {
       // State from the desktop run is there.

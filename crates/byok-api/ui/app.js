@@ -156,7 +156,8 @@ function showTab() {
   const link = document.querySelector(`.tabs a[data-tab="${name}"]`);
   if (!TABS.includes(name) || !link || link.hidden) name = "keys";
   for (const panel of document.querySelectorAll("[data-panel]")) {
-    panel.hidden = panel.dataset.panel !== name || panel.dataset.unavailable === "true";
+    panel.hidden = panel.dataset.panel !== name || panel.dataset.unavailable === "true"
+      || (panel.id === "desktop-panel" && panel.dataset.desktop !== "true");
   }
   for (const tab of document.querySelectorAll(".tabs a")) {
     if (tab.dataset.tab === name) tab.setAttribute("aria-current", "page");
@@ -272,7 +273,7 @@ function renderCard(info, keys, status) {
   card.querySelector(".best-for").textContent = `Best for ${info.best_for}.`;
   const getKey = card.querySelector(".console");
   getKey.href = info.console_url;
-  getKey.textContent = `Get a ${info.display_name} key`;
+  getKey.textContent = `Get ${/^[AEIOU]/.test(info.display_name) ? "an" : "a"} ${info.display_name} key`;
   card.querySelector(".masked").textContent = !key
     ? "No key saved."
     : keys.length > 1 ? `${keys.length} keys, tried in this order:` : `Key ${key.masked_key}${key.label ? ` (${key.label})` : ""}`;
@@ -741,7 +742,33 @@ async function refresh(notice, options = {}) {
   $("notice").textContent = notice || "";
 }
 
+// In the desktop app (which says so before the page loads): no signing
+// out of the one local user, and the local gateway's settings to copy.
+function desktopMode() {
+  const desktop = window.byokDesktop;
+  if (!desktop || typeof desktop.origin !== "string") return;
+  show($("sign-out"), false);
+  $("desktop-openai").textContent = `${desktop.origin}/v1`;
+  $("desktop-anthropic").textContent = desktop.origin;
+  $("desktop-panel").dataset.desktop = "true";
+}
+
+async function copyText(button, text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Select and copy it by hand";
+  }
+}
+
+for (const button of document.querySelectorAll("button.copy")) {
+  button.addEventListener("click", () => copyText(button, $(button.dataset.copy).textContent));
+}
+$("desktop-token").addEventListener("click", (event) => copyText(event.target, sessionStorage.getItem(TOKEN) || ""));
+
 async function enter() {
+  desktopMode();
   showTab();
   show($("sign-in"), false);
   show($("app"), true);

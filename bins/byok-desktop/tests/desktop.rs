@@ -1,0 +1,201 @@
+//! byok Desktop's own code, without a display: where the master key and
+//! the local token live (keychain, or the owner-only fallback file), and the
+//! single-user local gateway (the same routes the server serves) answering
+//! the local user's tools.
+
+#![expect(clippy::unwrap_used, reason = "a test fails on a bad fixture")]
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::Mutex;
+
+use byok_desktop::{DesktopConfig, SecretHome, Secrets, master_key, sign_in_script};
+use secrecy::{ExposeSecret as _, SecretString};
+
+/// No keychain at all (as in CI, or a desktop without a Secret Service).
+struct NoKeychain;
+
+impl Secrets for NoKeychain {
+    fn get(&self, _: &str) -> anyhow::Result<Option<SecretString>> {
+        anyhow::bail!("no Secret Service on the session bus")
+    }
+    fn set(&self, _: &str, _: &SecretString) -> anyhow::Result<()> {
+        anyhow::bail!("no Secret Service on the session bus")
+    }
+}
+
+/// A keychain in memory.
+#[derive(Default)]
+struct MemoryKeychain(Mutex<HashMap<String, String>>);
+
+impl Secrets for MemoryKeychain {
+    fn get(&self, name: &str) -> anyhow::Result<Option<SecretString>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|v| SecretString::from(v.clone())))
+    }
+    fn set(&self, name: &str, value: &SecretString) -> anyhow::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), value.expose_secret().to_owned());
+        Ok(())
+    }
+}
+
+/// A keychain that is there but refuses writes (locked).
+struct ReadOnly;
+
+impl Secrets for ReadOnly {
+    fn get(&self, _: &str) -> anyhow::Result<Option<SecretString>> {
+        Ok(None)
+    }
+    fn set(&self, _: &str, _: &SecretString) -> anyhow::Result<()> {
+        anyhow::bail!("locked")
+    }
+}
+
+#[test]
+fn without_a_keychain_the_master_key_is_kept_in_an_owner_only_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, home) = master_key(&NoKeychain, dir.path()).unwrap();
+    let path = dir.path().join("master-key");
+    assert_eq!(home, SecretHome::File(path.clone()));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The same key next time.
+    let (again, _) = master_key(&NoKeychain, dir.path()).unwrap();
+    assert_eq!(
+        first.to_base64().expose_secret(),
+        again.to_base64().expose_secret()
+    );
+}
+
+#[test]
+fn with_a_keychain_the_master_key_is_there_and_nowhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let keychain = MemoryKeychain::default();
+    let (first, home) = master_key(&keychain, dir.path()).unwrap();
+    assert_eq!(home, SecretHome::Keychain);
+    assert!(!dir.path().join("master-key").exists());
+    let (again, _) = master_key(&keychain, dir.path()).unwrap();
+    assert_eq!(
+        first.to_base64().expose_secret(),
+        again.to_base64().expose_secret()
+    );
+    // A keychain that refuses writes: the file, with its warning.
+    let other = tempfile::tempdir().unwrap();
+    let (_, home) = master_key(&ReadOnly, other.path()).unwrap();
+    assert_eq!(home, SecretHome::File(other.path().join("master-key")));
+}
+
+#[test]
+fn a_fallback_file_wins_over_a_keychain_that_appears_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = master_key(&NoKeychain, dir.path()).unwrap();
+    let keychain = MemoryKeychain::default();
+    let (later, home) = master_key(&keychain, dir.path()).unwrap();
+    assert!(matches!(home, SecretHome::File(_)));
+    assert_eq!(
+        first.to_base64().expose_secret(),
+        later.to_base64().expose_secret()
+    );
+}
+
+#[test]
+fn the_window_gets_the_token_on_the_local_origin_only() {
+    let token = SecretString::from("byok_0123456789abcdef_x\"y".to_owned());
+    let script = sign_in_script("http://127.0.0.1:8765", &token);
+    assert!(script.starts_with("if (location.origin === \"http://127.0.0.1:8765\")"));
+    // The token is a JSON string literal: quotes cannot end it early.
+    assert!(
+        script.contains(r#""byok_0123456789abcdef_x\"y""#),
+        "{script}"
+    );
+}
+
+/// The local gateway: the settings page, the local user's token, a key
+/// added through the same API the page uses, an OpenAI-SDK-shaped call
+/// answered by a mock provider on that key, and the same data after a
+/// restart.
+#[test]
+fn the_local_gateway_serves_the_local_user_and_survives_a_restart() {
+    actix_web::rt::System::new().block_on(async {
+        let mock = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/chat/completions"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello from your own key."}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+            })))
+            .expect(1)
+            .mount(&mock)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = DesktopConfig {
+            data_dir: dir.path().join("data"),
+            port: 0,
+            providers: byok_providers::ProviderSettings {
+                openai_base_url: format!("{}/v1", mock.uri()).parse().unwrap(),
+                ..byok_providers::ProviderSettings::default()
+            },
+        };
+        let client = reqwest::Client::new();
+        let running = byok_desktop::start(&config, &NoKeychain).await.unwrap();
+        let (origin, token) = (running.origin.clone(), running.token.clone());
+        assert!(origin.starts_with("http://127.0.0.1:"), "{origin}");
+        let handle = running.server.handle();
+        actix_web::rt::spawn(running.server);
+        actix_web::rt::spawn(running.usage_task);
+
+        let page = client.get(format!("{origin}/")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("byok"));
+        let bearer = format!("Bearer {}", token.expose_secret());
+        let saved = client
+            .post(format!("{origin}/api/user/api-keys/me/keys/openai"))
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({"api_key": "sk-proj-desktopKEY0123456789abcdefghijklmnop"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), 201);
+        let answer: serde_json::Value = client
+            .post(format!("{origin}/v1/chat/completions"))
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["choices"][0]["message"]["content"], "Hello from your own key.");
+        handle.stop(true).await;
+        running.usage.shutdown();
+
+        // Restart on the same data: the same token works, the key is there.
+        let again = byok_desktop::start(&config, &NoKeychain).await.unwrap();
+        assert_eq!(again.token.expose_secret(), token.expose_secret());
+        let origin = again.origin.clone();
+        let handle = again.server.handle();
+        actix_web::rt::spawn(again.server);
+        let keys: serde_json::Value = client
+            .get(format!("{origin}/api/user/api-keys/me/keys"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(keys["keys"][0]["provider"], "openai");
+        handle.stop(true).await;
+    });
+}
