@@ -13,6 +13,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
@@ -58,6 +59,27 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         batch: u32,
     },
+    /// Export a user's provider keys to a file sealed under
+    /// `BYOK_EXPORT_PASSPHRASE` (Argon2id and AES-256-GCM; nothing in plain
+    /// text), for byok Desktop or another server.
+    ExportKeys {
+        /// The user whose keys to export.
+        #[arg(long)]
+        user: String,
+        /// The file to write (created owner-only; never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Add the keys of an export file (opened with `BYOK_EXPORT_PASSPHRASE`)
+    /// to a user's keys, each as a new key.
+    ImportKeys {
+        /// The user to add them to.
+        #[arg(long)]
+        user: String,
+        /// The export file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -89,6 +111,30 @@ enum CatalogAction {
         /// The catalog file (`BYOK_PRICE_CATALOG_FILE`'s format).
         file: Option<PathBuf>,
     },
+}
+
+fn export_passphrase(settings: &Settings) -> anyhow::Result<secrecy::SecretString> {
+    settings.export_passphrase.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "set BYOK_EXPORT_PASSPHRASE (or BYOK_EXPORT_PASSPHRASE_FILE): the export is sealed with it"
+        )
+    })
+}
+
+/// Writes `text` to a new owner-only (0600) file; an existing file is not
+/// replaced.
+fn write_new_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// `audit verify`: the chain's state on stdout; an error when it is broken.
@@ -220,6 +266,34 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "token (shown once, store it now): {}",
                 issued.token.expose_secret()
             ));
+            Ok(())
+        }
+        Command::ExportKeys { user, out } => {
+            let passphrase = export_passphrase(&settings)?;
+            let user = byok_core::UserId::parse(user)?;
+            let keys = service.operator().export_keys(&user).await?;
+            let text = byok_vault::seal_export(&keys, &passphrase)?;
+            write_new_private(&out, &text)?;
+            say(&format!(
+                "exported {} keys of {user} to {}",
+                keys.len(),
+                out.display()
+            ));
+            Ok(())
+        }
+        Command::ImportKeys { user, input } => {
+            let passphrase = export_passphrase(&settings)?;
+            let user = byok_core::UserId::parse(user)?;
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let keys = byok_vault::open_export(&text, &passphrase).map_err(|error| match error {
+                byok_vault::VaultError::Open => anyhow::anyhow!(
+                    "the export does not open with BYOK_EXPORT_PASSPHRASE (a wrong passphrase, or a changed file)"
+                ),
+                other => other.into(),
+            })?;
+            let added = service.operator().import_keys(&user, keys).await?;
+            say(&format!("imported {added} keys for {user}"));
             Ok(())
         }
         Command::RevokeToken { token_id } => {

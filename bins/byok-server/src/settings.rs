@@ -108,6 +108,10 @@ pub(crate) const SETTINGS: &[Setting] = &[
         secret: true,
     },
     Setting {
+        key: "export_passphrase",
+        secret: true,
+    },
+    Setting {
         key: "user_tokens_per_minute",
         secret: false,
     },
@@ -264,6 +268,8 @@ pub(crate) struct Settings {
     pub rate_limits: byok_api::limits::RateLimits,
     /// Where alerts are delivered, if anywhere.
     pub alert_webhook: Option<byok_api::alerts::Webhook>,
+    /// The passphrase `export-keys` seals with and `import-keys` opens with.
+    pub export_passphrase: Option<SecretString>,
 }
 
 impl Settings {
@@ -662,6 +668,7 @@ impl Layered {
         let max_requests_per_address =
             self.number("max_requests_per_address", 256usize, "use a whole number")?;
         let (max_keys_per_provider, cors_origins, frame_ancestors) = self.access()?;
+        let export_passphrase = self.take("export_passphrase");
         let (budget_policy, rate_limits, alert_webhook) = (
             self.budget_policy()?,
             self.rate_limits()?,
@@ -691,6 +698,7 @@ impl Layered {
             budget_policy,
             rate_limits,
             alert_webhook,
+            export_passphrase,
         })
     }
 

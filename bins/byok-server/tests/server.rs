@@ -732,3 +732,107 @@ async fn audit_verify_reports_an_intact_chain_and_its_head() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_keys_and_import_keys_move_keys_between_servers_under_a_passphrase() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a: &[(&str, &str)] = &[("BYOK_MASTER_KEY", KEY_ONE)];
+    let output = command(one.path(), a)
+        .args(["create-user", "alice"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", failure(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let token = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("byok_"))
+        .unwrap()
+        .to_owned();
+    let key = "sk-proj-export-me-0123456789abcdef0123456789";
+    let server = Running::start(one.path(), a);
+    let saved = reqwest::Client::new()
+        .post(format!(
+            "{}/api/user/api-keys/alice/keys/openai",
+            server.base_url
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "api_key": key, "label": "moved" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 201);
+    assert!(server.terminate().success());
+
+    // No passphrase: refused, naming the setting.
+    let file = one.path().join("alice.byok-export");
+    let output = command(one.path(), a)
+        .args(["export-keys", "--user", "alice", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        failure(&output).contains("BYOK_EXPORT_PASSPHRASE"),
+        "{}",
+        failure(&output)
+    );
+    let with_passphrase = [a, &[("BYOK_EXPORT_PASSPHRASE", "moving day passphrase")]].concat();
+    let output = command(one.path(), &with_passphrase)
+        .args(["export-keys", "--user", "alice", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", failure(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("exported 1 keys of alice"));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(key));
+
+    // Another server, with another master key.
+    let b: &[(&str, &str)] = &[("BYOK_MASTER_KEY", KEY_TWO)];
+    let output = command(two.path(), b)
+        .args(["create-user", "bob"])
+        .output()
+        .unwrap();
+    let bob = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("byok_"))
+        .unwrap()
+        .to_owned();
+    let wrong = [b, &[("BYOK_EXPORT_PASSPHRASE", "not the passphrase")]].concat();
+    let output = command(two.path(), &wrong)
+        .args(["import-keys", "--user", "bob", "--in"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        failure(&output).contains("does not open"),
+        "{}",
+        failure(&output)
+    );
+    let right = [b, &[("BYOK_EXPORT_PASSPHRASE", "moving day passphrase")]].concat();
+    let output = command(two.path(), &right)
+        .args(["import-keys", "--user", "bob", "--in"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", failure(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("imported 1 keys for bob"));
+    let server = Running::start(two.path(), b);
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/user/api-keys/bob/keys", server.base_url))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["keys"][0]["provider"], "openai");
+    assert_eq!(listed["keys"][0]["label"], "moved");
+    assert!(server.terminate().success());
+}

@@ -936,6 +936,101 @@ impl KeyService {
         Ok(())
     }
 
+    /// `user`'s keys, opened, for an export the caller seals under a
+    /// passphrase ([`byok_vault::seal_export`]) to move them to another byok
+    /// (a desktop app, another server). Needs an unrestricted token or the
+    /// admin; audited (`key.export`, with the count).
+    ///
+    /// # Errors
+    /// As [`KeyService::list_keys`]; [`ServiceError::KeyUnusable`] when a
+    /// stored key does not open (nothing is exported then).
+    pub async fn export_keys(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        ctx: &RequestContext,
+    ) -> Result<Vec<byok_vault::ExportedKey>> {
+        self.authorize(principal, user, &[Door::Keys], ctx).await?;
+        Self::require_full_token(principal)?;
+        let u = user.clone();
+        let stored = self.store.run(move |c| keys::list_for_user(c, &u)).await?;
+        let mut exported = Vec::with_capacity(stored.len());
+        for key in &stored {
+            let api_key = self.open_sealed(key).ok_or(ServiceError::KeyUnusable)?;
+            exported.push(byok_vault::ExportedKey {
+                provider: key.provider,
+                label: key.label.clone(),
+                position: key.position,
+                weight: key.weight,
+                enabled: key.enabled,
+                settings: key.settings.clone(),
+                api_key,
+            });
+        }
+        let event = ctx
+            .event(
+                principal.actor(),
+                AuditAction::KeyExport,
+                AuditOutcome::Success,
+            )
+            .user(user)
+            .detail_count("keys", u64::try_from(exported.len()).unwrap_or(u64::MAX));
+        self.append(event).await?;
+        Ok(exported)
+    }
+
+    /// Adds exported keys to `user`'s, each as a new key, last in its
+    /// provider's order (validated, sealed and audited as a save is, with its
+    /// label, settings and on/off switch). Returns how many were added.
+    ///
+    /// # Errors
+    /// As [`KeyService::save_key`], for the first key that cannot be added
+    /// (the ones before it stay).
+    pub async fn import_keys(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        imported: Vec<byok_vault::ExportedKey>,
+        ctx: &RequestContext,
+    ) -> Result<usize> {
+        Self::require_full_token(principal)?;
+        let mut added = 0;
+        for key in imported {
+            let setting = |name: &str| key.settings.get(name).cloned();
+            let input = KeyInput {
+                api_key: SecretString::from(key.api_key.expose_secret().to_owned()),
+                options: KeyOptions {
+                    endpoint: setting("endpoint"),
+                    deployment: setting("deployment"),
+                    api_version: setting("api_version"),
+                    embedding_deployment: setting("embedding_deployment"),
+                    workspace_id: setting("workspace_id"),
+                },
+                label: Some(key.label.clone()).filter(|l| !l.is_empty()),
+            };
+            let (_, view) = self
+                .save_key(principal, user, key.provider, KeyTarget::New, input, ctx)
+                .await?;
+            if !key.enabled {
+                let changes = KeyChanges {
+                    enabled: Some(false),
+                    ..KeyChanges::default()
+                };
+                self.update_key(
+                    principal,
+                    user,
+                    key.provider,
+                    &view.id,
+                    (changes, None),
+                    ctx,
+                )
+                .await?;
+            }
+            added += 1;
+        }
+        Ok(added)
+    }
+
     /// `user`'s keys, masked, by provider and then in each provider's order.
     ///
     /// # Errors
@@ -2521,6 +2616,37 @@ impl Operator<'_> {
         self.service
             .create_user_as(Actor::System, user, &RequestContext::default())
             .await
+    }
+
+    /// `user`'s keys, opened, for a passphrase-sealed export (the
+    /// operator's command line; audited as the admin `cli`).
+    ///
+    /// # Errors
+    /// As [`KeyService::export_keys`].
+    pub async fn export_keys(&self, user: &UserId) -> Result<Vec<byok_vault::ExportedKey>> {
+        self.service
+            .export_keys(&Self::principal(), user, &RequestContext::default())
+            .await
+    }
+
+    /// Adds exported keys to `user`'s (the operator's command line).
+    ///
+    /// # Errors
+    /// As [`KeyService::import_keys`].
+    pub async fn import_keys(
+        &self,
+        user: &UserId,
+        keys: Vec<byok_vault::ExportedKey>,
+    ) -> Result<usize> {
+        self.service
+            .import_keys(&Self::principal(), user, keys, &RequestContext::default())
+            .await
+    }
+
+    fn principal() -> Principal {
+        Principal::Admin {
+            token_id: "cli".to_owned(),
+        }
     }
 
     /// Issues a token for `user`, or an admin token.

@@ -29,6 +29,7 @@ const ACTION_WORDS = {
   "key.use": "Key used",
   "key.decrypt_failed": "Key could not be opened",
   "key.rewrap": "Key re-encrypted",
+  "key.export": "Keys exported",
 };
 
 const OUTCOME_WORDS = { success: "done", failure: "failed", denied: "refused" };

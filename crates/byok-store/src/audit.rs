@@ -149,6 +149,8 @@ string_enum! {
         KeyDecryptFailed => "key.decrypt_failed",
         /// A provider key was moved onto the active master key.
         KeyRewrap => "key.rewrap",
+        /// A user's keys were opened for a passphrase-sealed export.
+        KeyExport => "key.export",
     }
 }
 

@@ -29,6 +29,9 @@ pub enum VaultError {
     /// Master key material was all zero bytes, a sign of a placeholder.
     #[error("master key is all zeros")]
     MasterKeyWeak,
+    /// An export file is malformed, or its passphrase too short.
+    #[error("export: {0}")]
+    Export(&'static str),
 }
 
 impl VaultError {
@@ -37,6 +40,7 @@ impl VaultError {
     pub const fn code(&self) -> &'static str {
         match self {
             Self::Open => "vault_open_failed",
+            Self::Export(_) => "export_invalid",
             Self::Seal => "vault_seal_failed",
             Self::DuplicateKeyId(_) => "duplicate_master_key_id",
             Self::MasterKeyLength => "master_key_length",

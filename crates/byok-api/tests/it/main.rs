@@ -19,6 +19,7 @@ mod costs;
 mod disconnect;
 mod durability;
 mod errors;
+mod export;
 mod fidelity;
 mod gateway;
 mod isolation;
