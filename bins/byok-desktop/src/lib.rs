@@ -189,12 +189,15 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Opens (or creates) the desktop's data, and starts the local gateway on
-/// a loopback listener. Call on an actix runtime.
+/// Opens (or creates) the desktop's data: its database and vault, as the
+/// service the gateway and the export and import run on.
 ///
 /// # Errors
-/// The data directory, the keychain fallback, the database or the listener.
-pub async fn start(config: &DesktopConfig, secrets: &dyn Secrets) -> anyhow::Result<Running> {
+/// The data directory, the keychain fallback or the database.
+pub async fn open(
+    config: &DesktopConfig,
+    secrets: &dyn Secrets,
+) -> anyhow::Result<(KeyService, SecretHome)> {
     private_dir(&config.data_dir)?;
     let (master, master_key_home) = master_key(secrets, &config.data_dir)?;
     let database = config.data_dir.join("byok.db");
@@ -206,6 +209,16 @@ pub async fn start(config: &DesktopConfig, secrets: &dyn Secrets) -> anyhow::Res
     let service = KeyService::new(store, Arc::new(KeyVault::new(MasterKeyId::new(1), master)))
         .with_providers(&clients);
     service.check_master_keys().await?;
+    Ok((service, master_key_home))
+}
+
+/// Opens the desktop's data and starts the local gateway on a loopback
+/// listener. Call on an actix runtime.
+///
+/// # Errors
+/// As [`open`], and the listener.
+pub async fn start(config: &DesktopConfig, secrets: &dyn Secrets) -> anyhow::Result<Running> {
+    let (service, master_key_home) = open(config, secrets).await?;
     let token = local_token(&service, secrets, &config.data_dir).await?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
@@ -254,4 +267,52 @@ pub fn sign_in_script(origin: &str, token: &SecretString) -> String {
         origin = serde_json::Value::String(origin.to_owned()),
         token = serde_json::Value::String(token.expose_secret().to_owned()),
     )
+}
+
+/// The local user's keys as an export file's text, sealed under
+/// `passphrase` (for a server's `import-keys`, or another desktop).
+///
+/// # Errors
+/// As [`open`]; a key that does not open; a short passphrase.
+pub async fn export_keys(
+    config: &DesktopConfig,
+    secrets: &dyn Secrets,
+    passphrase: &SecretString,
+) -> anyhow::Result<(String, usize)> {
+    let (service, _) = open(config, secrets).await?;
+    let user = local_user(&service).await?;
+    let keys = service.operator().export_keys(&user).await?;
+    let count = keys.len();
+    Ok((byok_vault::seal_export(&keys, passphrase)?, count))
+}
+
+/// Adds the keys of an export file (from a server's `export-keys`, or
+/// another desktop) to the local user's.
+///
+/// # Errors
+/// As [`open`]; a wrong passphrase or a changed file; a key byok refuses.
+pub async fn import_keys(
+    config: &DesktopConfig,
+    secrets: &dyn Secrets,
+    text: &str,
+    passphrase: &SecretString,
+) -> anyhow::Result<usize> {
+    let keys = byok_vault::open_export(text, passphrase).map_err(|error| match error {
+        byok_vault::VaultError::Open => anyhow::anyhow!(
+            "the export does not open with this passphrase (a wrong passphrase, or a changed file)"
+        ),
+        other => other.into(),
+    })?;
+    let (service, _) = open(config, secrets).await?;
+    let user = local_user(&service).await?;
+    Ok(service.operator().import_keys(&user, keys).await?)
+}
+
+/// The local user, created if this is the first start.
+async fn local_user(service: &KeyService) -> anyhow::Result<UserId> {
+    let user = UserId::parse(LOCAL_USER).context("the local user id")?;
+    match service.operator().create_user(&user).await {
+        Ok(_) | Err(byok_api::ServiceError::UserExists) => Ok(user),
+        Err(error) => Err(error.into()),
+    }
 }

@@ -19,6 +19,10 @@ use tauri::Manager as _;
 const DEFAULT_PORT: u16 = 8765;
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        std::process::exit(command(&args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BYOK_LOG")
@@ -63,6 +67,86 @@ fn main() {
         tracing::error!(%error, "byok desktop stopped");
         std::process::exit(1);
     }
+}
+
+/// The data directory without a window: `BYOK_DESKTOP_DATA_DIR`, or the
+/// app-data directory Tauri uses for this app.
+fn headless_data_dir() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("BYOK_DESKTOP_DATA_DIR") {
+        return Some(dir.into());
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share"))
+        })?;
+    Some(base.join("dev.byok.desktop"))
+}
+
+/// `byok-desktop export FILE` / `byok-desktop import FILE`: the local
+/// user's keys to or from a file sealed under `BYOK_EXPORT_PASSPHRASE`.
+fn command(args: &[String]) -> i32 {
+    let usage = "usage: byok-desktop [export FILE | import FILE] (the passphrase in BYOK_EXPORT_PASSPHRASE)";
+    let (action, file) = match args {
+        [action, file] if action == "export" || action == "import" => {
+            (action.as_str(), std::path::PathBuf::from(file))
+        }
+        _ => {
+            eprintln!("{usage}");
+            return 2;
+        }
+    };
+    let Some(passphrase) = std::env::var("BYOK_EXPORT_PASSPHRASE")
+        .ok()
+        .map(SecretString::from)
+    else {
+        eprintln!("byok-desktop: set BYOK_EXPORT_PASSPHRASE: the export is sealed with it");
+        return 2;
+    };
+    let Some(data_dir) = headless_data_dir() else {
+        eprintln!("byok-desktop: no data directory (set BYOK_DESKTOP_DATA_DIR)");
+        return 2;
+    };
+    let config = DesktopConfig {
+        data_dir,
+        port: 0,
+        providers: providers_from_env(),
+    };
+    let outcome = actix_web::rt::System::new().block_on(async {
+        if action == "export" {
+            let (text, count) = byok_desktop::export_keys(&config, &Keychain, &passphrase).await?;
+            write_new_private(&file, &text)?;
+            Ok::<_, anyhow::Error>(format!("exported {count} keys to {}", file.display()))
+        } else {
+            let text = std::fs::read_to_string(&file)?;
+            let count = byok_desktop::import_keys(&config, &Keychain, &text, &passphrase).await?;
+            Ok(format!("imported {count} keys"))
+        }
+    });
+    match outcome {
+        Ok(said) => {
+            println!("{said}");
+            0
+        }
+        Err(error) => {
+            eprintln!("byok-desktop: error: {error:#}");
+            2
+        }
+    }
+}
+
+/// Writes `text` to a new owner-only (0600) file; never replaces one.
+fn write_new_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// Provider addresses from the environment (tests point them at mocks).

@@ -199,3 +199,64 @@ fn the_local_gateway_serves_the_local_user_and_survives_a_restart() {
         handle.stop(true).await;
     });
 }
+
+/// The local user's keys leave in a passphrase-sealed file and arrive in
+/// another install (another data directory, another master key).
+#[test]
+fn keys_move_between_desktops_under_a_passphrase() {
+    actix_web::rt::System::new().block_on(async {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let config = |dir: &std::path::Path| DesktopConfig {
+            data_dir: dir.join("data"),
+            port: 0,
+            providers: byok_providers::ProviderSettings::default(),
+        };
+        let running = byok_desktop::start(&config(one.path()), &NoKeychain)
+            .await
+            .unwrap();
+        let (origin, token) = (running.origin.clone(), running.token.clone());
+        let handle = running.server.handle();
+        actix_web::rt::spawn(running.server);
+        let saved = reqwest::Client::new()
+            .post(format!("{origin}/api/user/api-keys/me/keys/anthropic"))
+            .header("authorization", format!("Bearer {}", token.expose_secret()))
+            .json(&serde_json::json!({"api_key": format!("sk-ant-api03-{}AA", "m".repeat(93))}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), 201);
+        handle.stop(true).await;
+
+        let passphrase = SecretString::from("desk to desk passphrase".to_owned());
+        let (file, count) =
+            byok_desktop::export_keys(&config(one.path()), &NoKeychain, &passphrase)
+                .await
+                .unwrap();
+        assert_eq!(count, 1);
+        assert!(!file.contains("sk-ant-api03"));
+        let wrong = SecretString::from("not the right passphrase".to_owned());
+        let refused = byok_desktop::import_keys(&config(two.path()), &NoKeychain, &file, &wrong)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("does not open"),
+            "{refused:#}"
+        );
+        let added = byok_desktop::import_keys(&config(two.path()), &NoKeychain, &file, &passphrase)
+            .await
+            .unwrap();
+        assert_eq!(added, 1);
+        let (service, _) = byok_desktop::open(&config(two.path()), &NoKeychain)
+            .await
+            .unwrap();
+        let exported = service
+            .operator()
+            .export_keys(&byok_core::UserId::parse("me").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            exported[0].api_key.expose_secret(),
+            format!("sk-ant-api03-{}AA", "m".repeat(93))
+        );
+    });
+}
