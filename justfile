@@ -71,7 +71,7 @@ desktop:
     cargo run --manifest-path bins/byok-desktop/Cargo.toml
 
 # The desktop app's tests: its own code without a display, and the real window
-# under Xvfb with a screenshot (apt install xvfb x11-apps).
+# under Xvfb with a screenshot (apt install xvfb x11-apps dbus-daemon).
 desktop-test:
     cargo fmt --manifest-path bins/byok-desktop/Cargo.toml --check
     cargo clippy --manifest-path bins/byok-desktop/Cargo.toml --all-targets --locked -- -D warnings

@@ -31,6 +31,12 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = tauri::Builder::default()
+        // One window per user session: a second start brings it forward.
+        .plugin(tauri_plugin_single_instance::init(|app, _, _| {
+            show_window(app);
+        }))
+        // The window opens where and as large as it was left.
+        .plugin(tauri_plugin_window_state::Builder::default().build())
         .setup(|app| {
             let data_dir = match std::env::var_os("BYOK_DESKTOP_DATA_DIR") {
                 Some(dir) => dir.into(),
@@ -60,6 +66,15 @@ fn main() {
             .min_inner_size(360.0, 480.0)
             .initialization_script(sign_in_script(&origin, &token))
             .build()?;
+            app.set_menu(menu(app.handle())?)?;
+            // A tray icon where the desktop has a tray; the app works without.
+            if has_tray_library() {
+                if let Err(error) = tray(app.handle()) {
+                    tracing::warn!(%error, "no tray icon on this desktop");
+                }
+            } else {
+                tracing::info!("no tray icon: libayatana-appindicator3 is not installed");
+            }
             Ok(())
         })
         .run(tauri::generate_context!());
@@ -67,6 +82,79 @@ fn main() {
         tracing::error!(%error, "byok desktop stopped");
         std::process::exit(1);
     }
+}
+
+/// The main window, shown and focused.
+fn show_window(app: &tauri::AppHandle) {
+    if let Some(window) = app.get_webview_window("main") {
+        let _ = window.unminimize();
+        let _ = window.show();
+        let _ = window.set_focus();
+    }
+}
+
+/// The menu: About and Quit.
+fn menu(app: &tauri::AppHandle) -> tauri::Result<tauri::menu::Menu<tauri::Wry>> {
+    use tauri::menu::{AboutMetadataBuilder, MenuBuilder, SubmenuBuilder};
+    let about = AboutMetadataBuilder::new()
+        .name(Some("byok"))
+        .version(Some(env!("CARGO_PKG_VERSION")))
+        .comments(Some(
+            "Your AI provider keys on your machine, and a local gateway for your tools.",
+        ))
+        .license(Some("Apache-2.0"))
+        .build();
+    let byok = SubmenuBuilder::new(app, "byok")
+        .about(Some(about))
+        .separator()
+        .quit()
+        .build()?;
+    MenuBuilder::new(app).items(&[&byok]).build()
+}
+
+/// Whether the library a Linux tray icon needs is installed (without it,
+/// the tray crate would panic while loading it).
+fn has_tray_library() -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let names = ["libayatana-appindicator3.so.1", "libappindicator3.so.1"];
+    let mut dirs = vec![
+        std::path::PathBuf::from("/usr/lib"),
+        std::path::PathBuf::from("/usr/lib64"),
+        std::path::PathBuf::from("/usr/local/lib"),
+    ];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with("-linux-gnu")),
+        );
+    }
+    dirs.iter()
+        .any(|dir| names.iter().any(|name| dir.join(name).exists()))
+}
+
+/// The tray icon: open the window, or quit.
+fn tray(app: &tauri::AppHandle) -> tauri::Result<()> {
+    use tauri::menu::{MenuBuilder, MenuItemBuilder};
+    let open = MenuItemBuilder::with_id("open", "Open byok").build(app)?;
+    let quit = MenuItemBuilder::with_id("quit", "Quit byok").build(app)?;
+    let items = MenuBuilder::new(app).items(&[&open, &quit]).build()?;
+    let mut tray = tauri::tray::TrayIconBuilder::with_id("byok")
+        .tooltip("byok: your local gateway")
+        .menu(&items)
+        .on_menu_event(|app, event| match event.id().as_ref() {
+            "open" => show_window(app),
+            "quit" => app.exit(0),
+            _ => {}
+        });
+    if let Some(icon) = app.default_window_icon() {
+        tray = tray.icon(icon.clone());
+    }
+    tray.build(app)?;
+    Ok(())
 }
 
 /// The data directory without a window: `BYOK_DESKTOP_DATA_DIR`, or the

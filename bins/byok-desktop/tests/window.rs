@@ -71,7 +71,7 @@ fn xwd_to_rgb(dump: &[u8]) -> (u32, u32, Vec<u8>) {
 #[test]
 #[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn the_app_opens_its_window_on_the_settings_page_and_serves_its_gateway() {
-    if !(have("Xvfb") && have("xwd")) {
+    if !(have("Xvfb") && have("xwd") && have("dbus-daemon")) {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         assert!(
             !ci,
@@ -79,7 +79,7 @@ fn the_app_opens_its_window_on_the_settings_page_and_serves_its_gateway() {
         );
         let _ = writeln!(
             std::io::stderr(),
-            "\n## SKIPPING the desktop window test: needs Xvfb and xwd\n"
+            "\n## SKIPPING the desktop window test: needs Xvfb, xwd and dbus-daemon\n"
         );
         return;
     }
@@ -123,16 +123,32 @@ fn the_app_opens_its_window_on_the_settings_page_and_serves_its_gateway() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A session bus of its own: the single-instance check runs on it.
+    let mut bus = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--print-address=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut address = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(bus.stdout.take().unwrap()),
+        &mut address,
+    )
+    .unwrap();
+    let address = address.trim().to_owned();
+    let _bus = Killed(bus);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let log = std::fs::File::create(dir.path().join("app.log")).unwrap();
-    let _app = Killed(
-        Command::new(env!("CARGO_BIN_EXE_byok-desktop"))
+    let app = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_byok-desktop"));
+        command
             .env("DISPLAY", &display)
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
             .env("BYOK_DESKTOP_DATA_DIR", dir.path().join("data"))
             .env("BYOK_DESKTOP_PORT", port.to_string())
             .env("BYOK_OPENAI_BASE_URL", format!("{}/v1", mock.uri()))
@@ -140,11 +156,10 @@ fn the_app_opens_its_window_on_the_settings_page_and_serves_its_gateway() {
             .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
             .env("WEBKIT_DISABLE_SANDBOX_THIS_IS_DANGEROUS", "1")
             .env("LIBGL_ALWAYS_SOFTWARE", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+            .stdout(Stdio::null());
+        command
+    };
+    let _app = Killed(app().stderr(log).spawn().unwrap());
     let origin = format!("http://127.0.0.1:{port}");
     let app_log = || std::fs::read_to_string(dir.path().join("app.log")).unwrap_or_default();
     runtime.block_on(async {
@@ -214,6 +229,27 @@ fn the_app_opens_its_window_on_the_settings_page_and_serves_its_gateway() {
     } else {
         (width, height, rgb)
     };
+    // A second start hands over to the first and ends; the first serves on.
+    let second = Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_byok-desktop"))
+        .envs(
+            app()
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        second.success(),
+        "a second start did not end on its own: {second}"
+    );
+    runtime.block_on(async {
+        let ready = reqwest::get(format!("{origin}/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 200, "the first instance still serves");
+    });
     let file = std::fs::File::create(artifacts.join("desktop.png")).unwrap();
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
     encoder.set_color(png::ColorType::Rgb);
