@@ -166,6 +166,8 @@ pub struct DesktopConfig {
 
 /// The running local gateway.
 pub struct Running {
+    /// The service it serves (for the desktop's own notices).
+    pub service: KeyService,
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
     /// The local user's token (for the window and for tools).
@@ -223,8 +225,9 @@ pub async fn start(config: &DesktopConfig, secrets: &dyn Secrets) -> anyhow::Res
     let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
     let origin = format!("http://{}", listener.local_addr()?);
-    let started = byok_api::Application::new(service).start(listener)?;
+    let started = byok_api::Application::new(service.clone()).start(listener)?;
     Ok(Running {
+        service,
         origin,
         token,
         master_key_home,
@@ -314,5 +317,89 @@ async fn local_user(service: &KeyService) -> anyhow::Result<UserId> {
     match service.operator().create_user(&user).await {
         Ok(_) | Err(byok_api::ServiceError::UserExists) => Ok(user),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Something the person at the desktop should know, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// A short title.
+    pub title: String,
+    /// One or two sentences.
+    pub body: String,
+}
+
+/// The alerts raised since the last call — a key its provider refused, a
+/// budget crossed, a model about to retire — in words, marked delivered.
+///
+/// # Errors
+/// The database.
+pub async fn take_notices(service: &KeyService) -> anyhow::Result<Vec<Notice>> {
+    let now = service.now();
+    let due = service
+        .store()
+        .run(move |c| byok_store::alerts::due(c, now, 20))
+        .await?;
+    let mut notices = Vec::with_capacity(due.len());
+    for alert in due {
+        let body: serde_json::Value = serde_json::from_str(&alert.body).unwrap_or_default();
+        notices.push(notice(&alert.event, &body));
+        let (id, at) = (alert.id, service.now());
+        service
+            .store()
+            .run(move |c| byok_store::alerts::delivered(c, id, at))
+            .await?;
+    }
+    Ok(notices)
+}
+
+fn provider_name(body: &serde_json::Value) -> String {
+    body["provider"]
+        .as_str()
+        .and_then(|p| p.parse::<byok_core::ProviderKind>().ok())
+        .map_or_else(
+            || "your providers".to_owned(),
+            |p| p.display_name().to_owned(),
+        )
+}
+
+fn notice(event: &str, body: &serde_json::Value) -> Notice {
+    let text = |name: &str| body[name].as_str().unwrap_or("").to_owned();
+    match event {
+        "key.refused" => Notice {
+            title: format!("{} refused a key", provider_name(body)),
+            body: if text("status") == "no_credit" {
+                "Its account is out of credit; byok uses your other keys meanwhile.".to_owned()
+            } else {
+                "The key was rejected; replace it in byok. Your other keys are used meanwhile."
+                    .to_owned()
+            },
+        },
+        "budget.crossed" => Notice {
+            title: format!("{}% of a spending limit used", body["percent"]),
+            body: format!(
+                "${} of ${} this {}{}.",
+                text("spent_usd"),
+                text("limit_usd"),
+                text("period"),
+                if body["provider"].is_string() {
+                    format!(" for {}", provider_name(body))
+                } else {
+                    String::new()
+                }
+            ),
+        },
+        "model.retiring" => Notice {
+            title: "A model you use is retiring".to_owned(),
+            body: format!(
+                "{} stops serving {} soon; byok will route around it.",
+                provider_name(body),
+                text("model")
+            ),
+        },
+        other => Notice {
+            title: "byok".to_owned(),
+            body: other.to_owned(),
+        },
     }
 }

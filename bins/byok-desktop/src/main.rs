@@ -37,6 +37,7 @@ fn main() {
         }))
         // The window opens where and as large as it was left.
         .plugin(tauri_plugin_window_state::Builder::default().build())
+        .plugin(tauri_plugin_notification::init())
         .setup(|app| {
             let data_dir = match std::env::var_os("BYOK_DESKTOP_DATA_DIR") {
                 Some(dir) => dir.into(),
@@ -51,7 +52,7 @@ fn main() {
                 port,
                 providers: providers_from_env(),
             };
-            let (origin, token, home) = start_gateway(config)?;
+            let (origin, token, home) = start_gateway(config, app.handle().clone())?;
             if let SecretHome::File(path) = &home {
                 tracing::warn!(path = %path.display(), "no OS keychain: the master key is in this owner-only file; back it up");
             }
@@ -81,6 +82,32 @@ fn main() {
     if let Err(error) = result {
         tracing::error!(%error, "byok desktop stopped");
         std::process::exit(1);
+    }
+}
+
+/// Shows the desktop's notices (a key refused, a budget crossed, a model
+/// retiring) as they are raised.
+async fn notify(service: byok_api::KeyService, app: tauri::AppHandle) {
+    use tauri_plugin_notification::NotificationExt as _;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        match byok_desktop::take_notices(&service).await {
+            Ok(notices) => {
+                for notice in notices {
+                    if let Err(error) = app
+                        .notification()
+                        .builder()
+                        .title(&notice.title)
+                        .body(&notice.body)
+                        .show()
+                    {
+                        tracing::warn!(%error, title = %notice.title, "the desktop could not show a notification");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not read the alerts"),
+        }
     }
 }
 
@@ -257,6 +284,7 @@ fn providers_from_env() -> byok_providers::ProviderSettings {
 /// most 30 s) until it listens.
 fn start_gateway(
     config: DesktopConfig,
+    app: tauri::AppHandle,
 ) -> Result<(String, SecretString, SecretHome), Box<dyn std::error::Error>> {
     let (ready, started) = mpsc::channel();
     std::thread::Builder::new()
@@ -271,6 +299,7 @@ fn start_gateway(
                             running.master_key_home.clone(),
                         )));
                         let writer = actix_web::rt::spawn(running.usage_task);
+                        actix_web::rt::spawn(notify(running.service.clone(), app));
                         let _ = running.server.await;
                         running.usage.shutdown();
                         let _ = writer.await;

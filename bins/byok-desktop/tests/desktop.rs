@@ -260,3 +260,58 @@ fn keys_move_between_desktops_under_a_passphrase() {
         );
     });
 }
+
+/// A key its provider refuses raises a notice, in words, once.
+#[test]
+fn a_refused_key_raises_one_notice() {
+    actix_web::rt::System::new().block_on(async {
+        let mock = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path("/v1/models"))
+            .respond_with(wiremock::ResponseTemplate::new(401).set_body_json(serde_json::json!({
+                "error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}
+            })))
+            .mount(&mock)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = DesktopConfig {
+            data_dir: dir.path().join("data"),
+            port: 0,
+            providers: byok_providers::ProviderSettings {
+                openai_base_url: format!("{}/v1", mock.uri()).parse().unwrap(),
+                ..byok_providers::ProviderSettings::default()
+            },
+        };
+        let running = byok_desktop::start(&config, &NoKeychain).await.unwrap();
+        let (origin, bearer) = (
+            running.origin.clone(),
+            format!("Bearer {}", running.token.expose_secret()),
+        );
+        let service = running.service.clone();
+        let handle = running.server.handle();
+        actix_web::rt::spawn(running.server);
+        let client = reqwest::Client::new();
+        let saved = client
+            .post(format!("{origin}/api/user/api-keys/me/keys/openai"))
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({"api_key": "sk-proj-refusedKEY0123456789abcdefghijklmnop"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), 201);
+        assert!(byok_desktop::take_notices(&service).await.unwrap().is_empty());
+        let tested = client
+            .post(format!("{origin}/api/user/api-keys/me/keys/openai/test"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tested.status(), 200);
+        let notices = byok_desktop::take_notices(&service).await.unwrap();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert_eq!(notices[0].title, "OpenAI refused a key");
+        assert!(notices[0].body.contains("replace it"), "{:?}", notices[0]);
+        assert!(byok_desktop::take_notices(&service).await.unwrap().is_empty(), "once");
+        handle.stop(true).await;
+    });
+}
