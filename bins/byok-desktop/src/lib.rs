@@ -168,6 +168,8 @@ pub struct DesktopConfig {
 pub struct Running {
     /// The service it serves (for the desktop's own notices).
     pub service: KeyService,
+    /// Pauses and resumes the gateway's doors (`/v1`); the page stays up.
+    pub switch: byok_api::gateway::GatewaySwitch,
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
     /// The local user's token (for the window and for tools).
@@ -226,8 +228,15 @@ pub async fn start(config: &DesktopConfig, secrets: &dyn Secrets) -> anyhow::Res
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
     let origin = format!("http://{}", listener.local_addr()?);
     let started = byok_api::Application::new(service.clone()).start(listener)?;
+    let switch = started
+        .state
+        .gateway
+        .as_ref()
+        .map(byok_api::gateway::Gateway::switch)
+        .unwrap_or_default();
     Ok(Running {
         service,
+        switch,
         origin,
         token,
         master_key_home,

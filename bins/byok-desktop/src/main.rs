@@ -52,7 +52,8 @@ fn main() {
                 port,
                 providers: providers_from_env(),
             };
-            let (origin, token, home) = start_gateway(config, app.handle().clone())?;
+            let (origin, token, home, switch) = start_gateway(config, app.handle().clone())?;
+            app.manage(switch);
             if let SecretHome::File(path) = &home {
                 tracing::warn!(path = %path.display(), "no OS keychain: the master key is in this owner-only file; back it up");
             }
@@ -131,11 +132,29 @@ fn menu(app: &tauri::AppHandle) -> tauri::Result<tauri::menu::Menu<tauri::Wry>> 
         ))
         .license(Some("Apache-2.0"))
         .build();
+    // Pausing stops your tools' requests; the window keeps working.
+    let gateway = tauri::menu::CheckMenuItemBuilder::with_id("gateway", "Local gateway on")
+        .checked(true)
+        .build(app)?;
     let byok = SubmenuBuilder::new(app, "byok")
         .about(Some(about))
         .separator()
+        .item(&gateway)
+        .separator()
         .quit()
         .build()?;
+    app.on_menu_event(|app, event| {
+        if event.id().as_ref() == "gateway" {
+            let switch = app.state::<byok_api::gateway::GatewaySwitch>();
+            if switch.is_open() {
+                switch.pause();
+                tracing::info!("local gateway paused from the menu");
+            } else {
+                switch.resume();
+                tracing::info!("local gateway resumed from the menu");
+            }
+        }
+    });
     MenuBuilder::new(app).items(&[&byok]).build()
 }
 
@@ -282,10 +301,17 @@ fn providers_from_env() -> byok_providers::ProviderSettings {
 
 /// Starts the local gateway on its own actix runtime thread and waits (at
 /// most 30 s) until it listens.
+type Started = (
+    String,
+    SecretString,
+    SecretHome,
+    byok_api::gateway::GatewaySwitch,
+);
+
 fn start_gateway(
     config: DesktopConfig,
     app: tauri::AppHandle,
-) -> Result<(String, SecretString, SecretHome), Box<dyn std::error::Error>> {
+) -> Result<Started, Box<dyn std::error::Error>> {
     let (ready, started) = mpsc::channel();
     std::thread::Builder::new()
         .name("byok-gateway".to_owned())
@@ -297,6 +323,7 @@ fn start_gateway(
                             running.origin.clone(),
                             running.token.clone(),
                             running.master_key_home.clone(),
+                            running.switch.clone(),
                         )));
                         let writer = actix_web::rt::spawn(running.usage_task);
                         actix_web::rt::spawn(notify(running.service.clone(), app));

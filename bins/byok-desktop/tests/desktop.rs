@@ -12,6 +12,29 @@ use std::sync::Mutex;
 use byok_desktop::{DesktopConfig, SecretHome, Secrets, master_key, sign_in_script};
 use secrecy::{ExposeSecret as _, SecretString};
 
+/// Whether `python3` has the `openai` package; when not, a loud skip, or
+/// a failure when `CI=true` (`.ci/run` installs it).
+fn python_has_openai() -> bool {
+    use std::io::Write as _;
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "CI=true turns a skip into a failure"
+    )]
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(found || !ci, "CI=true but python3 cannot import openai");
+    if !found {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n## SKIPPING the OpenAI SDK call: no python3 openai\n"
+        );
+    }
+    found
+}
+
 /// No keychain at all (as in CI, or a desktop without a Secret Service).
 struct NoKeychain;
 
@@ -124,6 +147,7 @@ fn the_window_gets_the_token_on_the_local_origin_only() {
 /// answered by a mock provider on that key, and the same data after a
 /// restart.
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn the_local_gateway_serves_the_local_user_and_survives_a_restart() {
     actix_web::rt::System::new().block_on(async {
         let mock = wiremock::MockServer::start().await;
@@ -134,7 +158,6 @@ fn the_local_gateway_serves_the_local_user_and_survives_a_restart() {
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello from your own key."}}],
                 "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
             })))
-            .expect(1)
             .mount(&mock)
             .await;
         let dir = tempfile::tempdir().unwrap();
@@ -177,6 +200,49 @@ fn the_local_gateway_serves_the_local_user_and_survives_a_restart() {
             .await
             .unwrap();
         assert_eq!(answer["choices"][0]["message"]["content"], "Hello from your own key.");
+        // The official OpenAI SDK, pointed at the local gateway.
+        if python_has_openai() {
+            let (base, key) = (format!("{origin}/v1"), token.expose_secret().to_owned());
+            let output = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import os; from openai import OpenAI; \
+                     c = OpenAI(base_url=os.environ['BASE'], api_key=os.environ['KEY'], max_retries=0); \
+                     print(c.chat.completions.create(model='auto', messages=[{'role': 'user', 'content': 'hi'}]).choices[0].message.content)",
+                ])
+                .env("BASE", base)
+                .env("KEY", key)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "Hello from your own key.");
+        }
+        // Paused from the menu: tools are refused, the page keeps working.
+        running.switch.pause();
+        let paused = client
+            .get(format!("{origin}/v1/models"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(paused.status(), 503);
+        let body: serde_json::Value = paused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "gateway_paused");
+        let keys = client
+            .get(format!("{origin}/api/user/api-keys/me/keys"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(keys.status(), 200);
+        running.switch.resume();
+        let resumed = client
+            .get(format!("{origin}/v1/models"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resumed.status(), 200);
         handle.stop(true).await;
         running.usage.shutdown();
 

@@ -53,6 +53,9 @@ pub struct Attempt {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GatewayError {
+    /// The gateway is paused by its [`GatewaySwitch`] (byok Desktop's menu).
+    #[error("the gateway is paused")]
+    Paused,
     /// Only user tokens may use the gateway.
     #[error("the gateway needs a user token")]
     NotAUser,
@@ -276,9 +279,40 @@ struct Served<T> {
     budget_warnings: Vec<String>,
 }
 
+/// Pauses and resumes a gateway's doors (`/v1`) while the rest of the API
+/// and the settings page keep working: byok Desktop's "Pause the local
+/// gateway". Open by default.
+#[derive(Debug, Clone)]
+pub struct GatewaySwitch(Arc<std::sync::atomic::AtomicBool>);
+
+impl Default for GatewaySwitch {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicBool::new(true)))
+    }
+}
+
+impl GatewaySwitch {
+    /// Stops answering requests (`503 gateway_paused`).
+    pub fn pause(&self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Answers requests again.
+    pub fn resume(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether requests are answered.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The gateway: routing, fallback, health and usage over [`KeyService`].
 #[derive(Debug, Clone)]
 pub struct Gateway {
+    switch: GatewaySwitch,
     keys: KeyService,
     planner: Arc<RoutePlanner>,
     usage: UsageSender,
@@ -520,6 +554,7 @@ impl Gateway {
         metrics.register_usage(usage.stats());
         metrics.register_key_open_failures(keys.open_failures());
         Self {
+            switch: GatewaySwitch::default(),
             keys,
             planner,
             usage,
@@ -529,6 +564,23 @@ impl Gateway {
             rate_limits: crate::limits::RateLimits::default(),
             streams: Arc::default(),
         }
+    }
+
+    /// The switch that pauses and resumes this gateway.
+    #[must_use]
+    pub fn switch(&self) -> GatewaySwitch {
+        self.switch.clone()
+    }
+
+    /// The caller of a gateway request, unless the gateway is paused.
+    fn caller<'p>(
+        &self,
+        principal: &'p Principal,
+    ) -> Result<(&'p UserId, &'p str, &'p Arc<byok_store::tokens::TokenScope>), GatewayError> {
+        if !self.switch.is_open() {
+            return Err(GatewayError::Paused);
+        }
+        gateway_caller(principal)
     }
 
     /// Every user's rate limits unless an operator set their own.
@@ -680,7 +732,7 @@ impl Gateway {
             Option<&byok_core::NativeRequest>,
         ),
     ) -> Result<Prepared, GatewayError> {
-        let (user, token_id, scope) = gateway_caller(principal)?;
+        let (user, token_id, scope) = self.caller(principal)?;
         self.check_model_scope(scope, model)?;
         self.keys.ensure_ceiling_budget(user).await?;
         // From memory once cached: no database read on the hot path.
@@ -1472,7 +1524,7 @@ impl Gateway {
         model: Option<&str>,
         request: &ChatRequest,
     ) -> Result<TokenCount, GatewayError> {
-        let (user, _, scope) = gateway_caller(principal)?;
+        let (user, _, scope) = self.caller(principal)?;
         self.check_model_scope(scope, model)?;
         let provider = ProviderKind::Anthropic;
         let catalog = self.planner.catalog();
@@ -1729,7 +1781,7 @@ impl Gateway {
         &self,
         principal: &Principal,
     ) -> Result<Vec<(ProviderKind, String)>, GatewayError> {
-        let (user, _, scope) = gateway_caller(principal)?;
+        let (user, _, scope) = self.caller(principal)?;
         let state = self.keys.user_state(user).await?;
         let stored: Vec<&StoredKey> = state
             .keys

@@ -221,6 +221,12 @@ fn log_failure(error: &GatewayError, request_id: Option<&str>) {
 pub(crate) fn gateway_failure(error: &GatewayError, request_id: Option<&str>) -> Failure {
     log_failure(error, request_id);
     match error {
+        GatewayError::Paused => Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "gateway_paused",
+            "the gateway is paused; resume it in byok",
+        ),
         GatewayError::NotAUser => Failure::new(
             StatusCode::FORBIDDEN,
             "permission_error",
