@@ -107,17 +107,29 @@ fn keep_secret(
     }
 }
 
-/// The master key: found, or generated and kept.
+/// The master key: found, or — only when `may_create`, that is when no key
+/// is sealed yet — generated and kept. A keychain that cannot be read (locked,
+/// unlock refused) never leads to a new key over sealed ones.
 ///
 /// # Errors
-/// The fallback file cannot be read or written, or holds no usable key.
-pub fn master_key(secrets: &dyn Secrets, dir: &Path) -> anyhow::Result<(MasterKey, SecretHome)> {
+/// No master key to be found while keys are sealed; the fallback file cannot
+/// be read or written, or holds no usable key.
+pub fn master_key(
+    secrets: &dyn Secrets,
+    dir: &Path,
+    may_create: bool,
+) -> anyhow::Result<(MasterKey, SecretHome)> {
     let (text, home) = if let Some(found) = find_secret(secrets, dir, "master-key")? {
         found
-    } else {
+    } else if may_create {
         let text = MasterKey::generate().to_base64();
         let home = keep_secret(secrets, dir, "master-key", &text)?;
         (text, home)
+    } else {
+        anyhow::bail!(
+            "the master key is neither in the OS keychain nor in {}: unlock the keychain (or restore that file) and start byok again; no new key was made, since your saved keys are sealed with it",
+            dir.join("master-key").display()
+        );
     };
     let key = MasterKey::from_base64(text.expose_secret())
         .context("the stored master key is not a usable key")?;
@@ -203,11 +215,18 @@ pub async fn open(
     secrets: &dyn Secrets,
 ) -> anyhow::Result<(KeyService, SecretHome)> {
     private_dir(&config.data_dir)?;
-    let (master, master_key_home) = master_key(secrets, &config.data_dir)?;
     let database = config.data_dir.join("byok.db");
     let store = Store::connect(StoreConfig::new(format!("sqlite://{}", database.display())))
         .await
         .context("cannot open the desktop database")?;
+    // A new master key only for a database with nothing sealed yet.
+    let sealed = store.run(byok_store::keys::master_key_ids).await?;
+    let checks = store.run(byok_store::keys::master_key_checks).await?;
+    let (master, master_key_home) = master_key(
+        secrets,
+        &config.data_dir,
+        sealed.is_empty() && checks.is_empty(),
+    )?;
     let clients = byok_providers::HttpClients::new(config.providers.clone())
         .context("cannot initialise the HTTP client (TLS)")?;
     let service = KeyService::new(store, Arc::new(KeyVault::new(MasterKeyId::new(1), master)))
@@ -224,10 +243,18 @@ pub async fn open(
 pub async fn start(config: &DesktopConfig, secrets: &dyn Secrets) -> anyhow::Result<Running> {
     let (service, master_key_home) = open(config, secrets).await?;
     let token = local_token(&service, secrets, &config.data_dir).await?;
-    let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))
-        .with_context(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", config.port)).with_context(|| {
+        format!(
+            "cannot listen on 127.0.0.1:{} (another program uses it? set BYOK_DESKTOP_PORT to another port)",
+            config.port
+        )
+    })?;
     let origin = format!("http://{}", listener.local_addr()?);
-    let started = byok_api::Application::new(service.clone()).start(listener)?;
+    // The app stops the gateway itself when it quits (its usage is written).
+    let started = byok_api::Application::new(service.clone())
+        .without_signal_handlers()
+        .shutdown_timeout(std::time::Duration::from_secs(5))
+        .start(listener)?;
     let switch = started
         .state
         .gateway

@@ -30,8 +30,9 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = tauri::Builder::default()
-        // One window per user session: a second start brings it forward.
+    let app = tauri::Builder::default()
+        // One window per user session: a second start brings it forward
+        // (and ends before it starts a gateway of its own).
         .plugin(tauri_plugin_single_instance::init(|app, _, _| {
             show_window(app);
         }))
@@ -39,50 +40,97 @@ fn main() {
         .plugin(tauri_plugin_window_state::Builder::default().build())
         .plugin(tauri_plugin_notification::init())
         .setup(|app| {
-            let data_dir = match std::env::var_os("BYOK_DESKTOP_DATA_DIR") {
-                Some(dir) => dir.into(),
-                None => app.path().app_data_dir()?,
-            };
-            let port = std::env::var("BYOK_DESKTOP_PORT")
-                .ok()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(DEFAULT_PORT);
-            let config = DesktopConfig {
-                data_dir,
-                port,
-                providers: providers_from_env(),
-            };
-            let (origin, token, home, switch) = start_gateway(config, app.handle().clone())?;
-            app.manage(switch);
-            if let SecretHome::File(path) = &home {
-                tracing::warn!(path = %path.display(), "no OS keychain: the master key is in this owner-only file; back it up");
-            }
-            tracing::info!(%origin, "byok desktop: local gateway ready");
-            tauri::WebviewWindowBuilder::new(
-                app,
-                "main",
-                tauri::WebviewUrl::External(format!("{origin}/").parse()?),
-            )
-            .title("byok")
-            .inner_size(1180.0, 820.0)
-            .min_inner_size(360.0, 480.0)
-            .initialization_script(sign_in_script(&origin, &token))
-            .build()?;
-            app.set_menu(menu(app.handle())?)?;
-            // A tray icon where the desktop has a tray; the app works without.
-            if has_tray_library() {
-                if let Err(error) = tray(app.handle()) {
-                    tracing::warn!(%error, "no tray icon on this desktop");
-                }
-            } else {
-                tracing::info!("no tray icon: libayatana-appindicator3 is not installed");
+            // A gateway that cannot start ends the app with one clear line
+            // (Tauri would turn an error here into a panic).
+            if let Err(error) = open_window(app) {
+                tracing::error!("byok desktop could not start: {error}");
+                eprintln!("byok-desktop: error: {error}");
+                std::process::exit(1);
             }
             Ok(())
         })
-        .run(tauri::generate_context!());
-    if let Err(error) = result {
-        tracing::error!(%error, "byok desktop stopped");
-        std::process::exit(1);
+        .build(tauri::generate_context!());
+    let app = match app {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("byok-desktop: error: {error}");
+            std::process::exit(1);
+        }
+    };
+    app.run(|app, event| {
+        if let tauri::RunEvent::Exit = event {
+            stop_gateway(app);
+        }
+    });
+}
+
+/// Starts the local gateway and opens the window on it, with the menu and
+/// the tray icon.
+fn open_window(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
+    let data_dir = match std::env::var_os("BYOK_DESKTOP_DATA_DIR") {
+        Some(dir) => dir.into(),
+        None => app.path().app_data_dir()?,
+    };
+    let port = std::env::var("BYOK_DESKTOP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_PORT);
+    let config = DesktopConfig {
+        data_dir,
+        port,
+        providers: providers_from_env(),
+    };
+    let started = start_gateway(config)?;
+    if let SecretHome::File(path) = &started.home {
+        tracing::warn!(path = %path.display(), "no OS keychain: the master key is in this owner-only file; back it up");
+    }
+    tracing::info!(origin = %started.origin, "byok desktop: local gateway ready");
+    tauri::async_runtime::spawn(notify(started.service.clone(), app.handle().clone()));
+    tauri::WebviewWindowBuilder::new(
+        app,
+        "main",
+        tauri::WebviewUrl::External(format!("{}/", started.origin).parse()?),
+    )
+    .title("byok")
+    .inner_size(1180.0, 820.0)
+    .min_inner_size(360.0, 480.0)
+    .initialization_script(sign_in_script(&started.origin, &started.token))
+    .build()?;
+    app.manage(started.switch.clone());
+    app.manage(GatewayStop(std::sync::Mutex::new(Some((
+        started.stop,
+        started.done,
+    )))));
+    app.set_menu(menu(app.handle())?)?;
+    // A tray icon where the desktop has a tray; the app works without.
+    if has_tray_library() {
+        if let Err(error) = tray(app.handle()) {
+            tracing::warn!(%error, "no tray icon on this desktop");
+        }
+    } else {
+        tracing::info!("no tray icon: libayatana-appindicator3 is not installed");
+    }
+    Ok(())
+}
+
+/// How to stop the local gateway: its server's handle, and word from its
+/// thread once the usage is written.
+struct GatewayStop(std::sync::Mutex<Option<(actix_web::dev::ServerHandle, mpsc::Receiver<()>)>>);
+
+/// The app is quitting: the gateway stops (requests in flight get 5 s) and
+/// its usage records are written (at most 10 s in all).
+fn stop_gateway(app: &tauri::AppHandle) {
+    let Some(state) = app.try_state::<GatewayStop>() else {
+        return;
+    };
+    let taken = state.0.lock().ok().and_then(|mut s| s.take());
+    if let Some((handle, done)) = taken {
+        tauri::async_runtime::block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle.stop(true)).await;
+        });
+        if done.recv_timeout(Duration::from_secs(10)).is_err() {
+            tracing::warn!("the local gateway did not finish writing its usage in time");
+        }
     }
 }
 
@@ -204,17 +252,12 @@ fn tray(app: &tauri::AppHandle) -> tauri::Result<()> {
 }
 
 /// The data directory without a window: `BYOK_DESKTOP_DATA_DIR`, or the
-/// app-data directory Tauri uses for this app.
+/// app-data directory Tauri uses for this app on this OS.
 fn headless_data_dir() -> Option<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os("BYOK_DESKTOP_DATA_DIR") {
         return Some(dir.into());
     }
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share"))
-        })?;
-    Some(base.join("dev.byok.desktop"))
+    dirs::data_dir().map(|dir| dir.join("dev.byok.desktop"))
 }
 
 /// `byok-desktop export FILE` / `byok-desktop import FILE`: the local
@@ -249,10 +292,16 @@ fn command(args: &[String]) -> i32 {
     let outcome = actix_web::rt::System::new().block_on(async {
         if action == "export" {
             let (text, count) = byok_desktop::export_keys(&config, &Keychain, &passphrase).await?;
-            write_new_private(&file, &text)?;
+            write_new_private(&file, &text).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot write {} (it must not exist yet): {e}",
+                    file.display()
+                )
+            })?;
             Ok::<_, anyhow::Error>(format!("exported {count} keys to {}", file.display()))
         } else {
-            let text = std::fs::read_to_string(&file)?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let count = byok_desktop::import_keys(&config, &Keychain, &text, &passphrase).await?;
             Ok(format!("imported {count} keys"))
         }
@@ -301,18 +350,23 @@ fn providers_from_env() -> byok_providers::ProviderSettings {
 
 /// Starts the local gateway on its own actix runtime thread and waits (at
 /// most 30 s) until it listens.
-type Started = (
-    String,
-    SecretString,
-    SecretHome,
-    byok_api::gateway::GatewaySwitch,
-);
+/// The running local gateway, as the window needs it.
+struct Started {
+    origin: String,
+    token: SecretString,
+    home: SecretHome,
+    switch: byok_api::gateway::GatewaySwitch,
+    service: byok_api::KeyService,
+    stop: actix_web::dev::ServerHandle,
+    /// Says the gateway thread is done (its usage written).
+    done: mpsc::Receiver<()>,
+}
 
-fn start_gateway(
-    config: DesktopConfig,
-    app: tauri::AppHandle,
-) -> Result<Started, Box<dyn std::error::Error>> {
+/// Starts the local gateway on its own actix runtime thread and waits until
+/// it listens (at most 2 minutes: an OS keychain may ask to be unlocked).
+fn start_gateway(config: DesktopConfig) -> Result<Started, Box<dyn std::error::Error>> {
     let (ready, started) = mpsc::channel();
+    let (finished, done) = mpsc::channel();
     std::thread::Builder::new()
         .name("byok-gateway".to_owned())
         .spawn(move || {
@@ -324,9 +378,10 @@ fn start_gateway(
                             running.token.clone(),
                             running.master_key_home.clone(),
                             running.switch.clone(),
+                            running.service.clone(),
+                            running.server.handle(),
                         )));
                         let writer = actix_web::rt::spawn(running.usage_task);
-                        actix_web::rt::spawn(notify(running.service.clone(), app));
                         let _ = running.server.await;
                         running.usage.shutdown();
                         let _ = writer.await;
@@ -336,6 +391,26 @@ fn start_gateway(
                     }
                 }
             });
+            let _ = finished.send(());
         })?;
-    Ok(started.recv_timeout(Duration::from_secs(30))??)
+    let (origin, token, home, switch, service, stop) =
+        match started.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(error)) => return Err(error.into()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err("the local gateway did not start within 2 minutes".into());
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("the local gateway stopped while starting".into());
+            }
+        };
+    Ok(Started {
+        origin,
+        token,
+        home,
+        switch,
+        service,
+        stop,
+        done,
+    })
 }

@@ -84,7 +84,7 @@ impl Secrets for ReadOnly {
 #[test]
 fn without_a_keychain_the_master_key_is_kept_in_an_owner_only_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (first, home) = master_key(&NoKeychain, dir.path()).unwrap();
+    let (first, home) = master_key(&NoKeychain, dir.path(), true).unwrap();
     let path = dir.path().join("master-key");
     assert_eq!(home, SecretHome::File(path.clone()));
     assert_eq!(
@@ -92,7 +92,7 @@ fn without_a_keychain_the_master_key_is_kept_in_an_owner_only_file() {
         0o600
     );
     // The same key next time.
-    let (again, _) = master_key(&NoKeychain, dir.path()).unwrap();
+    let (again, _) = master_key(&NoKeychain, dir.path(), true).unwrap();
     assert_eq!(
         first.to_base64().expose_secret(),
         again.to_base64().expose_secret()
@@ -103,26 +103,26 @@ fn without_a_keychain_the_master_key_is_kept_in_an_owner_only_file() {
 fn with_a_keychain_the_master_key_is_there_and_nowhere_else() {
     let dir = tempfile::tempdir().unwrap();
     let keychain = MemoryKeychain::default();
-    let (first, home) = master_key(&keychain, dir.path()).unwrap();
+    let (first, home) = master_key(&keychain, dir.path(), true).unwrap();
     assert_eq!(home, SecretHome::Keychain);
     assert!(!dir.path().join("master-key").exists());
-    let (again, _) = master_key(&keychain, dir.path()).unwrap();
+    let (again, _) = master_key(&keychain, dir.path(), true).unwrap();
     assert_eq!(
         first.to_base64().expose_secret(),
         again.to_base64().expose_secret()
     );
     // A keychain that refuses writes: the file, with its warning.
     let other = tempfile::tempdir().unwrap();
-    let (_, home) = master_key(&ReadOnly, other.path()).unwrap();
+    let (_, home) = master_key(&ReadOnly, other.path(), true).unwrap();
     assert_eq!(home, SecretHome::File(other.path().join("master-key")));
 }
 
 #[test]
 fn a_fallback_file_wins_over_a_keychain_that_appears_later() {
     let dir = tempfile::tempdir().unwrap();
-    let (first, _) = master_key(&NoKeychain, dir.path()).unwrap();
+    let (first, _) = master_key(&NoKeychain, dir.path(), true).unwrap();
     let keychain = MemoryKeychain::default();
-    let (later, home) = master_key(&keychain, dir.path()).unwrap();
+    let (later, home) = master_key(&keychain, dir.path(), true).unwrap();
     assert!(matches!(home, SecretHome::File(_)));
     assert_eq!(
         first.to_base64().expose_secret(),
@@ -379,5 +379,55 @@ fn a_refused_key_raises_one_notice() {
         assert!(notices[0].body.contains("replace it"), "{:?}", notices[0]);
         assert!(byok_desktop::take_notices(&service).await.unwrap().is_empty(), "once");
         handle.stop(true).await;
+    });
+}
+
+/// A keychain that cannot be read while keys are sealed: the app stops,
+/// saying why, and makes no new master key over them.
+#[test]
+fn an_unreadable_keychain_never_replaces_the_master_key_of_sealed_keys() {
+    actix_web::rt::System::new().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DesktopConfig {
+            data_dir: dir.path().join("data"),
+            port: 0,
+            providers: byok_providers::ProviderSettings::default(),
+        };
+        let keychain = MemoryKeychain::default();
+        let running = byok_desktop::start(&config, &keychain).await.unwrap();
+        let (origin, bearer) = (
+            running.origin.clone(),
+            format!("Bearer {}", running.token.expose_secret()),
+        );
+        let handle = running.server.handle();
+        actix_web::rt::spawn(running.server);
+        let saved = reqwest::Client::new()
+            .post(format!("{origin}/api/user/api-keys/me/keys/openai"))
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({"api_key": "sk-proj-sealedKEY0123456789abcdefghijklmnop"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), 201);
+        handle.stop(true).await;
+        // Locked (or gone): the app stops, and nothing is replaced.
+        let error = byok_desktop::start(&config, &NoKeychain).await.unwrap_err();
+        assert!(
+            format!("{error:#}").contains("unlock the keychain"),
+            "{error:#}"
+        );
+        assert!(
+            !dir.path().join("data/master-key").exists(),
+            "no new key was written"
+        );
+        // Unlocked again: the same key opens the sealed one.
+        let again = byok_desktop::start(&config, &keychain).await.unwrap();
+        let exported = again
+            .service
+            .operator()
+            .export_keys(&byok_core::UserId::parse("me").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(exported.len(), 1);
     });
 }

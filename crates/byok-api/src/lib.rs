@@ -309,6 +309,28 @@ pub fn server(
     Ok(server)
 }
 
+/// [`server`] without its own signal handlers: for a host application (byok
+/// Desktop) that decides itself when to stop it, through its handle.
+fn server_without_signals(
+    listener: TcpListener,
+    state: AppState,
+    shutdown_timeout: Duration,
+) -> std::io::Result<actix_web::dev::Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(configure(state.clone()))
+            .configure(configure_ui)
+            .default_service(web::to(not_found).wrap(from_fn(http::request_log)))
+            .wrap(from_fn(http::per_peer_limit))
+    })
+    .client_request_timeout(Duration::from_secs(10))
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
 /// Writes `auth.failure` rows with detail `refused_in_window:N`, one per
 /// client address whose throttle window ended with more than one refusal,
 /// and releases expired budget reservations, every half throttle window (at
@@ -398,6 +420,7 @@ pub struct Application {
     browser_access: cors::BrowserAccess,
     rate_limits: limits::RateLimits,
     webhook: Option<alerts::Webhook>,
+    signals: bool,
 }
 
 /// A started application: its server, and its usage writer to run beside it.
@@ -432,6 +455,7 @@ impl Application {
             batch_window: usage::DEFAULT_BATCH_WINDOW,
             usage_queue: (10_000, 200),
             shutdown_timeout: Duration::from_secs(30),
+            signals: true,
             request_limits: (Duration::from_secs(30), 256),
             auth_throttle: None,
             browser_access: cors::BrowserAccess::default(),
@@ -515,6 +539,14 @@ impl Application {
         self
     }
 
+    /// No SIGINT/SIGTERM handlers of the server's own: the host application
+    /// stops it through its handle (byok Desktop stops it when it quits).
+    #[must_use]
+    pub fn without_signal_handlers(mut self) -> Self {
+        self.signals = false;
+        self
+    }
+
     /// How long in-flight requests get at shutdown.
     #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
@@ -552,7 +584,11 @@ impl Application {
             state.auth_throttle = std::sync::Arc::new(throttle);
         }
         state.browser_access = std::sync::Arc::new(self.browser_access);
-        let server = server(listener, state.clone(), self.shutdown_timeout)?;
+        let server = if self.signals {
+            server(listener, state.clone(), self.shutdown_timeout)?
+        } else {
+            server_without_signals(listener, state.clone(), self.shutdown_timeout)?
+        };
         // Beside the usage writer: a summary row per ended window of refused
         // authentications, even for an address that never comes back.
         let upkeep = refusal_summaries(state.clone());
