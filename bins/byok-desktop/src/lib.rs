@@ -284,7 +284,11 @@ async fn local_token(
     let issued = match service.operator().create_user(&user).await {
         Ok(issued) => issued.token,
         Err(byok_api::ServiceError::UserExists) => {
-            if let Some((token, _)) = find_secret(secrets, dir, "local-token")? {
+            // A kept token that still works (it may have been revoked on
+            // the Tokens tab, or expired): else a new one.
+            if let Some((token, _)) = find_secret(secrets, dir, "local-token")?
+                && service.lookup(Some(token.expose_secret())).await?.is_some()
+            {
                 return Ok(token);
             }
             service.operator().issue_token(Some(&user)).await?.token

@@ -95,6 +95,12 @@ fn open_window(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     .inner_size(1180.0, 820.0)
     .min_inner_size(360.0, 480.0)
     .initialization_script(sign_in_script(&started.origin, &started.token))
+    // The window stays on the local gateway's page: no navigation elsewhere
+    // (a page elsewhere must never run where the token was handed over).
+    .on_navigation({
+        let origin = started.origin.clone();
+        move |url| url.as_str().starts_with(&format!("{origin}/"))
+    })
     .build()?;
     app.manage(started.switch.clone());
     app.manage(GatewayStop(std::sync::Mutex::new(Some((

@@ -249,6 +249,23 @@ fn the_local_gateway_serves_the_local_user_and_survives_a_restart() {
         // Restart on the same data: the same token works, the key is there.
         let again = byok_desktop::start(&config, &NoKeychain).await.unwrap();
         assert_eq!(again.token.expose_secret(), token.expose_secret());
+        // A revoked local token is replaced at the next start.
+        let me = byok_core::UserId::parse("me").unwrap();
+        let principal = again.service.lookup(Some(token.expose_secret())).await.unwrap().unwrap();
+        let listed = again
+            .service
+            .list_tokens(&principal, &me, &byok_api::RequestContext::default())
+            .await
+            .unwrap();
+        for listed in &listed {
+            again.service.operator().revoke_token(&listed.id).await.unwrap();
+        }
+        let renewed = byok_desktop::start(&DesktopConfig { port: 0, ..config.clone() }, &NoKeychain)
+            .await
+            .unwrap();
+        assert_ne!(renewed.token.expose_secret(), token.expose_secret());
+        assert!(renewed.service.lookup(Some(renewed.token.expose_secret())).await.unwrap().is_some());
+        let bearer = format!("Bearer {}", renewed.token.expose_secret());
         let origin = again.origin.clone();
         let handle = again.server.handle();
         actix_web::rt::spawn(again.server);
