@@ -981,11 +981,12 @@ impl KeyService {
 
     /// Adds exported keys to `user`'s, each as a new key, last in its
     /// provider's order (validated, sealed and audited as a save is, with its
-    /// label, settings and on/off switch). Returns how many were added.
+    /// label, settings, weight and on/off switch). All or nothing: when one
+    /// cannot be added, the ones added before it are removed again. Returns
+    /// how many were added.
     ///
     /// # Errors
-    /// As [`KeyService::save_key`], for the first key that cannot be added
-    /// (the ones before it stay).
+    /// As [`KeyService::save_key`], for the first key that cannot be added.
     pub async fn import_keys(
         &self,
         principal: &Principal,
@@ -994,41 +995,65 @@ impl KeyService {
         ctx: &RequestContext,
     ) -> Result<usize> {
         Self::require_full_token(principal)?;
-        let mut added = 0;
+        let mut added: Vec<(ProviderKind, String)> = Vec::with_capacity(imported.len());
         for key in imported {
-            let setting = |name: &str| key.settings.get(name).cloned();
-            let input = KeyInput {
-                api_key: SecretString::from(key.api_key.expose_secret().to_owned()),
-                options: KeyOptions {
-                    endpoint: setting("endpoint"),
-                    deployment: setting("deployment"),
-                    api_version: setting("api_version"),
-                    embedding_deployment: setting("embedding_deployment"),
-                    workspace_id: setting("workspace_id"),
-                },
-                label: Some(key.label.clone()).filter(|l| !l.is_empty()),
-            };
-            let (_, view) = self
-                .save_key(principal, user, key.provider, KeyTarget::New, input, ctx)
-                .await?;
-            if !key.enabled {
-                let changes = KeyChanges {
-                    enabled: Some(false),
-                    ..KeyChanges::default()
-                };
-                self.update_key(
-                    principal,
-                    user,
-                    key.provider,
-                    &view.id,
-                    (changes, None),
-                    ctx,
-                )
-                .await?;
+            match self.import_one(principal, user, key, ctx).await {
+                Ok(id) => added.push(id),
+                Err(error) => {
+                    for (provider, id) in added {
+                        if let Err(undo) = self
+                            .delete_key_by_id(principal, user, provider, &id, ctx)
+                            .await
+                        {
+                            tracing::error!(error = %undo, "an imported key could not be removed after a failed import");
+                        }
+                    }
+                    return Err(error);
+                }
             }
-            added += 1;
         }
-        Ok(added)
+        Ok(added.len())
+    }
+
+    async fn import_one(
+        &self,
+        principal: &Principal,
+        user: &UserId,
+        key: byok_vault::ExportedKey,
+        ctx: &RequestContext,
+    ) -> Result<(ProviderKind, String)> {
+        let setting = |name: &str| key.settings.get(name).cloned();
+        let input = KeyInput {
+            api_key: SecretString::from(key.api_key.expose_secret().to_owned()),
+            options: KeyOptions {
+                endpoint: setting("endpoint"),
+                deployment: setting("deployment"),
+                api_version: setting("api_version"),
+                embedding_deployment: setting("embedding_deployment"),
+                workspace_id: setting("workspace_id"),
+            },
+            label: Some(key.label.clone()).filter(|l| !l.is_empty()),
+        };
+        let (_, view) = self
+            .save_key(principal, user, key.provider, KeyTarget::New, input, ctx)
+            .await?;
+        if !key.enabled || key.weight != 1 {
+            let changes = KeyChanges {
+                enabled: Some(key.enabled),
+                weight: Some(key.weight),
+                ..KeyChanges::default()
+            };
+            self.update_key(
+                principal,
+                user,
+                key.provider,
+                &view.id,
+                (changes, None),
+                ctx,
+            )
+            .await?;
+        }
+        Ok((key.provider, view.id))
     }
 
     /// `user`'s keys, masked, by provider and then in each provider's order.

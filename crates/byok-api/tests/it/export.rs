@@ -107,6 +107,7 @@ async fn keys_move_to_another_install_under_a_passphrase() {
     .await;
     assert_eq!(status, 200);
     let keys = listed["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
     let find = |provider: &str| {
         keys.iter()
             .find(|k| k["provider"] == provider)
@@ -128,6 +129,46 @@ async fn keys_move_to_another_install_under_a_passphrase() {
             .open_key_by_id("bob", moved_azure["id"].as_str().unwrap())
             .await,
         azure
+    );
+
+    // All or nothing: an export whose second key byok refuses adds none.
+    let mut refused = byok_vault::open_export(&file, &passphrase).unwrap();
+    for key in &mut refused {
+        if key.provider == byok_core::ProviderKind::AzureOpenAi {
+            key.settings
+                .insert("endpoint".to_owned(), "http://not-https.example".to_owned());
+        }
+    }
+    refused.sort_by_key(|k| k.provider == byok_core::ProviderKind::AzureOpenAi);
+    let carol_token = other.create_user("carol").await;
+    let carol = UserId::parse("carol").unwrap();
+    let carol_principal = other
+        .service
+        .lookup(Some(&carol_token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        other
+            .service
+            .import_keys(&carol_principal, &carol, refused, &ctx)
+            .await
+            .is_err()
+    );
+    let (_, listed) = body(
+        other
+            .client
+            .get(other.url("/api/user/api-keys/carol/keys"))
+            .bearer_auth(&carol_token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        listed["keys"],
+        json!([]),
+        "nothing stays from a failed import"
     );
 
     // The export is in alice's trail.
