@@ -298,7 +298,7 @@ fn command(args: &[String]) -> i32 {
     let outcome = actix_web::rt::System::new().block_on(async {
         if action == "export" {
             let (text, count) = byok_desktop::export_keys(&config, &Keychain, &passphrase).await?;
-            write_new_private(&file, &text).map_err(|e| {
+            byok_vault::export::write_export_file(&file, &text).map_err(|e| {
                 anyhow::anyhow!(
                     "cannot write {} (it must not exist yet): {e}",
                     file.display()
@@ -322,20 +322,6 @@ fn command(args: &[String]) -> i32 {
             2
         }
     }
-}
-
-/// Writes `text` to a new owner-only (0600) file; never replaces one.
-fn write_new_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
 }
 
 /// Provider addresses from the environment (tests point them at mocks).

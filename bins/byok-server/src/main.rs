@@ -121,22 +121,6 @@ fn export_passphrase(settings: &Settings) -> anyhow::Result<secrecy::SecretStrin
     })
 }
 
-/// Writes `text` to a new owner-only (0600) file; an existing file is not
-/// replaced.
-fn write_new_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
 /// `audit verify`: the chain's state on stdout; an error when it is broken.
 async fn audit_verify(settings: &Settings) -> anyhow::Result<()> {
     let store = byok_store::Store::connect(byok_store::StoreConfig::new(
@@ -273,7 +257,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let user = byok_core::UserId::parse(user)?;
             let keys = service.operator().export_keys(&user).await?;
             let text = byok_vault::seal_export(&keys, &passphrase)?;
-            write_new_private(&out, &text)?;
+            byok_vault::export::write_export_file(&out, &text).with_context(|| {
+                format!("cannot create {} (it must not exist yet)", out.display())
+            })?;
             say(&format!(
                 "exported {} keys of {user} to {}",
                 keys.len(),

@@ -295,28 +295,18 @@ pub fn server(
     state: AppState,
     shutdown_timeout: Duration,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let server = HttpServer::new(move || {
-        App::new()
-            .configure(configure(state.clone()))
-            .configure(configure_ui)
-            .default_service(web::to(not_found).wrap(from_fn(http::request_log)))
-            .wrap(from_fn(http::per_peer_limit))
-    })
-    .client_request_timeout(Duration::from_secs(10))
-    .shutdown_timeout(shutdown_timeout.as_secs())
-    .listen(listener)?
-    .run();
-    Ok(server)
+    serve(listener, state, shutdown_timeout, true)
 }
 
-/// [`server`] without its own signal handlers: for a host application (byok
-/// Desktop) that decides itself when to stop it, through its handle.
-fn server_without_signals(
+/// [`server`], with or without its own SIGINT/SIGTERM handlers (a host
+/// application such as byok Desktop stops it through its handle).
+fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown_timeout: Duration,
+    signals: bool,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let server = HttpServer::new(move || {
+    let mut server = HttpServer::new(move || {
         App::new()
             .configure(configure(state.clone()))
             .configure(configure_ui)
@@ -324,11 +314,11 @@ fn server_without_signals(
             .wrap(from_fn(http::per_peer_limit))
     })
     .client_request_timeout(Duration::from_secs(10))
-    .shutdown_timeout(shutdown_timeout.as_secs())
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .shutdown_timeout(shutdown_timeout.as_secs());
+    if !signals {
+        server = server.disable_signals();
+    }
+    Ok(server.listen(listener)?.run())
 }
 
 /// Writes `auth.failure` rows with detail `refused_in_window:N`, one per
@@ -584,11 +574,7 @@ impl Application {
             state.auth_throttle = std::sync::Arc::new(throttle);
         }
         state.browser_access = std::sync::Arc::new(self.browser_access);
-        let server = if self.signals {
-            server(listener, state.clone(), self.shutdown_timeout)?
-        } else {
-            server_without_signals(listener, state.clone(), self.shutdown_timeout)?
-        };
+        let server = serve(listener, state.clone(), self.shutdown_timeout, self.signals)?;
         // Beside the usage writer: a summary row per ended window of refused
         // authentications, even for an address that never comes back.
         let upkeep = refusal_summaries(state.clone());

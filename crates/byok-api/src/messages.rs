@@ -23,7 +23,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::openai::{
-    Extra, IMAGE_TYPES, Refusal, bounded, id_safe_tool_call_id, split_tool_call_id,
+    Extra, IMAGE_TYPES, Only, Refusal, add_tool_delta, bounded, id_safe_tool_call_id, invalid,
+    split_tool_call_id,
 };
 
 /// Betas byok passes to Anthropic that ask nothing of other providers: they
@@ -213,31 +214,6 @@ pub(crate) struct MessagesCall {
     /// The model asked for; `None` for `auto`.
     pub(crate) model: Option<String>,
     pub(crate) stream: bool,
-}
-
-/// Fields and blocks only Anthropic carries, as the client named them.
-#[derive(Default)]
-struct Only(Vec<String>);
-
-impl Only {
-    fn add(&mut self, field: impl Into<String>) {
-        let field = field.into();
-        if !self.0.contains(&field) {
-            self.0.push(field);
-        }
-    }
-
-    fn extra(&mut self, prefix: &str, extra: &Extra) {
-        for (name, value) in extra {
-            if !value.is_null() {
-                self.add(format!("{prefix}{}", bounded(name)));
-            }
-        }
-    }
-}
-
-fn invalid(param: &str, message: impl Into<String>) -> Refusal {
-    Refusal::invalid("invalid_request", param, message)
 }
 
 /// Whether `text` has the shape of a beta's name: short lowercase words
@@ -889,15 +865,6 @@ fn event(name: &str, data: &Value) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
-/// A tool call being streamed from another provider.
-#[derive(Default)]
-struct PendingCall {
-    id: String,
-    name: String,
-    arguments: String,
-    signature: Option<String>,
-}
-
 /// Writes Anthropic's named events for a translated stream: text streams as
 /// it comes; tool calls go out as whole blocks once the answer has them
 /// (other providers may interleave parallel calls, Anthropic's blocks may not).
@@ -908,7 +875,7 @@ pub(crate) struct EventWriter {
     /// The open text block's index.
     text_block: Option<u32>,
     next_block: u32,
-    calls: Vec<PendingCall>,
+    calls: Vec<ToolCall>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     refused: bool,
@@ -983,24 +950,7 @@ impl EventWriter {
                 self.refused = true;
                 self.text(&text, &mut out);
             }
-            ChatChunk::ToolCall(delta) => {
-                let at = usize::try_from(delta.index).unwrap_or(usize::MAX);
-                if at >= self.calls.len() && at < 128 {
-                    self.calls.resize_with(at + 1, PendingCall::default);
-                }
-                if let Some(call) = self.calls.get_mut(at) {
-                    if let Some(id) = delta.id {
-                        call.id = id;
-                    }
-                    if let Some(name) = delta.name {
-                        call.name = name;
-                    }
-                    if delta.signature.is_some() {
-                        call.signature = delta.signature;
-                    }
-                    call.arguments.push_str(&delta.arguments);
-                }
-            }
+            ChatChunk::ToolCall(delta) => add_tool_delta(&mut self.calls, delta),
             ChatChunk::Finish(reason) => self.finish = Some(reason),
             ChatChunk::Usage(counted) => self.usage = Some(counted),
             ChatChunk::Cost(report) => self.usage = Some(report.usage),
@@ -1017,22 +967,19 @@ impl EventWriter {
         let mut out = String::new();
         self.start(&mut out);
         self.close_text(&mut out);
-        for call in std::mem::take(&mut self.calls) {
+        for mut call in std::mem::take(&mut self.calls) {
             let index = self.next_block;
             self.next_block += 1;
-            let block = tool_use(&ToolCall {
-                id: call.id,
-                name: call.name,
-                arguments: String::new(),
-                signature: call.signature,
-            });
+            // The block opens with empty input; the arguments follow as a delta.
+            let arguments = std::mem::take(&mut call.arguments);
+            let block = tool_use(&call);
             out.push_str(&event(
                 "content_block_start",
                 &json!({"type": "content_block_start", "index": index, "content_block": block}),
             ));
             // As the whole answer does: arguments that are not a JSON object become `{}`.
-            let arguments = match serde_json::from_str::<Value>(&call.arguments) {
-                Ok(Value::Object(_)) => call.arguments,
+            let arguments = match serde_json::from_str::<Value>(&arguments) {
+                Ok(Value::Object(_)) => arguments,
                 _ => "{}".to_owned(),
             };
             out.push_str(&event(
@@ -1059,13 +1006,32 @@ impl EventWriter {
         out.push_str(&event("message_stop", &json!({"type": "message_stop"})));
         out
     }
+}
+
+impl crate::routes::gateway::DoorWriter for EventWriter {
+    fn chunk(&mut self, chunk: ChatChunk) -> String {
+        EventWriter::chunk(self, chunk)
+    }
+
+    fn end(&mut self) -> String {
+        EventWriter::end(self)
+    }
 
     /// An error after the stream began, as Anthropic sends one.
-    pub(crate) fn error(kind: &str, message: &str) -> String {
+    fn failed(&mut self, error: &byok_providers::ProviderError) -> String {
+        let kind = match error {
+            byok_providers::ProviderError::RateLimited { .. } => "rate_limit_error",
+            byok_providers::ProviderError::Timeout { .. } => "timeout_error",
+            _ => "api_error",
+        };
         event(
             "error",
-            &json!({"type": "error", "error": {"type": kind, "message": message}}),
+            &json!({"type": "error", "error": {"type": kind, "message": error.to_string()}}),
         )
+    }
+
+    fn is_failure_event(name: &str) -> bool {
+        name == "error"
     }
 }
 

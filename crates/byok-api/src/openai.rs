@@ -330,6 +330,70 @@ struct InJsonSchema {
     extra: Extra,
 }
 
+/// Fields and blocks of a door's own API that only its provider carries
+/// (see [`byok_core::NativeRequest::only`]), as the client named them.
+#[derive(Debug, Default)]
+pub(crate) struct Only(pub(crate) Vec<String>);
+
+impl Only {
+    pub(crate) fn add(&mut self, field: impl Into<String>) {
+        let field = field.into();
+        if !self.0.contains(&field) {
+            self.0.push(field);
+        }
+    }
+
+    /// Every non-null field of `extra`, named under `prefix`.
+    pub(crate) fn extra(&mut self, prefix: &str, extra: &Extra) {
+        for (name, value) in extra {
+            if !value.is_null() {
+                self.add(format!("{prefix}{}", bounded(name)));
+            }
+        }
+    }
+}
+
+/// Most tool calls one streamed answer may make; a stream claiming more is
+/// a broken provider, and what goes past it is logged, not kept.
+const MAX_STREAMED_CALLS: usize = 1024;
+
+/// Adds a streamed piece of a tool call to the calls so far (a door that
+/// writes whole calls once the answer has them).
+pub(crate) fn add_tool_delta(calls: &mut Vec<ToolCall>, delta: ToolCallDelta) {
+    let at = usize::try_from(delta.index).unwrap_or(usize::MAX);
+    if at >= MAX_STREAMED_CALLS {
+        tracing::warn!(
+            index = at,
+            "a provider streamed a tool call past the limit; not kept"
+        );
+        return;
+    }
+    if at >= calls.len() {
+        calls.resize_with(at + 1, || ToolCall {
+            id: String::new(),
+            name: String::new(),
+            arguments: String::new(),
+            signature: None,
+        });
+    }
+    let call = &mut calls[at];
+    if let Some(id) = delta.id {
+        call.id = id;
+    }
+    if let Some(name) = delta.name {
+        call.name = name;
+    }
+    if delta.signature.is_some() {
+        call.signature = delta.signature;
+    }
+    call.arguments.push_str(&delta.arguments);
+}
+
+/// An `invalid_request` refusal naming `param`.
+pub(crate) fn invalid(param: &str, message: impl Into<String>) -> Refusal {
+    Refusal::invalid("invalid_request", param, message)
+}
+
 /// Separates a tool call's id from the provider state byok round-trips in it.
 const SIGNATURE_SEPARATOR: &str = "~byok~";
 

@@ -23,7 +23,10 @@ use byok_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::openai::{Extra, Refusal, bounded, id_safe_tool_call_id, image_url, split_tool_call_id};
+use crate::openai::{
+    Extra, Only, Refusal, add_tool_delta, bounded, id_safe_tool_call_id, image_url, invalid,
+    split_tool_call_id,
+};
 
 /// OpenAI's Responses request. Unknown fields go to OpenAI as they came (it
 /// judges them); every other provider refuses the request naming them.
@@ -193,31 +196,6 @@ pub(crate) struct Echo {
     tools: Value,
     text: Value,
     effort: Option<&'static str>,
-}
-
-/// Fields only OpenAI carries, as the client named them.
-#[derive(Default)]
-struct Only(Vec<String>);
-
-impl Only {
-    fn add(&mut self, field: impl Into<String>) {
-        let field = field.into();
-        if !self.0.contains(&field) {
-            self.0.push(field);
-        }
-    }
-
-    fn extra(&mut self, prefix: &str, extra: &Extra) {
-        for (name, value) in extra {
-            if !value.is_null() {
-                self.add(format!("{prefix}{}", bounded(name)));
-            }
-        }
-    }
-}
-
-fn invalid(param: &str, message: impl Into<String>) -> Refusal {
-    Refusal::invalid("invalid_request", param, message)
 }
 
 /// Hosted tools billed per call, outside token prices: refused everywhere.
@@ -873,29 +851,7 @@ impl EventWriter {
                 }
                 self.text(&text, &mut out);
             }
-            ChatChunk::ToolCall(delta) => {
-                let at = usize::try_from(delta.index).unwrap_or(usize::MAX);
-                if at >= self.calls.len() && at < 128 {
-                    self.calls.resize_with(at + 1, || ToolCall {
-                        id: String::new(),
-                        name: String::new(),
-                        arguments: String::new(),
-                        signature: None,
-                    });
-                }
-                if let Some(call) = self.calls.get_mut(at) {
-                    if let Some(id) = delta.id {
-                        call.id = id;
-                    }
-                    if let Some(name) = delta.name {
-                        call.name = name;
-                    }
-                    if delta.signature.is_some() {
-                        call.signature = delta.signature;
-                    }
-                    call.arguments.push_str(&delta.arguments);
-                }
-            }
+            ChatChunk::ToolCall(delta) => add_tool_delta(&mut self.calls, delta),
             ChatChunk::Finish(reason) => self.finish = Some(reason),
             ChatChunk::Usage(counted) => self.usage = Some(counted),
             ChatChunk::Cost(report) => {
@@ -985,16 +941,30 @@ impl EventWriter {
         self.event(&mut out, kind, json!({"response": response}));
         out
     }
+}
+
+impl crate::routes::gateway::DoorWriter for EventWriter {
+    fn chunk(&mut self, chunk: ChatChunk) -> String {
+        EventWriter::chunk(self, chunk)
+    }
+
+    fn end(&mut self) -> String {
+        EventWriter::end(self)
+    }
 
     /// A failure after the stream began.
-    pub(crate) fn error(&mut self, code: &str, message: &str) -> String {
+    fn failed(&mut self, error: &byok_providers::ProviderError) -> String {
         let mut out = String::new();
         self.event(
             &mut out,
             "error",
-            json!({"code": code, "message": message, "param": null}),
+            json!({"code": error.code(), "message": error.to_string(), "param": null}),
         );
         out
+    }
+
+    fn is_failure_event(name: &str) -> bool {
+        name == "error" || name == "response.failed"
     }
 }
 

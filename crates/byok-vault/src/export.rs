@@ -31,9 +31,10 @@ pub const EXPORT_FORMAT: &str = "byok-export";
 pub const EXPORT_VERSION: u32 = 1;
 /// Argon2id memory in KiB (64 MiB), iterations and lanes for new exports.
 pub const EXPORT_KDF: (u32, u32, u32) = (64 * 1024, 3, 1);
-/// The most memory an export may ask to derive its key (1 GiB): a crafted
-/// file cannot make an import exhaust the machine.
-const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+/// The most memory an export may ask to derive its key (256 MiB, four
+/// times what byok writes): a crafted file cannot make an import exhaust the
+/// machine.
+const MAX_MEMORY_KIB: u32 = 256 * 1024;
 /// Shortest passphrase accepted for a new export.
 pub const MIN_PASSPHRASE_CHARS: usize = 12;
 
@@ -122,7 +123,8 @@ fn derive(
     if kdf.algorithm != "argon2id"
         || kdf.memory_kib > MAX_MEMORY_KIB
         || kdf.iterations == 0
-        || kdf.iterations > 16
+        || kdf.iterations > 8
+        || salt.len() < 16
         || kdf.parallelism == 0
         || kdf.parallelism > 8
     {
@@ -210,6 +212,22 @@ pub fn seal_export_with(
         .map_err(|_| VaultError::Seal)?;
     file.ciphertext = STANDARD.encode(sealed);
     serde_json::to_string_pretty(&file).map_err(|_| VaultError::Seal)
+}
+
+/// Writes an export file: a new file, owner-only (0600 on Unix); an
+/// existing file is never replaced.
+///
+/// # Errors
+/// The file exists, or cannot be written.
+pub fn write_export_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 /// Opens an export file's text with `passphrase`. A wrong passphrase and a

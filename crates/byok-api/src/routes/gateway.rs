@@ -22,7 +22,7 @@ use crate::routes::messages;
 
 /// A provider's own event, framed again as it came: its name, and every
 /// line of its data (an event's data may span lines).
-pub(crate) fn native_frame(event: &byok_core::NativeEvent) -> String {
+fn native_frame(event: &byok_core::NativeEvent) -> String {
     let mut frame = String::with_capacity(event.data.len() + 32);
     if let Some(name) = event.event.as_deref().filter(|n| !n.is_empty()) {
         frame.push_str("event: ");
@@ -36,6 +36,87 @@ pub(crate) fn native_frame(event: &byok_core::NativeEvent) -> String {
     }
     frame.push('\n');
     frame
+}
+
+/// How a door writes a translated stream in its API's events.
+pub(crate) trait DoorWriter: Send + 'static {
+    /// The events one piece of the answer makes.
+    fn chunk(&mut self, chunk: ChatChunk) -> String;
+    /// The events that end the answer.
+    fn end(&mut self) -> String;
+    /// The event a failure after the stream began makes.
+    fn failed(&mut self, error: &byok_providers::ProviderError) -> String;
+    /// Whether the provider's own event of this name says it failed.
+    fn is_failure_event(name: &str) -> bool;
+}
+
+struct DoorStream<W> {
+    chunks: byok_providers::ChatStream,
+    writer: W,
+    /// Whether the provider's own events go out as they came (known from
+    /// the first piece: a native stream opens with its own events).
+    native: Option<bool>,
+    /// The provider's own stream already said it failed.
+    errored: bool,
+    done: bool,
+}
+
+/// A door's events for one answer: the provider's own passed through (a
+/// request in its native API), or another provider's translated by
+/// `writer`. A failure mid-stream ends it with the door's error event.
+/// Dropping it (the client went away) cancels the upstream request.
+pub(crate) fn door_events<W: DoorWriter>(
+    chunks: byok_providers::ChatStream,
+    writer: W,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let state = DoorStream {
+        chunks,
+        writer,
+        native: None,
+        errored: false,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if state.done {
+                return None;
+            }
+            let next = state.chunks.next().await;
+            if state.native.is_none()
+                && let Some(Ok(chunk)) = &next
+            {
+                state.native = Some(matches!(chunk, ChatChunk::Native(_)));
+            }
+            let native = state.native == Some(true);
+            let text = match next {
+                Some(Ok(ChatChunk::Native(event))) if native => {
+                    state.errored |=
+                        W::is_failure_event(event.event.as_deref().unwrap_or_default());
+                    native_frame(&event)
+                }
+                Some(Ok(_)) if native => continue,
+                Some(Ok(chunk)) => state.writer.chunk(chunk),
+                Some(Err(error)) => {
+                    state.done = true;
+                    if state.errored {
+                        return None;
+                    }
+                    state.writer.failed(&error)
+                }
+                None => {
+                    state.done = true;
+                    if native {
+                        return None;
+                    }
+                    state.writer.end()
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            return Some((Ok(Bytes::from(text)), state));
+        }
+    })
 }
 
 /// An error from an OpenAI-shaped door (`/v1/chat/completions`,

@@ -5,11 +5,8 @@
 //! Chat Completions door's own ([`crate::gateway::Gateway`]). The wire types
 //! live in [`crate::messages`].
 
-use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use byok_core::ChatChunk;
 use byok_router::Task;
-use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -17,8 +14,8 @@ use crate::gateway::GatewayChat;
 use crate::http::{ApiError, Caller, JsonBody, context};
 use crate::messages::{EventWriter, MessagesCall, MessagesRequest};
 use crate::routes::gateway::{
-    AnthropicErrorBody, Failure, bad_request_failure, gateway_disabled_failure, gateway_failure,
-    native_frame, preferences_of, refusal_failure, task_of, with_headers,
+    AnthropicErrorBody, Failure, bad_request_failure, door_events, gateway_disabled_failure,
+    gateway_failure, preferences_of, refusal_failure, task_of, with_headers,
 };
 
 /// An authentication or body error, in Anthropic's shape.
@@ -125,84 +122,10 @@ pub(crate) async fn messages(
             let mut builder = with_headers(HttpResponse::Ok(), &answered);
             builder
                 .content_type("text/event-stream")
-                .streaming(events(answered.value, writer))
+                .streaming(door_events(answered.value, writer))
         }
         Err(error) => gateway_failure(&error, ctx.request_id.as_deref()).anthropic(),
     }
-}
-
-struct Events {
-    chunks: byok_providers::ChatStream,
-    writer: EventWriter,
-    /// Whether the provider's own events go out as they came (known from
-    /// the first piece: a native stream opens with its own events).
-    native: Option<bool>,
-    /// The provider's own stream already said it failed.
-    errored: bool,
-    done: bool,
-}
-
-/// Anthropic's named events for one answer: Anthropic's own passed through,
-/// or another provider's translated. A failure mid-stream ends it with an
-/// `error` event. Dropping it (the client went away) cancels the upstream
-/// request.
-fn events(
-    chunks: byok_providers::ChatStream,
-    writer: EventWriter,
-) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    let state = Events {
-        chunks,
-        writer,
-        native: None,
-        errored: false,
-        done: false,
-    };
-    futures_util::stream::unfold(state, |mut state| async move {
-        loop {
-            if state.done {
-                return None;
-            }
-            let next = state.chunks.next().await;
-            if state.native.is_none()
-                && let Some(Ok(chunk)) = &next
-            {
-                state.native = Some(matches!(chunk, ChatChunk::Native(_)));
-            }
-            let native = state.native == Some(true);
-            let text = match next {
-                Some(Ok(ChatChunk::Native(event))) if native => {
-                    let name = event.event.as_deref().unwrap_or_default();
-                    state.errored |= name == "error";
-                    native_frame(&event)
-                }
-                Some(Ok(_)) if native => continue,
-                Some(Ok(chunk)) => state.writer.chunk(chunk),
-                Some(Err(error)) => {
-                    state.done = true;
-                    if state.errored {
-                        return None;
-                    }
-                    let kind = match error {
-                        byok_providers::ProviderError::RateLimited { .. } => "rate_limit_error",
-                        byok_providers::ProviderError::Timeout { .. } => "timeout_error",
-                        _ => "api_error",
-                    };
-                    EventWriter::error(kind, &error.to_string())
-                }
-                None => {
-                    state.done = true;
-                    if native {
-                        return None;
-                    }
-                    state.writer.end()
-                }
-            };
-            if text.is_empty() {
-                continue;
-            }
-            return Some((Ok(Bytes::from(text)), state));
-        }
-    })
 }
 
 /// `POST /v1/messages/count_tokens`: Anthropic's own count when the user has

@@ -4,11 +4,8 @@
 //! Completions door's own ([`crate::gateway::Gateway`]). The wire types live
 //! in [`crate::responses`].
 
-use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use byok_core::ChatChunk;
 use byok_router::Task;
-use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use crate::AppState;
@@ -16,7 +13,7 @@ use crate::gateway::GatewayChat;
 use crate::http::{Caller, JsonBody, context};
 use crate::responses::{EventWriter, ResponsesCall, ResponsesRequest};
 use crate::routes::gateway::{
-    OpenAiErrorBody, bad_request_failure, gateway_disabled_failure, gateway_failure, native_frame,
+    OpenAiErrorBody, bad_request_failure, door_events, gateway_disabled_failure, gateway_failure,
     preferences_of, refusal_failure, task_of, with_headers,
 };
 
@@ -95,77 +92,8 @@ pub(crate) async fn responses(
             let mut builder = with_headers(HttpResponse::Ok(), &answered);
             builder
                 .content_type("text/event-stream")
-                .streaming(events(answered.value, writer))
+                .streaming(door_events(answered.value, writer))
         }
         Err(error) => gateway_failure(&error, ctx.request_id.as_deref()).openai(),
     }
-}
-
-struct Events {
-    chunks: byok_providers::ChatStream,
-    writer: EventWriter,
-    /// Whether the provider's own events go out as they came (known from
-    /// the first piece: a native stream opens with its own events).
-    native: Option<bool>,
-    /// The provider's own stream already said it failed.
-    errored: bool,
-    done: bool,
-}
-
-/// The Responses API's events for one answer: OpenAI's own passed through,
-/// or another provider's translated. A failure mid-stream ends it with an
-/// `error` event. Dropping it (the client went away) cancels the upstream
-/// request.
-fn events(
-    chunks: byok_providers::ChatStream,
-    writer: EventWriter,
-) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    let state = Events {
-        chunks,
-        writer,
-        native: None,
-        errored: false,
-        done: false,
-    };
-    futures_util::stream::unfold(state, |mut state| async move {
-        loop {
-            if state.done {
-                return None;
-            }
-            let next = state.chunks.next().await;
-            if state.native.is_none()
-                && let Some(Ok(chunk)) = &next
-            {
-                state.native = Some(matches!(chunk, ChatChunk::Native(_)));
-            }
-            let native = state.native == Some(true);
-            let text = match next {
-                Some(Ok(ChatChunk::Native(event))) if native => {
-                    let name = event.event.as_deref().unwrap_or_default();
-                    state.errored |= name == "error" || name == "response.failed";
-                    native_frame(&event)
-                }
-                Some(Ok(_)) if native => continue,
-                Some(Ok(chunk)) => state.writer.chunk(chunk),
-                Some(Err(error)) => {
-                    state.done = true;
-                    if state.errored {
-                        return None;
-                    }
-                    state.writer.error(error.code(), &error.to_string())
-                }
-                None => {
-                    state.done = true;
-                    if native {
-                        return None;
-                    }
-                    state.writer.end()
-                }
-            };
-            if text.is_empty() {
-                continue;
-            }
-            return Some((Ok(Bytes::from(text)), state));
-        }
-    })
 }
